@@ -1,0 +1,130 @@
+"""The guard's own endpoints under ``admin.prefix``, token-protected.
+
+Why in the guard and not the app: oversight (stop/resume), feedback, explanations and metrics must work the
+same whatever framework the wrapped app uses. Stages contribute routes through ``Stage.admin_routes()``; this
+module only authenticates and dispatches.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+from typing import TYPE_CHECKING
+
+from mlguard.problem import send_problem
+from mlguard.stage import AdminRequest, AdminResponse, AdminRoute
+from mlguard.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from mlguard.runtime import Guard
+
+ADMIN_BODY_LIMIT = 1024 * 1024
+
+
+def json_response(status: int, doc: object) -> AdminResponse:
+    return AdminResponse(status, json.dumps(doc, default=str).encode())
+
+
+class Admin:
+    """Dispatches admin requests to core and stage handlers after checking the bearer token."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.prefix = guard.config.admin.prefix
+        self.token_env = guard.config.admin.token_env
+        routes: list[AdminRoute] = [
+            AdminRoute("GET", "/health", self._health, public=True),
+            AdminRoute("GET", "/policy", self._policy),
+            AdminRoute("POST", "/routes/{index}/stop", self._stop),
+            AdminRoute("POST", "/routes/{index}/resume", self._resume),
+        ]
+        for stage in guard.stages:
+            routes.extend(stage.admin_routes())
+        self._routes = [(r, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", r.path) + "$"))
+                        for r in routes]
+
+    def handles(self, path: str) -> bool:
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sub = scope["path"][len(self.prefix):] or "/"
+        method = scope.get("method", "GET")
+        matched = [(r, m) for r, rx in self._routes if (m := rx.match(sub))]
+        if not matched:
+            await send_problem(send, 404, "Not found", "no such admin endpoint", "not-found")
+            return
+        allowed = [(r, m) for r, m in matched if r.method == method]
+        if not allowed:
+            await send_problem(send, 405, "Method not allowed", f"use {matched[0][0].method}", "method-not-allowed")
+            return
+        route, m = allowed[0]
+        if not route.public and not self._authorised(scope):
+            await send_problem(send, 401, "Unauthorized",
+                               f"a valid admin bearer token (env {self.token_env}) is required", "unauthorized",
+                               headers=[(b"www-authenticate", b"Bearer")])
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > ADMIN_BODY_LIMIT:
+                await send_problem(send, 413, "Request body too large", "admin body over 1 MiB", "body-too-large")
+                return
+            if not message.get("more_body", False):
+                break
+        query = _parse_query(scope.get("query_string", b""))
+        query.update(m.groupdict())
+        resp = await route.handler(AdminRequest(method, sub, query, body))
+        headers = [(b"content-type", resp.content_type.encode()),
+                   (b"content-length", str(len(resp.body)).encode())]
+        headers.extend((k.encode(), v.encode()) for k, v in resp.headers)
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": resp.body, "more_body": False})
+
+    def _authorised(self, scope: Scope) -> bool:
+        expected = os.environ.get(self.token_env, "")
+        if not expected:
+            return False
+        for k, v in scope.get("headers", ()):
+            if k == b"authorization":
+                scheme, _, token = bytes(v).decode("latin-1").partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
+        return False
+
+    async def _health(self, req: AdminRequest) -> AdminResponse:
+        return json_response(200, {"status": "ok", "stages": [s.name for s in self.guard.stages],
+                                   "unavailable": self.guard.unavailable})
+
+    async def _policy(self, req: AdminRequest) -> AdminResponse:
+        return json_response(200, {"ids": self.guard.policy.ids, "failure_mode": self.guard.policy.failure_mode})
+
+    def _route_index(self, req: AdminRequest) -> int | None:
+        try:
+            index = int(req.query.get("index", ""))
+        except ValueError:
+            return None
+        return index if 0 <= index < len(self.guard.table.routes) else None
+
+    async def _stop(self, req: AdminRequest) -> AdminResponse:
+        index = self._route_index(req)
+        if index is None:
+            return json_response(404, {"detail": "no such route index"})
+        self.guard.halt(index)
+        return json_response(200, {"route": index, "halted": True})
+
+    async def _resume(self, req: AdminRequest) -> AdminResponse:
+        index = self._route_index(req)
+        if index is None:
+            return json_response(404, {"detail": "no such route index"})
+        self.guard.resume(index)
+        return json_response(200, {"route": index, "halted": False})
+
+
+def _parse_query(raw: bytes) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(raw.decode("latin-1")))

@@ -1,0 +1,257 @@
+"""Capped body reading, limited JSON parsing, replay to the app and response capture.
+
+Why here and not in the middleware: these are the only places that touch raw bytes, and every limit they
+enforce must name itself in the refusal without echoing a byte of the body (it may hold personal data).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlguard.config import LimitSettings
+from mlguard.errors import (
+    BodyLimitExceeded,
+    BodyTooLarge,
+    ClientDisconnected,
+    MalformedBody,
+    UnsupportedMediaType,
+)
+from mlguard.types import Message, Receive, Scope, Send
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lower-case), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def check_content_type(scope: Scope, limits: LimitSettings) -> None:
+    """Refuse media types other than the configured JSON ones (415)."""
+    raw = header(scope, b"content-type")
+    media = raw.split(b";", 1)[0].strip().lower().decode("latin-1") if raw else ""
+    if media in limits.content_types or (media.startswith("application/") and media.endswith("+json")):
+        return
+    shown = media if media and len(media) < 100 and media.isprintable() else "missing or unreadable"
+    raise UnsupportedMediaType(
+        f"content type {shown!r} is not accepted on this route; send one of {limits.content_types}",
+        limit="content_types",
+    )
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """Read the whole request body, refusing more than ``limit`` bytes (413) before reading them all."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge(f"body of {int(declared)} bytes exceeds max_body_bytes={limit}",
+                                   limit="max_body_bytes")
+        except ValueError:
+            raise MalformedBody("Content-Length header is not an integer", limit="content-length") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            raise ClientDisconnected("client disconnected before the body was complete")
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds max_body_bytes={limit}", limit="max_body_bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def parse_json(raw: bytes, limits: LimitSettings) -> Any:
+    """Parse ``raw`` as UTF-8 JSON within the limits; each refusal names the limit, never the content."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"body is not valid UTF-8 (at byte {exc.start})", limit="utf-8") from None
+    max_digits = limits.max_integer_digits
+
+    def parse_int(token: str) -> int:
+        if len(token.lstrip("-")) > max_digits:
+            raise BodyLimitExceeded(f"an integer has more than max_integer_digits={max_digits} digits",
+                                    limit="max_integer_digits")
+        return int(token)
+
+    def parse_constant(token: str) -> Any:
+        raise MalformedBody(f"{token} is not valid JSON", limit="json")
+
+    try:
+        doc = json.loads(text, parse_int=parse_int, parse_constant=parse_constant)
+    except RecursionError:
+        raise BodyLimitExceeded(f"nesting deeper than max_depth={limits.max_depth}", limit="max_depth") from None
+    except json.JSONDecodeError as exc:
+        # exc.msg is a fixed phrase from the decoder; position, not content, is reported.
+        raise MalformedBody(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                            limit="json") from None
+    _check_limits(doc, limits)
+    return doc
+
+
+def _check_limits(doc: Any, limits: LimitSettings) -> None:
+    """Walk the parsed document once, iteratively, checking depth, string and array limits."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    max_depth, max_str, max_arr = limits.max_depth, limits.max_string_length, limits.max_array_length
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_string(node, max_str)
+        elif isinstance(node, dict):
+            if depth > max_depth:
+                raise BodyLimitExceeded(f"nesting deeper than max_depth={max_depth}", limit="max_depth")
+            for key, value in node.items():
+                _check_string(key, max_str)
+                if isinstance(value, dict | list | str):
+                    stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            if depth > max_depth:
+                raise BodyLimitExceeded(f"nesting deeper than max_depth={max_depth}", limit="max_depth")
+            if len(node) > max_arr:
+                raise BodyLimitExceeded(f"an array has more than max_array_length={max_arr} items",
+                                        limit="max_array_length")
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list | str))
+
+
+def _check_string(s: str, max_len: int) -> None:
+    if len(s) > max_len:
+        raise BodyLimitExceeded(f"a string is longer than max_string_length={max_len}",
+                                limit="max_string_length")
+    if not s.isascii():
+        if _SURROGATE.search(s):
+            raise MalformedBody("a string holds a lone surrogate escape (not valid Unicode)", limit="unicode")
+        if "\x00" in s:
+            raise BodyLimitExceeded("a string holds a NUL character", limit="nul")
+    elif "\x00" in s:
+        raise BodyLimitExceeded("a string holds a NUL character", limit="nul")
+
+
+def dump_json(doc: Any) -> bytes:
+    """Compact UTF-8 JSON, as sent to the app and the client when a document was rewritten."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def replay_receive(body: bytes, receive: Receive) -> Receive:
+    """A receive() that yields ``body`` once, then hands later calls to the original (so a disconnect still
+    reaches the app)."""
+    sent = False
+
+    async def _receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return _receive
+
+
+def with_content_length(scope: Scope, length: int) -> Scope:
+    """A copy of ``scope`` whose Content-Length matches a rewritten body."""
+    headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-length"]
+    headers.append((b"content-length", str(length).encode()))
+    new = dict(scope)
+    new["headers"] = headers
+    return new
+
+
+@dataclass(slots=True)
+class CapturedResponse:
+    """The app's response as captured by ``ResponseCapture``."""
+
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    complete: bool = False
+    streamed: bool = False  # True: passed through as it came (not inspected)
+    started: bool = False  # the start message was sent on to the client
+
+
+_JSON_TYPES = (b"application/json",)
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    for k, v in headers:
+        if k.lower() == b"content-type":
+            media = v.split(b";", 1)[0].strip().lower()
+            return media in _JSON_TYPES or (media.startswith(b"application/") and media.endswith(b"+json"))
+    return False
+
+
+class ResponseCapture:
+    """A send() for the app that buffers JSON responses for the stages and streams everything else through.
+
+    Non-JSON and ``text/event-stream`` responses go straight to the client with ``pass_headers`` added and are
+    marked not inspected.
+    """
+
+    def __init__(self, send: Send, pass_headers: list[tuple[bytes, bytes]], max_bytes: int) -> None:
+        self._send = send
+        self._pass_headers = pass_headers
+        self._max = max_bytes
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.response = CapturedResponse()
+
+    async def __call__(self, message: Message) -> None:
+        r = self.response
+        kind = message["type"]
+        if kind == "http.response.start":
+            r.status = int(message["status"])
+            r.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", ())]
+            if not _is_json(r.headers):
+                r.streamed = True
+                r.started = True
+                out = dict(message)
+                out["headers"] = [*r.headers, *self._pass_headers, (b"mlguard-inspected", b"false")]
+                await self._send(out)
+            return
+        if kind == "http.response.body":
+            if r.streamed:
+                await self._send(message)
+                if not message.get("more_body", False):
+                    r.complete = True
+                return
+            chunk = message.get("body", b"")
+            self._size += len(chunk)
+            self._chunks.append(chunk)
+            if self._size > self._max:
+                # Too large to inspect: flush what we hold and stream the rest, marked not inspected.
+                r.streamed = True
+                r.started = True
+                await self._send({"type": "http.response.start", "status": r.status,
+                                  "headers": [*r.headers, *self._pass_headers, (b"mlguard-inspected", b"false")]})
+                await self._send({"type": "http.response.body", "body": b"".join(self._chunks),
+                                  "more_body": message.get("more_body", False)})
+                self._chunks.clear()
+                if not message.get("more_body", False):
+                    r.complete = True
+                return
+            if not message.get("more_body", False):
+                r.body = b"".join(self._chunks)
+                self._chunks.clear()
+                r.complete = True
+            return
+        await self._send(message)  # e.g. http.response.trailers, pathsend: not ours to judge
+
+    async def flush_partial(self) -> None:
+        """Send what was buffered so far, as the app sent it (used when the app raises mid-response)."""
+        r = self.response
+        if r.status and not r.started:
+            r.started = True
+            await self._send({"type": "http.response.start", "status": r.status, "headers": r.headers})
+            await self._send({"type": "http.response.body", "body": b"".join(self._chunks) or r.body,
+                              "more_body": False})

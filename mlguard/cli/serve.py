@@ -1,0 +1,33 @@
+"""``mlguard serve CONFIG MODULE:APP``: run an existing ASGI app under uvicorn, guarded, with no code change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from mlguard.cli._root import cli
+
+
+@cli.command(help="Serve MODULE:APP wrapped by the guard described in CONFIG (mlguard.yaml), under uvicorn.")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("app")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes; each builds its own guard.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(config: Path, app: str, host: str, port: int, workers: int, log_level: str) -> None:
+    import uvicorn
+
+    from mlguard.config import load_config
+    from mlguard.serving import ENV_APP, ENV_CONFIG, import_app
+
+    load_config(config)  # fail fast, with file and field, before any worker starts
+    import_app(app)
+    os.environ[ENV_CONFIG] = str(config.resolve())
+    os.environ[ENV_APP] = app
+    uvicorn.run("mlguard.serving:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)

@@ -1,0 +1,158 @@
+"""GuardConfig: the deployment configuration (``mlguard.yaml``), also constructible in Python.
+
+Why pydantic with ``extra="forbid"``: a misspelt key in a compliance tool must be an error at start-up, not a
+silently ignored safeguard. Errors name the file and the dotted field path.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlguard.config.audit import AuditSettings
+from mlguard.config.explain import ExplainSettings, ModelBinding
+from mlguard.config.fairness import FairnessSettings
+from mlguard.config.pii import PIIEngineSettings
+from mlguard.errors import ConfigError
+
+__all__ = [
+    "AdminSettings",
+    "AuditSettings",
+    "ExplainSettings",
+    "FairnessSettings",
+    "GuardConfig",
+    "LimitSettings",
+    "ModelBinding",
+    "PIIEngineSettings",
+    "RouteConfig",
+    "load_config",
+]
+
+MiB = 1024 * 1024
+_PATH_RE = re.compile(r"^/[^\s]*$")
+
+
+class LimitSettings(BaseModel):
+    """Limits on request bodies of guarded routes; each one, when hit, is named in the 4xx answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(MiB, gt=0, description="Largest body read (413 above).")
+    max_depth: int = Field(32, gt=0, le=500, description="Deepest nesting of arrays/objects (422 above).")
+    max_string_length: int = Field(100_000, gt=0, description="Longest JSON string, in characters (422 above).")
+    max_integer_digits: int = Field(64, gt=0, le=4000, description="Most digits in a JSON integer (422 above).")
+    max_array_length: int = Field(10_000, gt=0, description="Most items in one JSON array (422 above).")
+    content_types: list[str] = Field(
+        default_factory=lambda: ["application/json"],
+        description="Accepted request media types (any `+json` suffix type is also accepted).",
+    )
+
+
+class AdminSettings(BaseModel):
+    """The guard's own endpoints (feedback, explanations, metrics, health), all under one prefix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field("/mlguard", description="Path prefix of the admin endpoints.")
+    token_env: str = Field("MLGUARD_ADMIN_TOKEN", description="Environment variable holding the admin token.")
+    enabled: bool = Field(True, description="Serve the admin endpoints at all.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_path(cls, v: str) -> str:
+        if not _PATH_RE.match(v) or v.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/'")
+        return v
+
+
+class RouteConfig(BaseModel):
+    """One guarded route. Paths are exact or use ``{name}`` segments (``/models/{name}/predict``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Path of the guarded route.")
+    methods: list[str] = Field(default_factory=lambda: ["POST"], description="HTTP methods guarded on it.")
+    subject: str | None = Field(None, description="JSONPath to the id of the person the record is about.")
+    protected: dict[str, str] = Field(
+        default_factory=dict, description="Protected attribute name -> JSONPath, read before redaction."
+    )
+    pii: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSONPath -> ENTITY (redact whole value), `scan` (detect spans) or `keep`.",
+    )
+    scan_undeclared: bool | None = Field(None, description="Override pii_engine.scan_undeclared on this route.")
+    model: ModelBinding | None = Field(None, description="Model binding: explanations and fairness decisions.")
+    policies: list[str] | None = Field(None, description="Policies for this route instead of the global list.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str) -> str:
+        if not _PATH_RE.match(v):
+            raise ValueError("must start with '/' and contain no spaces")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_upper(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one method")
+        return [m.upper() for m in v]
+
+
+class GuardConfig(BaseModel):
+    """The whole deployment configuration. See README "Configuration" for every key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policies: list[str] = Field(
+        default_factory=lambda: ["base"], description="Bundled policy names or paths to policy files, composed."
+    )
+    routes: list[RouteConfig] = Field(default_factory=list, description="The guarded routes.")
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    pii_engine: PIIEngineSettings = Field(default_factory=PIIEngineSettings)
+    explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    fairness: FairnessSettings = Field(default_factory=FairnessSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="mlguard logger level.")
+    base_dir: Path | None = Field(
+        None, description="Directory relative paths resolve against (default: the config file's directory)."
+    )
+
+
+def load_config(source: str | Path | GuardConfig | dict[str, Any]) -> GuardConfig:
+    """Load and validate a configuration; raise ConfigError naming the file and the first bad field."""
+    if isinstance(source, GuardConfig):
+        return source
+    if isinstance(source, dict):
+        return _validate(source, file=None)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config ({exc.strerror})", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', 'parse error')})", file=str(path),
+                          field=where) from None
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be a mapping", file=str(path))
+    data.setdefault("base_dir", str(path.resolve().parent))
+    return _validate(data, file=str(path))
+
+
+def _validate(data: dict[str, Any], *, file: str | None) -> GuardConfig:
+    try:
+        return GuardConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{err['msg']}{more}", file=file, field=field) from None

@@ -1,0 +1,25 @@
+"""Deployment settings of the audit stage (``audit:`` in mlguard.yaml). Owned by the audit area."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AuditSettings(BaseModel):
+    """Where the audit trail lives, how durable an append is, and which keyring seals it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Write an audit record for every guarded exchange.")
+    store: str = Field("sqlite:///./mlguard-audit.db", description="sqlite:///PATH or postgresql://... URL.")
+    keyring: Path | None = Field(Path("./mlguard.keyring"), description="Keyring file (0600); created if absent.")
+    durability: Literal["sync", "async"] = Field(
+        "sync", description="sync: committed before the response leaves; async: bounded queue."
+    )
+    witness: Path | None = Field(None, description="File that every signed checkpoint is also appended to.")
+    checkpoint_every: int = Field(1000, gt=0, description="Sign a checkpoint every N records.")
+    checkpoint_seconds: float = Field(60.0, gt=0, description="...and every T seconds, even when idle.")
+    queue_size: int = Field(10_000, gt=0, description="Bound of the async queue (durability: async).")

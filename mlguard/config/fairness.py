@@ -1,0 +1,31 @@
+"""Deployment settings of the fairness stage (``fairness:`` in mlguard.yaml). Owned by the fairness area."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FairnessSettings(BaseModel):
+    """The live window and where alerts go. Thresholds come from the policies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Keep fairness windows on routes that declare protected attributes.")
+    window_size: int = Field(10_000, gt=0, description="Last N decisions per route.")
+    window_seconds: float | None = Field(None, gt=0, description="...and/or the last T seconds.")
+    webhook: str | None = Field(None, description="URL POSTed a JSON alert on warn/violation (timeout, retry).")
+    intersectional: bool = Field(True, description="Also track intersections of protected attributes.")
+    score_threshold: float | None = Field(
+        None, description="When a route declares model.output but no model.favorable: selected = score >= this."
+    )
+    max_categories: int = Field(
+        50, gt=0, description="Distinct values kept per protected attribute; later new ones count as `other`."
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST, in seconds.")
+    webhook_retries: int = Field(3, ge=0, le=10, description="Webhook retries after a failed POST (backoff).")
+    shared_store: str | None = Field(
+        None, description="postgresql:// URL: keep the window's counts in the database, shared by all replicas."
+    )
+    bucket_seconds: int = Field(
+        60, gt=0, description="Time bucket of the shared counts (the shared window moves by whole buckets)."
+    )

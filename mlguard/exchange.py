@@ -1,0 +1,274 @@
+"""Exchange: one per guarded request; runs the pipeline top to bottom.
+
+read body (capped) > parse JSON (limits) > split subject and protected attributes > stages.before_app (PII)
+> decide > call the app with the (possibly rewritten) body > capture its response > stages.after_app
+(explain, fairness, response scan) > decide > stages.finish (audit) > decide > send (+ MLGuard-* headers).
+
+Why a per-request object: all state of one request lives here and dies with it; the middleware and the stages
+hold only what is built once. Nothing here logs or raises with an input value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from mlguard import body as bodyio
+from mlguard.errors import ClientDisconnected, MLGuardError, RequestRejected, StageError
+from mlguard.ids import uuid7
+from mlguard.policy.decision import PROCEED, Decision, Evidence, Phase, Rules, decide
+from mlguard.problem import send_problem
+from mlguard.types import JSON, ASGIApp, Finding, Outcome, Receive, Scope, Send, StageFailure
+
+if TYPE_CHECKING:
+    from mlguard.routes import CompiledRoute
+    from mlguard.runtime import Guard
+
+log = logging.getLogger("mlguard.exchange")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Everything known about one guarded request. Stages read and write the fields documented here."""
+
+    guard: Guard
+    route: CompiledRoute
+    scope: Scope
+    audit_id: str = field(default_factory=lambda: str(uuid7()))
+    started_wall: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    raw_body: bytes = b""
+    original: JSON = None  # the parsed request as the client sent it: never logged, never to the model
+    document: JSON = None  # what the app will receive; stages replace it (copy-on-write)
+    document_changed: bool = False
+    subject: str | None = None
+    protected: dict[str, Any] = field(default_factory=dict)  # read from ``original`` before redaction
+    findings: list[Finding] = field(default_factory=list)
+    status: int | None = None
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    response_body: bytes = b""
+    response_doc: JSON = None
+    response_modified: bool = False
+    inspected: bool = False
+    outcome: Outcome | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    failures: list[StageFailure] = field(default_factory=list)
+    rejection: RequestRejected | None = None
+    decision: Decision = PROCEED
+    app_called: bool = False
+    app_error: str | None = None
+    disconnected: bool = False
+    record: dict[str, Any] = field(default_factory=dict)  # sections stages add to the audit record
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return str(self.scope.get("method", ""))
+
+    @property
+    def path(self) -> str:
+        return str(self.scope.get("path", ""))
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+    def set_document(self, doc: JSON) -> None:
+        """Replace what the app receives; stages call this instead of mutating ``original``."""
+        self.document = doc
+        self.document_changed = True
+
+    # ------------------------------------------------------------------ the pipeline
+
+    async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
+        guard = self.guard
+        limits = guard.config.limits
+        try:
+            bodyio.check_content_type(self.scope, limits)
+            self.raw_body = await bodyio.read_body(self.scope, receive, limits.max_body_bytes)
+            self.original = bodyio.parse_json(self.raw_body, limits)
+        except RequestRejected as exc:
+            self.rejection = exc
+            self.status = exc.status
+            await self._finish_stages()
+            await send_problem(send, exc.status, exc.title, exc.detail, exc.type_suffix,
+                               instance=self.audit_id, headers=self._guard_headers(), limit=exc.limit)
+            return
+        except ClientDisconnected:
+            self.disconnected = True
+            self.status = 499
+            await self._finish_stages()
+            return
+
+        self.document = self.original
+        self._split_subject_and_protected()
+
+        for stage in guard.stages:
+            await self._run_hook(stage.name, "before_app", stage.before_app)
+        if await self._refused("request", send):
+            return
+
+        await self._call_app(app, receive, send)
+
+    async def _call_app(self, app: ASGIApp, receive: Receive, send: Send) -> None:
+        guard = self.guard
+        payload = bodyio.dump_json(self.document) if self.document_changed else self.raw_body
+        scope = bodyio.with_content_length(self.scope, len(payload)) if self.document_changed else self.scope
+        capture = bodyio.ResponseCapture(send, self._pass_headers(), guard.config.limits.max_body_bytes * 8)
+        self.app_called = True
+        try:
+            await app(scope, bodyio.replay_receive(payload, receive), capture)
+        except BaseException as exc:
+            # The app's own error propagates exactly as without the guard; the record notes its class only.
+            self.app_error = type(exc).__name__
+            self.status = capture.response.status or 500
+            with anyio.CancelScope(shield=True):
+                await self._finish_stages(raise_errors=False)
+            await capture.flush_partial()
+            raise
+        resp = capture.response
+        self.status = resp.status
+        self.response_headers = resp.headers
+        if resp.streamed or not resp.complete:
+            self.inspected = False
+            await self._finish_stages(raise_errors=False)
+            return
+        self.response_body = resp.body
+        self.response_doc = _parse_response(resp.body)
+        self.inspected = self.response_doc is not None
+        if self.inspected:
+            self.outcome = _read_outcome(self)
+            for stage in guard.stages:
+                await self._run_hook(stage.name, "after_app", stage.after_app)
+        if await self._refused("response", send):
+            return
+        await self._finish_stages()
+        if await self._refused("finish", send):
+            return
+        await self._send_response(send)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _split_subject_and_protected(self) -> None:
+        """Read the subject and the protected attributes from the original request, before any redaction.
+
+        Whether protected attributes reach the model is the policy's call (``pii.protected_to_model``); when they
+        must not, they are removed from the document the app receives.
+        """
+        route = self.route
+        if route.subject is not None:
+            value = route.subject.first(self.original)
+            self.subject = None if value is None or isinstance(value, dict | list) else str(value)
+        if not route.protected:
+            return
+        for name, path in route.protected.items():
+            self.protected[name] = path.first(self.original)
+        if not route.policy.pii.protected_to_model:
+            doc = copy.deepcopy(self.document)
+            removed = False
+            for path in route.protected.values():
+                for location, _ in list(path.find(doc)):
+                    parent = doc
+                    for part in location[:-1]:
+                        parent = parent[part]
+                    if isinstance(parent, dict):
+                        del parent[location[-1]]
+                        removed = True
+            if removed:
+                self.set_document(doc)
+
+    async def _run_hook(self, name: str, phase: str, hook: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            await hook(self)
+        except Exception as exc:
+            self._record_failure(name, phase, exc)
+        finally:
+            key = f"{name}.{phase}"
+            self.timings_ms[key] = self.timings_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
+
+    def _record_failure(self, name: str, phase: str, exc: Exception) -> None:
+        # Our own errors keep input values out of their messages; foreign ones may not, so only the class.
+        message = str(exc) if isinstance(exc, MLGuardError) else "unexpected error in stage"
+        self.failures.append(StageFailure(name, phase, type(exc).__name__, message))
+        log.error("stage failed", extra={"stage": name, "phase": phase, "error": type(exc).__name__,
+                                          "audit_id": self.audit_id})
+
+    async def _finish_stages(self, *, raise_errors: bool = True) -> None:
+        for stage in self.guard.stages:
+            await self._run_hook(stage.name, "finish", stage.finish)
+
+    def _evidence(self, phase: Phase) -> Evidence:
+        failed = tuple(dict.fromkeys(f.stage for f in self.failures if _phase_of(f.phase) == phase))
+        fairness = self.record.get("fairness", {}).get("status", "off") if phase != "finish" else "off"
+        return Evidence(phase=phase, failed_stages=failed, halted=self.guard.is_halted(self.route),
+                        fairness_status=fairness)
+
+    async def _refused(self, phase: Phase, send: Send) -> bool:
+        policy = self.route.policy
+        rules = Rules(failure_mode=policy.failure_mode, fairness_action=policy.fairness.action)
+        decision = decide(self._evidence(phase), rules)
+        if decision.gap or decision.refused:
+            self.decision = decision
+        if not decision.refused:
+            return False
+        self.status = decision.status
+        if phase != "finish":
+            await self._finish_stages(raise_errors=False)
+        await send_problem(send, decision.status or 503, "Service unavailable", decision.detail,
+                           decision.reason.replace("_", "-"), instance=self.audit_id,
+                           headers=self._guard_headers())
+        return True
+
+    def _guard_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"mlguard-audit-id", self.audit_id.encode()),
+                   (b"mlguard-policy", ",".join(self.route.policy.ids).encode())]
+        headers.extend((k.lower().encode(), v.encode("latin-1", "replace")) for k, v in self.extra_headers.items())
+        return headers
+
+    def _pass_headers(self) -> list[tuple[bytes, bytes]]:
+        return self._guard_headers()
+
+    async def _send_response(self, send: Send) -> None:
+        body = self.response_body
+        headers = [(k, v) for k, v in self.response_headers]
+        if self.response_modified:
+            body = bodyio.dump_json(self.response_doc)
+            headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+        headers.extend(self._guard_headers())
+        headers.append((b"mlguard-inspected", b"true"))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _phase_of(hook_phase: str) -> Phase:
+    return {"before_app": "request", "after_app": "response"}.get(hook_phase, "finish")  # type: ignore[return-value]
+
+
+def _parse_response(raw: bytes) -> JSON:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _read_outcome(ex: Exchange) -> Outcome | None:
+    route = ex.route
+    if route.output is None and route.favorable is None:
+        return None
+    score = route.output.first(ex.response_doc) if route.output else None
+    fav = route.favorable.first(ex.response_doc) if route.favorable else None
+    return Outcome(
+        score=float(score) if isinstance(score, int | float) and not isinstance(score, bool) else None,
+        favorable=fav if isinstance(fav, bool) else None,
+    )
+
+
+__all__ = ["Exchange", "StageError"]

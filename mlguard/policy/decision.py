@@ -1,0 +1,77 @@
+"""``decide(evidence, rules) -> Decision``: the pure heart of enforcement.
+
+Why pure: what the guard does with a failed stage, a stopped system or a fairness violation is the part a
+compliance reviewer must be able to read and test as a table. The stages gather evidence, the Exchange
+enforces the Decision; this module imports none of them and does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Phase = Literal["request", "response", "finish"]
+FailureMode = Literal["fail_open", "fail_closed"]
+FairnessStatus = Literal["ok", "warn", "violation", "insufficient", "off"]
+FairnessAction = Literal["annotate", "alert", "block"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the stages found, as plain values."""
+
+    phase: Phase
+    failed_stages: tuple[str, ...] = ()
+    halted: bool = False
+    fairness_status: FairnessStatus = "off"
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The parts of the effective policy that decide."""
+
+    failure_mode: FailureMode = "fail_closed"
+    fairness_action: FairnessAction = "annotate"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``proceed`` or ``refuse`` (with the status and a reason a client may read: no input values)."""
+
+    action: Literal["proceed", "refuse"]
+    status: int | None = None
+    reason: str = ""
+    detail: str = ""
+    gap: bool = False  # served although a stage failed (fail_open): the audit record says so
+
+    @property
+    def refused(self) -> bool:
+        return self.action == "refuse"
+
+
+PROCEED = Decision("proceed")
+
+
+def decide(evidence: Evidence, rules: Rules) -> Decision:
+    """Decide whether the exchange goes on.
+
+    >>> decide(Evidence("request", failed_stages=("pii",)), Rules("fail_closed")).status
+    503
+    >>> decide(Evidence("request", failed_stages=("pii",)), Rules("fail_open")).gap
+    True
+    """
+    if evidence.halted and evidence.phase == "request":
+        return Decision("refuse", 503, "halted",
+                        "decisions on this route are stopped by human oversight until resumed")
+    if evidence.failed_stages:
+        names = ", ".join(evidence.failed_stages)
+        if rules.failure_mode == "fail_closed":
+            return Decision("refuse", 503, "stage_failed",
+                            f"the {names} stage failed and the policy's failure_mode is fail_closed")
+        return Decision("proceed", None, "stage_failed_open",
+                        f"the {names} stage failed; served under failure_mode fail_open", gap=True)
+    if (evidence.phase == "request" and rules.fairness_action == "block"
+            and evidence.fairness_status == "violation"):
+        return Decision("refuse", 503, "fairness_block",
+                        "decisions on this route are blocked: the fairness policy is violated")
+    return PROCEED

@@ -1,0 +1,142 @@
+"""Item 3 of the foundation issue: bad input never reaches the app and never crashes the guard."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.core.conftest import client
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "Zebulon Quartermaine 078-05-1120"  # planted: must never be echoed
+
+
+async def _post(mw: Any, content: bytes, content_type: str = "application/json") -> Any:
+    async with client(mw) as c:
+        return await c.post("/predict", content=content, headers={"content-type": content_type})
+
+
+def _assert_problem(resp: Any, status: int, limit_word: str) -> dict[str, Any]:
+    assert resp.status_code == status
+    assert resp.headers["content-type"] == "application/problem+json"
+    doc = resp.json()
+    assert doc["status"] == status
+    assert limit_word in doc["detail"]
+    assert SECRET not in resp.text
+    assert "Zebulon" not in resp.text
+    assert resp.headers["mlguard-audit-id"]
+    return doc
+
+
+async def test_oversized_body_declared_length_is_413(make_guarded: Any) -> None:
+    mw, app = make_guarded(limits={"max_body_bytes": 64})
+    body = json.dumps({"note": SECRET * 10}).encode()
+    resp = await _post(mw, body)
+    _assert_problem(resp, 413, "max_body_bytes=64")
+    assert not app.called
+
+
+async def test_oversized_chunked_body_is_413(make_guarded: Any) -> None:
+    mw, app = make_guarded(limits={"max_body_bytes": 64})
+    sent: list[Any] = []
+    chunks = [b'{"note": "' + SECRET.encode(), b"x" * 100, b'"}']
+
+    async def receive() -> dict[str, Any]:
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(msg: Any) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type",
+             b"application/json")], "query_string": b""}
+    await mw(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert b"max_body_bytes" in sent[1]["body"]
+    assert SECRET.encode() not in sent[1]["body"]
+    assert not app.called
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+async def test_wrong_content_type_is_415(make_guarded: Any, ctype: str) -> None:
+    mw, app = make_guarded()
+    resp = await _post(mw, json.dumps({"note": SECRET}).encode(), ctype)
+    _assert_problem(resp, 415, "content type")
+    assert not app.called
+
+
+async def test_missing_content_type_is_415(make_guarded: Any) -> None:
+    mw, app = make_guarded()
+    async with client(mw) as c:
+        resp = await c.post("/predict", content=json.dumps({"note": SECRET}).encode())
+    assert resp.status_code == 415
+    assert not app.called
+
+
+async def test_json_suffix_type_is_accepted(make_guarded: Any) -> None:
+    mw, app = make_guarded()
+    resp = await _post(mw, b'{"a": 1}', "application/vnd.api+json")
+    assert resp.status_code == 200
+    assert app.called
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "word"),
+    [
+        (b'{"note": "' + SECRET.encode() + b'"', 400, "not valid JSON"),
+        (b'{"note": "\xff\xfe' + SECRET.encode() + b'"}', 400, "UTF-8"),
+        (b'{"x": NaN, "note": "' + SECRET.encode() + b'"}', 400, "not valid JSON"),
+        (b'{"n": ' + b"1" * 200 + b', "note": "' + SECRET.encode() + b'"}', 422, "max_integer_digits"),
+        (b"[" * 40 + b"]" * 40, 422, "max_depth"),
+        (b"[" * 100_000 + b"]" * 100_000, 422, "max_depth"),
+        (json.dumps({"note": SECRET + "y" * 200_000}).encode(), 422, "max_string_length"),
+        (json.dumps({"items": list(range(20_000)), "note": SECRET}).encode(), 422, "max_array_length"),
+        (b'{"note": "\\ud800' + SECRET.encode() + b'"}', 400, "surrogate"),
+        (b'{"note": "a\\u0000' + SECRET.encode() + b'"}', 422, "NUL"),
+    ],
+    ids=["truncated", "non-utf8", "nan", "int-digits", "depth", "very-deep", "string-length", "array-length",
+         "lone-surrogate", "nul"],
+)
+async def test_malformed_or_over_limit_json(make_guarded: Any, body: bytes, status: int, word: str) -> None:
+    mw, app = make_guarded(limits={"max_body_bytes": 4 * 1024 * 1024})
+    resp = await _post(mw, body)
+    _assert_problem(resp, status, word)
+    assert not app.called
+
+
+async def test_client_disconnect_mid_body(make_guarded: Any) -> None:
+    mw, app = make_guarded()
+    messages = [{"type": "http.request", "body": b'{"note": "', "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    async def send(msg: Any) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict",
+             "headers": [(b"content-type", b"application/json")], "query_string": b""}
+    await mw(scope, receive, send)
+    assert sent == []
+    assert not app.called
+
+
+async def test_bad_content_length_is_400(make_guarded: Any) -> None:
+    mw, app = make_guarded()
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(msg: Any) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"abc")]}
+    await mw(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert not app.called

@@ -1,0 +1,73 @@
+"""GuardConfig loading: errors name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlguard.config import GuardConfig, load_config
+from mlguard.errors import ConfigError
+from mlguard.jsonpath import compile_path, format_location
+
+
+def test_yaml_config_loads_with_base_dir(tmp_path: Path) -> None:
+    f = tmp_path / "mlguard.yaml"
+    f.write_text("policies: [gdpr]\nroutes:\n  - path: /predict\n    pii: {$.name: PERSON}\n")
+    cfg = load_config(f)
+    assert cfg.policies == ["gdpr"]
+    assert cfg.routes[0].methods == ["POST"]
+    assert cfg.base_dir == tmp_path
+
+
+def test_unknown_key_names_file_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "mlguard.yaml"
+    f.write_text("routes:\n  - path: /predict\n    pii_rules: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert str(f) in str(info.value)
+    assert info.value.field == "routes.0.pii_rules"
+
+
+def test_bad_yaml_names_line(tmp_path: Path) -> None:
+    f = tmp_path / "mlguard.yaml"
+    f.write_text("routes: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(f)
+
+
+def test_missing_file_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_python_construction() -> None:
+    cfg = GuardConfig(routes=[{"path": "/p", "methods": ["post"]}])  # type: ignore[list-item]
+    assert cfg.routes[0].methods == ["POST"]
+    with pytest.raises(ConfigError, match=r"limits\.max_depth"):
+        load_config({"limits": {"max_depth": 0}})
+
+
+@pytest.mark.parametrize(("path", "loc", "hit"), [
+    ("$.a.b", ("a", "b"), True),
+    ("$.a[*].b", ("a", 3, "b"), True),
+    ("$.a[*].b", ("a", "x", "b"), False),
+    ("$['a b'].c", ("a b", "c"), True),
+    ("$.a.*", ("a", "z"), True),
+    ("$.a[1]", ("a", 1), True),
+])
+def test_jsonpath_matches(path: str, loc: tuple[str | int, ...], hit: bool) -> None:
+    assert compile_path(path).matches(loc) is hit
+
+
+def test_jsonpath_find_and_format() -> None:
+    doc = {"a": [{"b": 1}, {"b": 2}], "c d": {"e": 3}}
+    assert [v for _, v in compile_path("$.a[*].b").find(doc)] == [1, 2]
+    assert compile_path("$.a[-1].b").first(doc) == 2
+    assert compile_path("$.missing").first(doc, "dflt") == "dflt"
+    assert format_location(("a", 0, "b")) == "$.a[0].b"
+    assert format_location(("c d", "e")) == "$['c d'].e"
+    with pytest.raises(ConfigError):
+        compile_path("a.b")
+    with pytest.raises(ConfigError):
+        compile_path("$.a[?(@.x)]")
