@@ -1,0 +1,1 @@
+"""Example services guarded by mlguard; a source checkout only, not shipped in the wheel."""
