@@ -22,7 +22,7 @@ import anyio
 from mlguard import body as bodyio
 from mlguard.errors import ClientDisconnected, MLGuardError, RequestRejected, StageError
 from mlguard.ids import uuid7
-from mlguard.policy.decision import PROCEED, Decision, Evidence, Phase, Rules, decide
+from mlguard.policy.decision import PROCEED, Decision, Evidence, FairnessStatus, Phase, Rules, decide
 from mlguard.problem import send_problem
 from mlguard.types import JSON, ASGIApp, Finding, Outcome, Receive, Scope, Send, StageFailure
 
@@ -129,7 +129,7 @@ class Exchange:
             self.app_error = type(exc).__name__
             self.status = capture.response.status or 500
             with anyio.CancelScope(shield=True):
-                await self._finish_stages(raise_errors=False)
+                await self._finish_stages()
             await capture.flush_partial()
             raise
         resp = capture.response
@@ -137,7 +137,7 @@ class Exchange:
         self.response_headers = resp.headers
         if resp.streamed or not resp.complete:
             self.inspected = False
-            await self._finish_stages(raise_errors=False)
+            await self._finish_stages()
             return
         self.response_body = resp.body
         self.response_doc = _parse_response(resp.body)
@@ -200,13 +200,14 @@ class Exchange:
         log.error("stage failed", extra={"stage": name, "phase": phase, "error": type(exc).__name__,
                                           "audit_id": self.audit_id})
 
-    async def _finish_stages(self, *, raise_errors: bool = True) -> None:
+    async def _finish_stages(self) -> None:
         for stage in self.guard.stages:
             await self._run_hook(stage.name, "finish", stage.finish)
 
     def _evidence(self, phase: Phase) -> Evidence:
         failed = tuple(dict.fromkeys(f.stage for f in self.failures if _phase_of(f.phase) == phase))
-        fairness = self.record.get("fairness", {}).get("status", "off") if phase != "finish" else "off"
+        status = self.record.get("fairness", {}).get("status", "off")
+        fairness: FairnessStatus = status if status in ("ok", "warn", "violation", "insufficient") else "off"
         return Evidence(phase=phase, failed_stages=failed, halted=self.guard.is_halted(self.route),
                         fairness_status=fairness)
 
@@ -220,7 +221,7 @@ class Exchange:
             return False
         self.status = decision.status
         if phase != "finish":
-            await self._finish_stages(raise_errors=False)
+            await self._finish_stages()
         await send_problem(send, decision.status or 503, "Service unavailable", decision.detail,
                            decision.reason.replace("_", "-"), instance=self.audit_id,
                            headers=self._guard_headers())

@@ -37,7 +37,7 @@ def import_app(target: str) -> ASGIApp:
             raise ConfigError(f"module {module_name!r} has no attribute {attr!r}", field="app") from None
     if not callable(obj):
         raise ConfigError(f"{target!r} is not an ASGI callable", field="app")
-    return obj  # type: ignore[return-value]
+    return obj
 
 
 def create_app() -> GuardMiddleware:

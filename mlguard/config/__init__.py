@@ -112,12 +112,12 @@ class GuardConfig(BaseModel):
         default_factory=lambda: ["base"], description="Bundled policy names or paths to policy files, composed."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="The guarded routes.")
-    limits: LimitSettings = Field(default_factory=LimitSettings)
-    admin: AdminSettings = Field(default_factory=AdminSettings)
-    audit: AuditSettings = Field(default_factory=AuditSettings)
-    pii_engine: PIIEngineSettings = Field(default_factory=PIIEngineSettings)
-    explain: ExplainSettings = Field(default_factory=ExplainSettings)
-    fairness: FairnessSettings = Field(default_factory=FairnessSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings, description="Request body limits of guarded routes.")
+    admin: AdminSettings = Field(default_factory=AdminSettings, description="The admin endpoints.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit trail.")
+    pii_engine: PIIEngineSettings = Field(default_factory=PIIEngineSettings, description="The PII detection engine.")
+    explain: ExplainSettings = Field(default_factory=ExplainSettings, description="Explanations and reason codes.")
+    fairness: FairnessSettings = Field(default_factory=FairnessSettings, description="Live fairness monitoring.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="mlguard logger level.")
     base_dir: Path | None = Field(
         None, description="Directory relative paths resolve against (default: the config file's directory)."

@@ -28,6 +28,10 @@ class PIIEngineSettings(BaseModel):
     keep_lemmatizer: bool = Field(
         False, description="Keep spaCy's tagger+lemmatizer so context words match lemmas (slower).",
     )
+    countries: list[str] = Field(
+        default_factory=lambda: ["us"],
+        description="ISO country codes whose country-specific Presidio recognizers load (generic ones always do).",
+    )
     batch_size: int = Field(64, gt=0, description="Texts per nlp.pipe batch.")
     vault_path: str = Field(
         "./mlguard-pii-vault.db",

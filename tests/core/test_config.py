@@ -51,7 +51,8 @@ def test_python_construction() -> None:
 @pytest.mark.parametrize(("path", "loc", "hit"), [
     ("$.a.b", ("a", "b"), True),
     ("$.a[*].b", ("a", 3, "b"), True),
-    ("$.a[*].b", ("a", "x", "b"), False),
+    ("$.a[*].b", ("a", "x", "b"), True),  # RFC 9535: [*] and .* both select all children
+    ("$.a[*].b", ("a", 0, "c"), False),
     ("$['a b'].c", ("a b", "c"), True),
     ("$.a.*", ("a", "z"), True),
     ("$.a[1]", ("a", 1), True),

@@ -1,0 +1,88 @@
+"""``mlguard serve`` wraps an existing ASGI app, unchanged, under uvicorn; config errors exit 2 naming the field."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlguard.cli import main
+
+APP = '''
+import json
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    out = json.dumps({"score": 0.9, "approved": True, "echo": body.decode()}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": out})
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_wraps_an_unchanged_app(tmp_path: Path) -> None:
+    (tmp_path / "plainapp.py").write_text(APP)
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text(json.dumps({
+        "policies": ["ecoa"],
+        "audit": {"enabled": False},
+        "explain": {"enabled": False},
+        "fairness": {"enabled": False},
+        "routes": [{"path": "/predict", "protected": {"sex": "$.sex"}, "scan_undeclared": False}],
+    }))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "mlguard", "serve", str(cfg), "plainapp:app", "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                resp = httpx.post(f"http://127.0.0.1:{port}/predict", json={"sex": "F", "x": 1}, timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        other = httpx.post(f"http://127.0.0.1:{port}/other", content=b"raw", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert resp.status_code == 200
+    assert resp.headers["mlguard-audit-id"]
+    assert json.loads(resp.json()["echo"]) == {"x": 1}  # ecoa: the protected attribute never reached the app
+    assert other.json()["echo"] == "raw" and "mlguard-audit-id" not in other.headers
+
+
+def test_serve_config_error_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("routes:\n  - path: /p\n    methds: [POST]\n")
+    assert main(["serve", str(cfg), "x:app"]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg) in err and "routes.0.methds" in err
+
+
+def test_serve_bad_app_name_is_usage_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("routes: []\n")
+    assert main(["serve", str(cfg), "no_colon"]) == 2
+    assert main(["serve", str(cfg), "nonexistent_module_xyz:app"]) == 2
