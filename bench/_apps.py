@@ -34,6 +34,7 @@ def guard_config() -> dict[str, Any]:
     work = Path(os.environ.get("MLGUARD_BENCH_DIR") or tempfile.mkdtemp(prefix="mlguard-bench-"))
     return {
         "policies": ["gdpr", "ecoa"],
+        "retention": {"max": "P3Y"},
         "audit": {"store": f"sqlite:///{work / 'audit.db'}", "keyring": str(work / "bench.keyring")},
         "routes": [{
             "path": "/predict", "subject": "$.applicant.id",

@@ -29,6 +29,7 @@ class Guard:
         logging.getLogger("mlguard").setLevel(self.config.log_level)
         base_dir = self.config.base_dir
         self.policy: EffectivePolicy = resolve_policies(self.config.policies, base_dir=base_dir)
+        self.retention_max = self.policy.retention_max_for(self.config.retention.max)
         routes: list[CompiledRoute] = []
         for i, route in enumerate(self.config.routes):
             policy = (resolve_policies(route.policies, base_dir=base_dir)

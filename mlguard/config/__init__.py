@@ -28,6 +28,7 @@ __all__ = [
     "LimitSettings",
     "ModelBinding",
     "PIIEngineSettings",
+    "RetentionSettings",
     "RouteConfig",
     "load_config",
 ]
@@ -67,6 +68,17 @@ class AdminSettings(BaseModel):
         if not _PATH_RE.match(v) or v.endswith("/"):
             raise ValueError("must start with '/' and not end with '/'")
         return v
+
+
+class RetentionSettings(BaseModel):
+    """The deployment's own retention choice; the policies set floors and may require a maximum (GDPR)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max: str | None = Field(
+        None, description="ISO 8601 duration after which audit records are crypto-shredded (e.g. P3Y); never "
+                          "below a policy's legal minimum. Required when a policy (gdpr) requires a maximum.",
+    )
 
 
 class RouteConfig(BaseModel):
@@ -114,6 +126,7 @@ class GuardConfig(BaseModel):
     routes: list[RouteConfig] = Field(default_factory=list, description="The guarded routes.")
     limits: LimitSettings = Field(default_factory=LimitSettings, description="Request body limits of guarded routes.")
     admin: AdminSettings = Field(default_factory=AdminSettings, description="The admin endpoints.")
+    retention: RetentionSettings = Field(default_factory=RetentionSettings, description="Audit retention.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit trail.")
     pii_engine: PIIEngineSettings = Field(default_factory=PIIEngineSettings, description="The PII detection engine.")
     explain: ExplainSettings = Field(default_factory=ExplainSettings, description="Explanations and reason codes.")

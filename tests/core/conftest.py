@@ -51,6 +51,7 @@ class RecordingApp:
 def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "policies": ["base"],
+        "retention": {"max": "P3Y"},
         "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
         "routes": [{"path": "/predict", "methods": ["POST"], "subject": "$.applicant.id",
                     "protected": {"sex": "$.applicant.sex"},

@@ -72,3 +72,14 @@ def test_jsonpath_find_and_format() -> None:
         compile_path("a.b")
     with pytest.raises(ConfigError):
         compile_path("$.a[?(@.x)]")
+
+
+def test_gdpr_requires_a_configured_retention_maximum(tmp_path: Path) -> None:
+    from mlguard.errors import PolicyError
+    from mlguard.runtime import Guard
+
+    with pytest.raises(PolicyError, match=r"retention\.max"):
+        Guard({"policies": ["gdpr"], "audit": {"enabled": False}}, stages=[])
+    guard = Guard({"policies": ["gdpr", "ecoa"], "retention": {"max": "P1Y"}, "audit": {"enabled": False}},
+                  stages=[])
+    assert guard.retention_max == "P25M"  # never below ecoa's legal floor
