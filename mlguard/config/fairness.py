@@ -14,7 +14,9 @@ class FairnessSettings(BaseModel):
     window_size: int = Field(10_000, gt=0, description="Last N decisions per route.")
     window_seconds: float | None = Field(None, gt=0, description="...and/or the last T seconds.")
     webhook: str | None = Field(None, description="URL POSTed a JSON alert on warn/violation (timeout, retry).")
-    intersectional: bool = Field(True, description="Also track intersections of protected attributes.")
+    intersectional: bool = Field(
+        True, description="Also track intersections of protected attributes (always on when a policy asks)."
+    )
     score_threshold: float | None = Field(
         None, description="When a route declares model.output but no model.favorable: selected = score >= this."
     )
@@ -23,6 +25,12 @@ class FairnessSettings(BaseModel):
     )
     webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST, in seconds.")
     webhook_retries: int = Field(3, ge=0, le=10, description="Webhook retries after a failed POST (backoff).")
+    evaluate_every: int = Field(
+        10, gt=0, description="Re-evaluate a route's status every N decisions (feedback always re-evaluates)."
+    )
+    alert_min_interval_s: float = Field(
+        60.0, ge=0, description="Alerts per route at most this often, except when the status gets worse."
+    )
     shared_store: str | None = Field(
         None, description="postgresql:// URL: keep the window's counts in the database, shared by all replicas."
     )

@@ -1,0 +1,407 @@
+"""Fairness metrics from per-group counts, defined exactly as fairlearn defines them.
+
+Why our own arithmetic and not fairlearn at run time: fairlearn's ``MetricFrame`` groups a DataFrame on every call
+(milliseconds for a 10,000-row window); the live window already holds per-group counts, from which every metric is
+a few divisions. The definitions follow fairlearn 0.10+ to the letter, so the numbers are identical (the tests
+compare them within 1e-9 on random windows):
+
+* selection rate = selected / n, over every group that has a decision;
+* TPR = TP / (TP + FN) and FPR = FP / (FP + TN) per group, over the labelled decisions of groups that have any,
+  and 0.0 when the denominator is 0 (scikit-learn's ``confusion_matrix(normalize="true")`` gives 0 there);
+* differences use ``method="between_groups"``: max - min over groups; ratios min / max (NaN for 0/0);
+* equalized odds difference = the larger of the TPR and FPR differences; ratio = the smaller of the TPR and FPR
+  ratios, taken with Python's ``max``/``min`` in the order (TPR, FPR) as fairlearn does.
+
+Then what fairlearn has no notion of: NYC LL144 impact ratios (selection-rate and scoring-rate variants, the 2%
+exclusion with its justification, the unknown count), the EEOC four-fifths flag with a significance test, and a
+minimum group size below which a group is "insufficient data", neither pass nor fail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mlguard.fairness.window import GroupSnapshot
+
+Status = Literal["ok", "warn", "violation", "insufficient"]
+STATUS_ORDER: dict[str, int] = {"insufficient": -1, "ok": 0, "warn": 1, "violation": 2}
+_BY_ORDER: dict[int, Status] = {-1: "insufficient", 0: "ok", 1: "warn", 2: "violation"}
+FISHER_MIN_EXPECTED = 5.0
+LL144_RULE = "6 RCNY 5-301"
+
+
+# ---------------------------------------------------------------------------------------------- per group
+
+def selection_rate(g: GroupSnapshot) -> float:
+    return g.selected / g.n if g.n else math.nan
+
+
+def tpr(g: GroupSnapshot) -> float:
+    pos = g.tp + g.fn
+    return g.tp / pos if pos else 0.0
+
+
+def fpr(g: GroupSnapshot) -> float:
+    neg = g.fp + g.tn
+    return g.fp / neg if neg else 0.0
+
+
+def fnr(g: GroupSnapshot) -> float:
+    pos = g.tp + g.fn
+    return g.fn / pos if pos else 0.0
+
+
+def _diff(values: Sequence[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return max(vals) - min(vals) if vals else math.nan
+
+
+def _ratio(values: Sequence[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return math.nan
+    hi, lo = max(vals), min(vals)
+    if hi == 0:
+        return math.nan if lo == 0 else math.inf
+    return lo / hi
+
+
+# ---------------------------------------------------------------------------------------------- one dimension
+
+@dataclass(frozen=True, slots=True)
+class DisparityMetrics:
+    """fairlearn's disparity metrics over one set of groups (one dimension: "sex", "race" or "sex|race")."""
+
+    groups: tuple[str, ...]
+    selection_rate: dict[str, float]
+    tpr: dict[str, float]
+    fpr: dict[str, float]
+    fnr: dict[str, float]
+    demographic_parity_difference: float
+    demographic_parity_ratio: float
+    equalized_odds_difference: float
+    equalized_odds_ratio: float
+    tpr_difference: float
+    fpr_difference: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "groups": list(self.groups),
+            "selection_rate": {k: _num(v) for k, v in self.selection_rate.items()},
+            "tpr": {k: _num(v) for k, v in self.tpr.items()},
+            "fpr": {k: _num(v) for k, v in self.fpr.items()},
+            "fnr": {k: _num(v) for k, v in self.fnr.items()},
+            "demographic_parity_difference": _num(self.demographic_parity_difference),
+            "demographic_parity_ratio": _num(self.demographic_parity_ratio),
+            "equalized_odds_difference": _num(self.equalized_odds_difference),
+            "equalized_odds_ratio": _num(self.equalized_odds_ratio),
+            "tpr_difference": _num(self.tpr_difference),
+            "fpr_difference": _num(self.fpr_difference),
+        }
+
+
+def disparity(groups: Iterable[GroupSnapshot]) -> DisparityMetrics:
+    """Selection rates, TPR/FPR/FNR and fairlearn's four disparity metrics over ``groups``.
+
+    Examples
+    --------
+    >>> a = GroupSnapshot("sex=F", "sex", False, n=10, selected=4)
+    >>> b = GroupSnapshot("sex=M", "sex", False, n=10, selected=8)
+    >>> m = disparity([a, b])
+    >>> round(m.demographic_parity_difference, 3), m.demographic_parity_ratio
+    (0.4, 0.5)
+    """
+    gs = [g for g in groups if g.n > 0]
+    sel = {g.key: selection_rate(g) for g in gs}
+    lab = [g for g in gs if g.labelled > 0]
+    t = {g.key: tpr(g) for g in lab}
+    f = {g.key: fpr(g) for g in lab}
+    fn = {g.key: fnr(g) for g in lab}
+    tpr_d, fpr_d = _diff(list(t.values())), _diff(list(f.values()))
+    tpr_r, fpr_r = _ratio(list(t.values())), _ratio(list(f.values()))
+    return DisparityMetrics(
+        groups=tuple(g.key for g in gs),
+        selection_rate=sel, tpr=t, fpr=f, fnr=fn,
+        demographic_parity_difference=_diff(list(sel.values())),
+        demographic_parity_ratio=_ratio(list(sel.values())),
+        # fairlearn: max(eo.difference()) / min(eo.ratio()) with Python's builtins over (tpr, fpr)
+        equalized_odds_difference=max(tpr_d, fpr_d) if lab else math.nan,
+        equalized_odds_ratio=min(tpr_r, fpr_r) if lab else math.nan,
+        tpr_difference=tpr_d, fpr_difference=fpr_d,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- significance
+
+def two_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
+    """Two-sided p-value that two proportions differ: pooled z-test, or Fisher's exact test for small counts.
+
+    Why both: the z approximation is fine for large windows (and needs no scipy); with an expected cell under 5 it
+    is unreliable, and the Uniform Guidelines ask for a proper test for small samples, so Fisher's exact is used.
+    """
+    if n1 <= 0 or n2 <= 0:
+        return 1.0
+    total = n1 + n2
+    pooled = (x1 + x2) / total
+    expected = (n1 * pooled, n1 * (1 - pooled), n2 * pooled, n2 * (1 - pooled))
+    if min(expected) < FISHER_MIN_EXPECTED:
+        from scipy.stats import fisher_exact
+
+        _, p = fisher_exact([[x1, n1 - x1], [x2, n2 - x2]], alternative="two-sided")
+        return float(p)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0
+    z = abs(x1 / n1 - x2 / n2) / se
+    return math.erfc(z / math.sqrt(2.0))
+
+
+# ---------------------------------------------------------------------------------------------- thresholds
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The policy's fairness parameters (the strictest of the composed policies). None: not checked."""
+
+    min_impact_ratio: float | None = 0.8
+    max_demographic_parity_difference: float | None = None
+    max_equalized_odds_difference: float | None = None
+    min_group_size: int = 30
+    exclude_below_share: float = 0.02
+    significance_alpha: float = 0.05
+    report_unknown: bool = True
+
+    @classmethod
+    def from_policy(cls, fairness: Any) -> Thresholds:
+        """Read ``policy.fairness`` (any object with the promised attribute names; missing ones default)."""
+        d = cls()
+
+        def get(name: str, default: Any) -> Any:
+            value = getattr(fairness, name, None) if fairness is not None else None
+            return default if value is None else value
+
+        return cls(
+            min_impact_ratio=getattr(fairness, "min_impact_ratio", d.min_impact_ratio),
+            max_demographic_parity_difference=getattr(fairness, "max_demographic_parity_difference", None),
+            max_equalized_odds_difference=getattr(fairness, "max_equalized_odds_difference", None),
+            min_group_size=int(get("min_group_size", d.min_group_size)),
+            # no exclusion unless a policy (LL144) allows it
+            exclude_below_share=float(get("exclude_below_share", 0.0)) if fairness is not None
+            else d.exclude_below_share,
+            significance_alpha=float(get("significance_alpha", d.significance_alpha)),
+            report_unknown=bool(get("report_unknown", d.report_unknown)),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactRow:
+    """One LL144 category of one dimension."""
+
+    group: str
+    n: int
+    share: float
+    selected: int
+    selection_rate: float
+    selection_impact_ratio: float | None
+    scoring_rate: float | None
+    scoring_impact_ratio: float | None
+    excluded: bool
+    justification: str | None
+    insufficient: bool
+    below_four_fifths: bool
+    p_value: float | None
+    significant: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: _num(getattr(self, k)) for k in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionReport:
+    """Everything about one dimension: fairlearn metrics over all groups and over the eligible ones, LL144 rows,
+    the breaches found and their significance."""
+
+    dimension: str
+    all_groups: DisparityMetrics
+    eligible: DisparityMetrics
+    impact: list[ImpactRow]
+    unknown: int
+    total: int
+    breaches: list[dict[str, Any]]
+    status: Status
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dimension": self.dimension, "status": self.status, "total": self.total, "unknown": self.unknown,
+            "all_groups": self.all_groups.as_dict(), "eligible": self.eligible.as_dict(),
+            "impact": [r.as_dict() for r in self.impact], "breaches": self.breaches,
+        }
+
+
+@dataclass(slots=True)
+class FairnessReport:
+    """All dimensions of one window, and the worst status among them."""
+
+    status: Status
+    dimensions: dict[str, DimensionReport] = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    decisions: int = 0
+    labelled: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The compact figures for an audit record and a header: worst value of each metric over dimensions."""
+        out: dict[str, Any] = {"decisions": self.decisions, "labelled": self.labelled}
+        for name in ("demographic_parity_difference", "equalized_odds_difference"):
+            vals = [getattr(d.eligible, name) for d in self.dimensions.values()]
+            out[name] = _num(_worst(vals, max))
+        ratios = [r.selection_impact_ratio for d in self.dimensions.values() for r in d.impact
+                  if r.selection_impact_ratio is not None and not r.excluded and not r.insufficient]
+        out["min_impact_ratio"] = _num(min(ratios)) if ratios else None
+        out["breaches"] = [b["metric"] + ":" + d.dimension for d in self.dimensions.values() for b in d.breaches]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "decisions": self.decisions, "labelled": self.labelled,
+                "thresholds": self.thresholds.as_dict(),
+                "dimensions": {k: v.as_dict() for k, v in self.dimensions.items()}}
+
+
+def _worst(vals: list[float], fn: Any) -> float | None:
+    clean = [v for v in vals if not math.isnan(v)]
+    return fn(clean) if clean else None
+
+
+def evaluate(snapshot: Sequence[GroupSnapshot], dimensions: Sequence[str], thresholds: Thresholds
+             ) -> FairnessReport:
+    """Compute every metric per dimension and the status against ``thresholds``.
+
+    Status: "insufficient" when no dimension has two eligible groups (known category, at least
+    ``min_group_size`` decisions, not excluded under the 2% rule); else "violation" when a threshold is breached
+    and the breach is statistically significant at ``significance_alpha``; "warn" when breached but not
+    significant; "ok" otherwise.
+    """
+    by_dim: dict[str, list[GroupSnapshot]] = {d: [] for d in dimensions}
+    for g in snapshot:
+        by_dim.setdefault(g.dimension, []).append(g)
+    report = FairnessReport(status="insufficient", thresholds=thresholds)
+    first = by_dim.get(dimensions[0], []) if dimensions else []
+    report.decisions = sum(g.n for g in first)
+    report.labelled = sum(g.labelled for g in first)
+    worst = -1
+    for dim in dimensions:
+        dr = _dimension(dim, by_dim.get(dim, []), thresholds)
+        report.dimensions[dim] = dr
+        worst = max(worst, STATUS_ORDER[dr.status])
+    report.status = _BY_ORDER[worst]
+    return report
+
+
+def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> DimensionReport:
+    total = sum(g.n for g in groups)
+    unknown = sum(g.n for g in groups if g.unknown)
+    known = [g for g in groups if not g.unknown]
+    excluded: dict[str, str] = {}
+    for g in known:
+        share = g.n / total if total else 0.0
+        if share < th.exclude_below_share:
+            excluded[g.key] = (
+                f"{g.key} is {share:.2%} of the {total} decisions, under the {th.exclude_below_share:.0%} "
+                f"share below which {LL144_RULE} allows excluding a category from impact ratios; its count and "
+                "rate are still reported"
+            )
+    insufficient = {g.key for g in known if g.n < th.min_group_size}
+    eligible = [g for g in known if g.key not in excluded and g.key not in insufficient]
+    impact = _impact_rows(known, total, excluded, insufficient, th)
+    breaches: list[dict[str, Any]] = []
+    elig = disparity(eligible)
+    if len(eligible) >= 2:
+        breaches.extend(_breaches(eligible, elig, impact, th))
+        if not breaches:
+            status: Status = "ok"
+        elif any(b["significant"] for b in breaches):
+            status = "violation"
+        else:
+            status = "warn"
+    else:
+        status = "insufficient"
+    return DimensionReport(dim, disparity(groups), elig, impact, unknown, total, breaches, status)
+
+
+def _impact_rows(known: list[GroupSnapshot], total: int, excluded: Mapping[str, str], insufficient: set[str],
+                 th: Thresholds) -> list[ImpactRow]:
+    included = [g for g in known if g.key not in excluded]
+    best_sel = max((selection_rate(g) for g in included), default=math.nan)
+    best_group = max(included, key=selection_rate, default=None)
+    scoring = {g.key: (g.above_median / g.scored) for g in known if g.above_median is not None and g.scored}
+    best_score = max((scoring[g.key] for g in included if g.key in scoring), default=math.nan)
+    rows: list[ImpactRow] = []
+    for g in sorted(known, key=lambda x: x.key):
+        rate = selection_rate(g)
+        is_in = g.key not in excluded
+        ir = rate / best_sel if is_in and best_sel > 0 else None
+        sr = scoring.get(g.key)
+        sir = sr / best_score if is_in and sr is not None and best_score > 0 else None
+        below = (ir is not None and th.min_impact_ratio is not None and ir < th.min_impact_ratio
+                 and g.key not in insufficient)
+        p = None
+        if below and best_group is not None:
+            p = two_proportion_p(g.selected, g.n, best_group.selected, best_group.n)
+        rows.append(ImpactRow(
+            group=g.key, n=g.n, share=g.n / total if total else 0.0, selected=g.selected, selection_rate=rate,
+            selection_impact_ratio=ir, scoring_rate=sr, scoring_impact_ratio=sir, excluded=not is_in,
+            justification=excluded.get(g.key), insufficient=g.key in insufficient, below_four_fifths=below,
+            p_value=p, significant=p is not None and p < th.significance_alpha,
+        ))
+    return rows
+
+
+def _breaches(eligible: list[GroupSnapshot], m: DisparityMetrics, impact: list[ImpactRow], th: Thresholds
+              ) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for row in impact:
+        if row.below_four_fifths and not row.excluded and not row.insufficient:
+            out.append({"metric": "impact_ratio", "group": row.group, "value": _num(row.selection_impact_ratio),
+                        "threshold": th.min_impact_ratio, "p_value": _num(row.p_value),
+                        "significant": row.significant})
+    alpha = th.significance_alpha
+    if th.max_demographic_parity_difference is not None and \
+            m.demographic_parity_difference > th.max_demographic_parity_difference:
+        hi = max(eligible, key=selection_rate)
+        lo = min(eligible, key=selection_rate)
+        p = two_proportion_p(hi.selected, hi.n, lo.selected, lo.n)
+        out.append({"metric": "demographic_parity_difference", "value": _num(m.demographic_parity_difference),
+                    "threshold": th.max_demographic_parity_difference, "p_value": _num(p),
+                    "significant": p < alpha})
+    if th.max_equalized_odds_difference is not None and \
+            not math.isnan(m.equalized_odds_difference) and \
+            m.equalized_odds_difference > th.max_equalized_odds_difference:
+        lab = [g for g in eligible if g.labelled > 0]
+        use_tpr = m.tpr_difference >= m.fpr_difference
+        rate = tpr if use_tpr else fpr
+        hi, lo = max(lab, key=rate), min(lab, key=rate)
+        if use_tpr:
+            p = two_proportion_p(hi.tp, hi.tp + hi.fn, lo.tp, lo.tp + lo.fn)
+        else:
+            p = two_proportion_p(hi.fp, hi.fp + hi.tn, lo.fp, lo.fp + lo.tn)
+        out.append({"metric": "equalized_odds_difference", "value": _num(m.equalized_odds_difference),
+                    "threshold": th.max_equalized_odds_difference, "p_value": _num(p),
+                    "significant": p < alpha})
+    return out
+
+
+def _num(v: Any) -> Any:
+    """JSON-safe numbers: NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+__all__ = [
+    "DimensionReport", "DisparityMetrics", "FairnessReport", "ImpactRow", "Status", "Thresholds",
+    "disparity", "evaluate", "fnr", "fpr", "selection_rate", "tpr", "two_proportion_p",
+]

@@ -1,0 +1,397 @@
+"""The fairness stage: live per-group counts, status against the policy's thresholds, and what to do about it.
+
+Per decision (``after_app``): read the decision the route declares (``model.favorable``, or ``model.output``
+against ``fairness.score_threshold``), count it in the route's window under the exchange's protected groups,
+evaluate the window against ``policy.fairness`` and act:
+
+* annotate: ``MLGuard-Fairness: ok|warn|violation|insufficient`` and ``ex.record["fairness"]`` (always);
+* alert: also a structured log line and a webhook POST when the status changes; gauges at ``GET /metrics``;
+* block: also the EU AI Act Art 14 "stop": on entering "violation" the route is halted (new decisions answer 503)
+  until a human resumes it (``POST /fairness/resume`` or ``mlguard fairness resume``). Stop and resume are
+  appended to the audit trail. A resume while the window still violates is a logged human override: the route is
+  not halted again until its status has left "violation" (or the window was reset on resume).
+
+Ground truth arrives later through ``POST /feedback`` and joins the decision in the window.
+
+Why the record holds only category keys: the audit record's ``protected`` section (its own key domain) holds the
+raw attributes; this section holds what the metrics used, i.e. the groups ("sex=Female"), the decision and the
+window's summary figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlguard.fairness.alerts import AlertSink
+from mlguard.fairness.feedback import FeedbackInvalid, SubjectIndex, parse_feedback
+from mlguard.fairness.metrics import STATUS_ORDER, FairnessReport, Status, Thresholds, evaluate
+from mlguard.fairness.window import FairnessWindow, GroupSnapshot
+from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mlguard.config.fairness import FairnessSettings
+    from mlguard.exchange import Exchange
+    from mlguard.routes import CompiledRoute
+    from mlguard.types import Outcome
+
+log = logging.getLogger("mlguard.fairness")
+
+HEADER = "MLGuard-Fairness"
+STATUS_GAUGE = {"insufficient": -1.0, "ok": 0.0, "warn": 1.0, "violation": 2.0}
+
+
+class WindowLike(Protocol):
+    """What the stage needs of a window: the in-process one, or the PostgreSQL-shared one."""
+
+    dimensions: list[str]
+
+    def add(self, protected: Mapping[str, Any], pred: bool, score: float | None = None,
+            audit_id: str | None = None, now: float | None = None) -> tuple[str, ...]: ...
+
+    def set_label(self, audit_id: str, label: bool) -> bool: ...
+
+    def knows(self, audit_id: str) -> bool: ...
+
+    def snapshot(self, *, scores: bool = False, now: float | None = None) -> list[GroupSnapshot]: ...
+
+    def clear(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(slots=True)
+class RouteState:
+    """The fairness state of one guarded route."""
+
+    route: CompiledRoute
+    window: WindowLike
+    thresholds: Thresholds
+    action: str
+    status: Status = "insufficient"
+    report: FairnessReport | None = None
+    halted_by_fairness: bool = False
+    overridden: bool = False
+    alerted: str = "insufficient"
+    alerted_at: float = -math.inf
+    breaches: list[str] = field(default_factory=list)
+    since_evaluation: int = 0
+
+
+def create(ctx: BuildContext) -> FairnessStage | None:
+    """The stage, or None when fairness is disabled or no route declares protected attributes."""
+    settings = ctx.config.fairness
+    if not settings.enabled:
+        return None
+    routes = [r for r in ctx.routes if r.protected]
+    if not routes:
+        return None
+    return FairnessStage(ctx, settings, routes)
+
+
+class FairnessStage(BaseStage):
+    """Keeps a window per route with protected attributes; see the module docstring."""
+
+    name = "fairness"
+
+    def __init__(self, ctx: BuildContext, settings: FairnessSettings, routes: list[CompiledRoute]) -> None:
+        self.ctx = ctx
+        self.shared = ctx.shared
+        self.settings = settings
+        self.alerts = AlertSink(settings.webhook, timeout_s=settings.webhook_timeout_s,
+                                retries=settings.webhook_retries)
+        self.subjects = SubjectIndex(settings.window_size * max(1, len(routes)))
+        self.routes: dict[int, RouteState] = {}
+        for r in routes:
+            window = self._window(r)
+            policy_fairness = getattr(r.policy, "fairness", None)
+            self.routes[r.index] = RouteState(
+                route=r, window=window, thresholds=Thresholds.from_policy(policy_fairness),
+                action=str(getattr(policy_fairness, "action", None) or "annotate"),
+            )
+        from mlguard.metrics import register_gauges
+
+        register_gauges(self.shared, self._gauges)
+
+    def _window(self, route: CompiledRoute) -> WindowLike:
+        s = self.settings
+        attributes = sorted(route.protected)
+        policy_fairness = getattr(route.policy, "fairness", None)
+        intersectional = s.intersectional or bool(getattr(policy_fairness, "intersectional", False))
+        if s.shared_store:
+            from mlguard.fairness.shared_pg import SharedWindow
+            from mlguard.keys import keyring_for
+
+            secret = keyring_for(self.ctx).secret("fairness.shared")
+            return SharedWindow(s.shared_store, route=route.path, attributes=attributes, size=s.window_size,
+                                secret=secret,
+                                seconds=s.window_seconds, bucket_seconds=s.bucket_seconds,
+                                intersectional=intersectional, max_categories=s.max_categories)
+        return FairnessWindow(attributes, size=s.window_size, seconds=s.window_seconds,
+                              intersectional=intersectional, max_categories=s.max_categories)
+
+    # ------------------------------------------------------------------ per decision
+
+    def _decision(self, outcome: Outcome | None) -> tuple[bool | None, float | None]:
+        if outcome is None:
+            return None, None
+        score = outcome.score if outcome.score is not None and math.isfinite(outcome.score) else None
+        if outcome.favorable is not None:
+            return outcome.favorable, score
+        if score is not None and self.settings.score_threshold is not None:
+            return score >= self.settings.score_threshold, score
+        return None, score
+
+    async def after_app(self, ex: Exchange) -> None:
+        st = self.routes.get(ex.route.index)
+        if st is None:
+            return
+        pred, score = self._decision(ex.outcome)
+        if pred is None:
+            ex.extra_headers[HEADER] = st.status
+            ex.record["fairness"] = {"status": st.status, "counted": False,
+                                     "reason": "the response carries no decision at model.favorable"}
+            return
+        keys = await self._add(st, ex.protected, pred, score, ex.audit_id)
+        if ex.subject is not None:
+            self.subjects.put(ex.subject, ex.audit_id)
+        # Evaluating every dimension costs ~0.2 ms in Python; every ``evaluate_every`` decisions is enough for a
+        # status over thousands of decisions, and keeps the per-request cost in microseconds.
+        st.since_evaluation += 1
+        report = st.report
+        if report is None or st.since_evaluation >= self.settings.evaluate_every:
+            report = await self._evaluate(st)
+        ex.extra_headers[HEADER] = report.status
+        ex.record["fairness"] = {"status": report.status, "counted": True, "groups": list(keys),
+                                 "favorable": pred, "score": score, "metrics": report.summary()}
+        await self._act(st, report)
+
+    async def _add(self, st: RouteState, protected: Mapping[str, Any], pred: bool, score: float | None,
+                   audit_id: str) -> tuple[str, ...]:
+        if self.settings.shared_store:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(lambda: st.window.add(protected, pred, score, audit_id))
+        return st.window.add(protected, pred, score, audit_id)
+
+    async def _evaluate(self, st: RouteState, *, scores: bool = False) -> FairnessReport:
+        if self.settings.shared_store:
+            import anyio.to_thread
+
+            snap = await anyio.to_thread.run_sync(lambda: st.window.snapshot(scores=scores))
+        else:
+            snap = st.window.snapshot(scores=scores)
+        report = evaluate(snap, st.window.dimensions, st.thresholds)
+        st.report = report
+        st.since_evaluation = 0
+        st.status = report.status
+        return report
+
+    async def _act(self, st: RouteState, report: FairnessReport) -> None:
+        status = report.status
+        if status != "violation":
+            st.overridden = False
+        if st.action in ("alert", "block") and status != st.alerted:
+            # Alert at once when the status gets worse; otherwise (recovery, flapping around a threshold) at most
+            # once per alert_min_interval_s, so a window hovering at a threshold does not flood the webhook.
+            now = time.monotonic()
+            worse = STATUS_ORDER[status] > max(STATUS_ORDER[st.alerted], STATUS_ORDER["ok"])
+            relevant = max(STATUS_ORDER[status], STATUS_ORDER[st.alerted]) >= STATUS_ORDER["warn"]
+            if relevant and (worse or now - st.alerted_at >= self.settings.alert_min_interval_s):
+                self.alerts.emit({"event": "fairness_status", "route": st.route.path, "status": status,
+                                  "previous": st.alerted, "summary": report.summary()})
+                st.alerted, st.alerted_at = status, now
+            elif not relevant:
+                st.alerted = status
+        if st.action == "block" and status == "violation" and not st.overridden:
+            guard = self.shared.get("guard")
+            if guard is not None and not guard.is_halted(st.route):
+                guard.halt(st.route.index)
+                st.halted_by_fairness = True
+                log.error("route halted: fairness violation", extra={"route": st.route.path})
+                await self._audit_event("oversight", {
+                    "action": "stop", "route": st.route.path, "route_index": st.route.index,
+                    "reason": "fairness_violation", "by": "mlguard.fairness",
+                    "breaches": report.summary()["breaches"]}, required=False)
+
+    async def _audit_event(self, kind: str, data: dict[str, Any], *, required: bool) -> str | None:
+        """Append an event to the audit trail when audit is on; ``required`` re-raises a failure."""
+        events = self.shared.get("audit_events")
+        if events is None:
+            return None
+        try:
+            event_id: str = await events.append_event(kind, data)
+            return event_id
+        except Exception as exc:
+            log.error("audit event not written", extra={"kind": kind, "error": type(exc).__name__})
+            if required:
+                raise
+            return None
+
+    # ------------------------------------------------------------------ admin endpoints
+
+    def admin_routes(self) -> list[AdminRoute]:
+        return [
+            AdminRoute("POST", "/feedback", self._feedback),
+            AdminRoute("POST", "/fairness/resume", self._resume),
+            AdminRoute("GET", "/fairness", self._status),
+            AdminRoute("GET", "/metrics", self._metrics),
+        ]
+
+    async def _feedback(self, req: AdminRequest) -> AdminResponse:
+        try:
+            fb = parse_feedback(req.body)
+        except FeedbackInvalid as exc:
+            return _json(422, {"title": "Malformed feedback", "detail": str(exc)})
+        audit_id = fb.audit_id
+        if audit_id is None and fb.subject is not None:
+            audit_id = self.subjects.get(fb.subject)
+            if audit_id is None:
+                return _json(404, {"title": "Not found", "detail": "no decision for this subject in the window"})
+        if audit_id is None:
+            return _json(404, {"title": "Not found", "detail": "unknown audit_id"})
+        st = await self._route_of(audit_id)
+        if st is None:
+            return _json(404, {"title": "Not found",
+                               "detail": "unknown audit_id (or no longer in the live window)"})
+        try:
+            await self._audit_event("feedback", {"decision": audit_id, "label": fb.label,
+                                                 "route": st.route.path}, required=True)
+        except Exception:
+            return _json(503, {"title": "Audit unavailable", "detail": "the feedback could not be audited"})
+        if self.settings.shared_store:
+            import anyio.to_thread
+
+            ok = await anyio.to_thread.run_sync(lambda: st.window.set_label(audit_id, fb.label))
+        else:
+            ok = st.window.set_label(audit_id, fb.label)
+        if not ok:
+            return _json(404, {"title": "Not found", "detail": "the decision left the live window"})
+        report = await self._evaluate(st)
+        await self._act(st, report)
+        return _json(200, {"audit_id": audit_id, "route": st.route.path, "labelled": True,
+                           "status": report.status})
+
+    async def _route_of(self, audit_id: str) -> RouteState | None:
+        """The route whose window holds ``audit_id`` (a database lookup, off the loop, when shared)."""
+        def find() -> RouteState | None:
+            return next((s for s in self.routes.values() if s.window.knows(audit_id)), None)
+
+        if self.settings.shared_store:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(find)
+        return find()
+
+    async def _resume(self, req: AdminRequest) -> AdminResponse:
+        try:
+            doc = json.loads(req.body) if req.body.strip() else {}
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or set(doc) - {"route", "reset", "reason"}:
+            return _json(422, {"title": "Malformed body",
+                               "detail": 'expected {"route": index (optional), "reset": bool, "reason": text}'})
+        route = doc.get("route")
+        reset = doc.get("reset", False)
+        if (route is not None and (not isinstance(route, int) or isinstance(route, bool))) or \
+                not isinstance(reset, bool) or not isinstance(doc.get("reason", ""), str):
+            return _json(422, {"title": "Malformed body",
+                               "detail": "route must be an integer, reset a boolean, reason a string"})
+        if route is not None and route not in self.routes:
+            return _json(404, {"title": "Not found", "detail": "no fairness-monitored route with this index"})
+        guard = self.shared.get("guard")
+        targets = [self.routes[route]] if route is not None else list(self.routes.values())
+        resumed: list[dict[str, Any]] = []
+        for st in targets:
+            halted = guard is not None and guard.is_halted(st.route)
+            if not halted and not reset and route is None:
+                continue
+            try:
+                event = await self._audit_event("oversight", {
+                    "action": "resume", "route": st.route.path, "route_index": st.route.index, "by": "admin",
+                    "reset_window": reset, "status_at_resume": st.status,
+                    "reason": str(doc.get("reason", ""))[:500]}, required=True)
+            except Exception:
+                return _json(503, {"title": "Audit unavailable",
+                                   "detail": "the resume could not be audited; the route stays stopped"})
+            if guard is not None:
+                guard.resume(st.route.index)
+            st.halted_by_fairness = False
+            if reset:
+                st.window.clear()
+                await self._evaluate(st)
+            st.overridden = st.status == "violation"
+            log.warning("route resumed by admin", extra={"route": st.route.path, "reset_window": reset})
+            resumed.append({"route": st.route.index, "path": st.route.path, "audit_event": event,
+                            "status": st.status, "override": st.overridden})
+        return _json(200, {"resumed": resumed})
+
+    async def _status(self, req: AdminRequest) -> AdminResponse:
+        out = {}
+        for idx, st in self.routes.items():
+            report = await self._evaluate(st, scores=True)
+            guard = self.shared.get("guard")
+            out[str(idx)] = {"path": st.route.path, "action": st.action, "window": len(st.window),
+                             "halted": bool(guard is not None and guard.is_halted(st.route)),
+                             "report": report.as_dict()}
+        return _json(200, {"routes": out})
+
+    async def _metrics(self, req: AdminRequest) -> AdminResponse:
+        from mlguard.metrics import CONTENT_TYPE, render
+
+        return AdminResponse(200, render(self.shared), content_type=CONTENT_TYPE)
+
+    def _gauges(self) -> list[tuple[str, str, list[tuple[dict[str, str], float]]]]:
+        status: list[tuple[dict[str, str], float]] = []
+        window: list[tuple[dict[str, str], float]] = []
+        metric: list[tuple[dict[str, str], float]] = []
+        rates: list[tuple[dict[str, str], float]] = []
+        for st in self.routes.values():
+            r = {"route": st.route.path}
+            status.append((r, STATUS_GAUGE[st.status]))
+            window.append((r, float(len(st.window))))
+            if st.report is None:
+                continue
+            for dim, d in st.report.dimensions.items():
+                for name in ("demographic_parity_difference", "demographic_parity_ratio",
+                             "equalized_odds_difference", "equalized_odds_ratio"):
+                    v = getattr(d.eligible, name)
+                    if math.isfinite(v):
+                        metric.append(({**r, "dimension": dim, "metric": name}, float(v)))
+                for row in d.impact:
+                    rates.append(({**r, "dimension": dim, "group": row.group}, row.selection_rate))
+                    if row.selection_impact_ratio is not None:
+                        metric.append(({**r, "dimension": dim, "metric": "impact_ratio", "group": row.group},
+                                       row.selection_impact_ratio))
+        return [
+            ("mlguard_fairness_status", "Fairness status: -1 insufficient, 0 ok, 1 warn, 2 violation", status),
+            ("mlguard_fairness_window_decisions", "Decisions in the live fairness window", window),
+            ("mlguard_fairness_metric", "Fairness metric over the eligible groups of a dimension", metric),
+            ("mlguard_fairness_selection_rate", "Selection rate per group in the live window", rates),
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {"window_size": self.settings.window_size, "window_seconds": self.settings.window_seconds,
+                "shared": bool(self.settings.shared_store),
+                "routes": {st.route.path: {"action": st.action, "thresholds": st.thresholds.as_dict()}
+                           for st in self.routes.values()}}
+
+    async def aclose(self) -> None:
+        await self.alerts.aclose()
+        for st in self.routes.values():
+            close = getattr(st.window, "close", None)
+            if close is not None:
+                close()
+
+
+def _json(status: int, doc: Mapping[str, Any]) -> AdminResponse:
+    return AdminResponse(status, json.dumps(doc, default=str, allow_nan=False).encode())
+
+
+__all__ = ["HEADER", "FairnessStage", "RouteState", "create"]

@@ -1,0 +1,121 @@
+"""The window: O(1) running counts, eviction by size and time, labels, categories that never crash."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from mlguard.fairness.metrics import Thresholds, evaluate, two_proportion_p
+from mlguard.fairness.window import FairnessWindow
+
+
+def test_size_eviction_keeps_counts_exact() -> None:
+    w = FairnessWindow(["sex"], size=3)
+    for i, (sex, pred) in enumerate([("F", True), ("M", False), ("F", False), ("M", True)]):
+        w.add({"sex": sex}, pred, audit_id=str(i))
+    snap = {g.key: (g.n, g.selected) for g in w.snapshot()}
+    assert snap == {"sex=F": (1, 0), "sex=M": (2, 1)}
+    assert not w.set_label("0", True)  # evicted: no longer joinable
+    assert w.set_label("3", True)
+
+
+def test_time_eviction() -> None:
+    now = [0.0]
+    w = FairnessWindow(["sex"], size=100, seconds=10, clock=lambda: now[0])
+    w.add({"sex": "F"}, True, audit_id="a")
+    now[0] = 5
+    w.add({"sex": "F"}, False)
+    now[0] = 10.5
+    w.add({"sex": "M"}, True)
+    assert len(w) == 2
+    assert not w.knows("a")
+    assert {g.key: g.n for g in w.snapshot()} == {"sex=F": 1, "sex=M": 1}
+
+
+def test_relabel_moves_counts() -> None:
+    w = FairnessWindow(["sex"], size=10)
+    w.add({"sex": "F"}, True, audit_id="a")
+    w.set_label("a", True)
+    w.set_label("a", False)
+    g = w.snapshot()[0]
+    assert (g.labelled, g.tp, g.fp) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("value", [None, 3.2, True, {"a": 1}, [1], "", "   ", "x" * 500, "a|b", "k=v", "Unknown"])
+def test_unexpected_values_count_as_unknown(value: Any) -> None:
+    w = FairnessWindow(["race", "sex"], size=10)
+    keys = w.add({"race": value, "sex": "F"}, True)
+    assert keys == ("race=unknown", "sex=F", "race=unknown|sex=F")
+    assert [g.unknown for g in w.snapshot() if g.key.startswith("race")] == [True, True]
+
+
+def test_int_categories_and_bound_on_distinct_values() -> None:
+    w = FairnessWindow(["code"], size=100, max_categories=3)
+    keys = [w.add({"code": v}, False)[0] for v in (1, 2, "c", "d", 1)]
+    assert keys == ["code=1", "code=2", "code=c", "code=other", "code=1"]
+
+
+def test_scoring_rate_counts_above_the_median() -> None:
+    w = FairnessWindow(["g"], size=10)
+    for g, s in [("a", 0.1), ("a", 0.9), ("b", 0.2), ("b", 0.3), ("b", 0.8)]:
+        w.add({"g": g}, False, score=s)
+    snap = {g.key: g for g in w.snapshot(scores=True)}
+    assert (snap["g=a"].above_median, snap["g=a"].scored) == (1, 2)  # median 0.3
+    assert snap["g=b"].above_median == 1
+
+
+def test_status_insufficient_ok_warn_violation() -> None:
+    th = Thresholds(min_impact_ratio=0.8, min_group_size=10, significance_alpha=0.05)
+    w = FairnessWindow(["g"], size=1000)
+    for _ in range(9):
+        w.add({"g": "a"}, True)
+        w.add({"g": "b"}, False)
+    assert evaluate(w.snapshot(), w.dimensions, th).status == "insufficient"
+    w = FairnessWindow(["g"], size=1000)
+    for i in range(20):
+        w.add({"g": "a"}, i % 2 == 0)
+        w.add({"g": "b"}, i % 2 == 0)
+    assert evaluate(w.snapshot(), w.dimensions, th).status == "ok"
+    w = FairnessWindow(["g"], size=1000)  # ratio 0.7 on 10 each: below 4/5 but not significant
+    for i in range(10):
+        w.add({"g": "a"}, True)
+        w.add({"g": "b"}, i < 7)
+    rep = evaluate(w.snapshot(), w.dimensions, th)
+    assert rep.status == "warn"
+    row = next(r for r in rep.dimensions["g"].impact if r.group == "g=b")
+    assert row.below_four_fifths and not row.significant and row.p_value > 0.05
+    for i in range(200):
+        w.add({"g": "a"}, True)
+        w.add({"g": "b"}, i % 2 == 0)
+    assert evaluate(w.snapshot(), w.dimensions, th).status == "violation"
+
+
+def test_exclusion_and_unknown_are_reported_not_rated() -> None:
+    th = Thresholds(min_group_size=1, exclude_below_share=0.02)
+    w = FairnessWindow(["g"], size=1000)
+    for _i in range(100):
+        w.add({"g": "a"}, True)
+        w.add({"g": "b"}, True)
+    w.add({"g": "tiny"}, False)
+    w.add({"g": None}, False)
+    d = evaluate(w.snapshot(), w.dimensions, th).dimensions["g"]
+    assert d.unknown == 1 and d.total == 202
+    tiny = next(r for r in d.impact if r.group == "g=tiny")
+    assert tiny.excluded and tiny.selection_impact_ratio is None and "2%" in (tiny.justification or "")
+    assert tiny.n == 1 and tiny.selection_rate == 0.0
+    assert d.status == "ok"
+
+
+def test_significance_tests() -> None:
+    from scipy.stats import fisher_exact
+
+    # small counts: Fisher exact
+    assert two_proportion_p(1, 10, 8, 10) == pytest.approx(fisher_exact([[1, 9], [8, 2]])[1])
+    # large counts: pooled two-proportion z
+    p = two_proportion_p(300, 1000, 360, 1000)
+    pooled = 660 / 2000
+    z = 0.06 / math.sqrt(pooled * (1 - pooled) * 2 / 1000)
+    assert p == pytest.approx(math.erfc(z / math.sqrt(2)))
+    assert two_proportion_p(0, 0, 1, 2) == 1.0
