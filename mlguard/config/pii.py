@@ -32,7 +32,7 @@ class PIIEngineSettings(BaseModel):
         default_factory=lambda: ["us"],
         description="ISO country codes whose country-specific Presidio recognizers load (generic ones always do).",
     )
-    batch_size: int = Field(64, gt=0, description="Texts per nlp.pipe batch.")
+    batch_size: int = Field(128, gt=0, description="Texts per nlp.pipe batch.")
     vault_path: str = Field(
         "./mlguard-pii-vault.db",
         description="SQLite file of the encrypted token vault (`token` operator), relative to base_dir.",

@@ -1,0 +1,270 @@
+"""The detection engine: Presidio's AnalyzerEngine over a spaCy pipeline, built once per process, offline.
+
+Why built by hand rather than with ``NlpEngineProvider().create_engine()``: the provider's ``load()`` calls
+``spacy.cli.download`` when the model is not installed (a network fetch at run time) and loads every pipeline
+component. We check the model is installed (an error naming the pip package otherwise), load it with the
+components detection does not need excluded (parser, tagger, attribute_ruler, lemmatizer: NER needs only
+tok2vec + ner), and hand the loaded pipeline to Presidio's ``SpacyNlpEngine``. Without the lemmatizer the
+context enhancer compares lower-cased words instead of lemmas (``keep_lemmatizer`` restores it; see
+docs/BENCHMARKS.md for both measured).
+
+Why tldextract is patched: Presidio's e-mail validator calls ``tldextract.extract``, whose default extractor
+fetches the public suffix list from the internet on first use. We swap in an extractor that only reads its
+bundled snapshot (``suffix_list_urls=()``, ``cache_dir=None``), and we replace Presidio's e-mail recognizer
+anyway (it drops addresses whose TLD is not in that list).
+
+One NLP pass per request: ``analyze_many`` pipes every text of a request (or a CLI batch) through ``nlp.pipe``
+once and gives each text's artifacts to ``AnalyzerEngine.analyze``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlguard.config.pii import PIIEngineSettings
+from mlguard.errors import DependencyMissing, PIIError
+
+log = logging.getLogger("mlguard.pii.engine")
+
+NER_COMPONENTS = ("tok2vec", "ner")
+LEMMA_COMPONENTS = ("tok2vec", "tagger", "attribute_ruler", "lemmatizer", "ner")
+UNNEEDED = ("parser", "tagger", "attribute_ruler", "lemmatizer", "senter", "morphologizer", "trainable_lemmatizer",
+            "textcat", "textcat_multilabel", "entity_linker", "spancat")
+"""Components detection does not need (a transformer or tok2vec, and ner, stay)."""
+
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One detected span in one text: where, what, how sure, and which recognizer. Never the value."""
+
+    entity: str
+    start: int
+    end: int
+    score: float
+    recognizer: str
+
+
+def block_tldextract_network() -> None:
+    """Make every ``tldextract.extract`` call read only the bundled public-suffix snapshot."""
+    import tldextract
+    import tldextract.tldextract as tx
+
+    offline = tx.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+    tx.TLD_EXTRACTOR = offline
+    tldextract.TLD_EXTRACTOR = offline  # type: ignore[attr-defined]
+
+
+def model_identity(nlp: Any, name: str) -> dict[str, Any]:
+    """Name, version and a SHA-256 over the model's files (sorted relative paths and contents)."""
+    meta = getattr(nlp, "meta", {}) or {}
+    digest = hashlib.sha256()
+    root = Path(getattr(nlp, "path", "") or "")
+    files = 0
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            files += 1
+    return {
+        "model": name,
+        "version": str(meta.get("version", "unknown")),
+        "spacy_version": str(meta.get("spacy_version", "")),
+        "sha256": digest.hexdigest() if files else None,
+        "files": files,
+    }
+
+
+class PIIEngine:
+    """Presidio AnalyzerEngine + our recognizers; thread-safe for concurrent ``analyze_many`` calls."""
+
+    def __init__(self, settings: PIIEngineSettings, *, custom: Sequence[Mapping[str, Any]] = ()) -> None:
+        try:
+            import spacy
+            from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+            from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        except ImportError as exc:  # pragma: no cover - base dependency
+            raise DependencyMissing(exc.name or "presidio-analyzer", "pii") from None
+
+        from mlguard.pii.recognizers import builtin_recognizers, custom_recognizers
+
+        block_tldextract_network()
+        self.settings = settings
+        name = settings.spacy_model
+        if not (spacy.util.is_package(name) or Path(name).is_dir()):
+            raise PIIError(f"spaCy model {name!r} is not installed (pip install it; it is never downloaded)")
+        keep = LEMMA_COMPONENTS if settings.keep_lemmatizer else NER_COMPONENTS
+        nlp = spacy.load(name, exclude=[c for c in UNNEEDED if c not in keep])
+        self.nlp = nlp
+        lemmas = "lemmatizer" in nlp.pipe_names
+
+        class _Engine(SpacyNlpEngine):
+            """Lower-cased words stand in for lemmas when the lemmatizer is excluded."""
+
+            def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
+                art = super()._doc_to_nlp_artifact(doc, language)
+                if not lemmas:
+                    art.lemmas = [t.lower_ for t in doc]
+                return art
+
+        ner_conf = NerModelConfiguration(labels_to_ignore=["CARDINAL", "ORDINAL", "QUANTITY", "MONEY",
+                                                           "PERCENT", "LANGUAGE", "LAW", "WORK_OF_ART",
+                                                           "PRODUCT", "EVENT", "FAC"])
+        nlp_engine = _Engine(models=[{"lang_code": settings.language, "model_name": name}],
+                             ner_model_configuration=ner_conf)
+        nlp_engine.nlp = {settings.language: nlp}  # type: ignore[assignment]
+        registry = RecognizerRegistry(supported_languages=[settings.language])
+        presidio_log = logging.getLogger("presidio-analyzer")
+        level = presidio_log.level
+        presidio_log.setLevel(logging.ERROR)  # one warning per recognizer of another language: noise
+        try:
+            registry.load_predefined_recognizers(languages=[settings.language], nlp_engine=nlp_engine,
+                                                 countries=list(settings.countries))
+        finally:
+            presidio_log.setLevel(level)
+        # Ours replace these two: e-mail whatever the TLD; phones by format and context words (Presidio's
+        # phonenumbers-based matcher cost ~12% of analysis time and found nothing more on the evaluation sets).
+        registry.remove_recognizer("EmailRecognizer")
+        registry.remove_recognizer("PhoneRecognizer")
+        for rec in builtin_recognizers():
+            registry.add_recognizer(rec)
+        for rec in custom_recognizers(settings.custom_recognizers, origin="pii_engine.custom_recognizers"):
+            registry.add_recognizer(rec)
+        for rec in custom_recognizers(custom, origin="policy pii.custom_recognizers"):
+            registry.add_recognizer(rec)
+        self._nlp_engine = nlp_engine
+        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine,
+                                       supported_languages=[settings.language],
+                                       default_score_threshold=settings.score_threshold)
+        self.supported = frozenset(self.analyzer.get_supported_entities(language=settings.language))
+        self.identity = model_identity(nlp, name)
+        self.identity.update({
+            "components": list(nlp.pipe_names),
+            "presidio": _version("presidio-analyzer"),
+            "recognizers": len(list(registry.recognizers)),
+        })
+        self._lock = threading.Lock()
+        log.info("pii engine ready", extra={"pii_model": self.identity["model"],
+                                            "pii_model_version": self.identity["version"],
+                                            "pii_model_sha256": self.identity["sha256"],
+                                            "pii_components": self.identity["components"]})
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.identity)
+
+    def analyze_many(self, texts: Sequence[str], entities: Iterable[str] | None = None) -> list[list[Span]]:
+        """Detect spans in every text with ONE pass of the NLP pipeline; spans are merged per text."""
+        if not texts:
+            return []
+        wanted = sorted(set(entities) & self.supported) if entities is not None else None
+        if wanted is not None and not wanted:
+            return [[] for _ in texts]
+        lang = self.settings.language
+        threshold = self.settings.score_threshold
+        out: list[list[Span]] = []
+        # One detection at a time per process: spaCy pipelines are not documented as thread-safe, and CPU-bound
+        # threads would not run in parallel under the GIL anyway (``mlguard redact --workers`` uses processes).
+        with self._lock:
+            return self._analyze_locked(texts, wanted, lang, threshold, out)
+
+    def _analyze_locked(self, texts: Sequence[str], wanted: list[str] | None, lang: str, threshold: float,
+                        out: list[list[Span]]) -> list[list[Span]]:
+        try:
+            docs = self.nlp.pipe(texts, batch_size=self.settings.batch_size)
+            engine = self._nlp_engine
+            for text, doc in zip(texts, docs, strict=True):
+                art = engine._doc_to_nlp_artifact(doc, lang)
+                results = self.analyzer.analyze(text=text, language=lang, entities=wanted, nlp_artifacts=art,
+                                                score_threshold=threshold)
+                spans = [Span(r.entity_type, r.start, r.end, float(r.score),
+                              str((r.recognition_metadata or {}).get("recognizer_name", "unknown")))
+                         for r in results]
+                out.append(merge_spans([s for s in spans if _specific(s, text)]))
+        except PIIError:
+            raise
+        except Exception as exc:
+            # The foreign message may quote the text: only the class name leaves this function.
+            raise PIIError(f"detection engine failed ({type(exc).__name__})") from None
+        return out
+
+
+_NER = "SpacyRecognizer"
+_DATE_WORDS = re.compile(
+    r"\d|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun)[a-z]*\b", re.I)
+
+
+def _specific(span: Span, text: str) -> bool:
+    """NER DATE_TIME spans that name no date ("one morning", "the weekend") identify no one: dropped."""
+    if span.recognizer == _NER and span.entity == "DATE_TIME":
+        return _DATE_WORDS.search(text, span.start, span.end) is not None
+    return True
+
+
+_LOOSE_NER = frozenset({"DATE_TIME", "ORGANIZATION", "NRP"})
+
+
+def merge_spans(spans: list[Span]) -> list[Span]:
+    """Union of overlapping spans (nothing partly left in clear); the label of the surest member wins.
+
+    An NER span with a low-precision label (DATE_TIME, ORGANIZATION, NRP) that overlaps a pattern match of
+    another entity is dropped first: the pattern knows the format (``IMEI 4901...`` is a device id, not a date).
+    """
+    if not spans:
+        return []
+    patterns = [s for s in spans if s.recognizer != _NER]
+    spans = [s for s in spans if s.recognizer != _NER or s.entity not in _LOOSE_NER
+             or not any(p.start < s.end and s.start < p.end and p.entity != s.entity for p in patterns)]
+    spans = sorted(spans, key=lambda s: (s.start, -s.end))
+    merged: list[Span] = []
+    for s in spans:
+        if merged and s.start < merged[-1].end:
+            last = merged[-1]
+            best = last if _rank(last) >= _rank(s) else s
+            merged[-1] = Span(best.entity, last.start, max(last.end, s.end), max(last.score, s.score),
+                              best.recognizer)
+        else:
+            merged.append(s)
+    return merged
+
+
+def _rank(s: Span) -> tuple[bool, float, bool, int]:
+    """Label choice on overlap: a pattern recognizer (knows the format) beats NER, then score, then mlguard's
+    context-anchored recognizers (``IMEI 4901...`` is a device id even though it passes Luhn), then length."""
+    return (s.recognizer != _NER, s.score, s.recognizer.startswith("MLGuard"), s.end - s.start)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_ENGINES: dict[str, PIIEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(settings: PIIEngineSettings, custom: Sequence[Mapping[str, Any]] = ()) -> PIIEngine:
+    """The process-wide engine for these settings and custom recognizers (built on first request)."""
+    import json
+
+    # Only what shapes the engine: a different vault path or cache size reuses the loaded model.
+    shape = settings.model_dump(include={"spacy_model", "language", "score_threshold", "keep_lemmatizer",
+                                         "countries", "batch_size", "custom_recognizers"})
+    key = json.dumps([shape, list(custom)], sort_keys=True, default=str)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = PIIEngine(settings, custom=custom)
+            _ENGINES[key] = engine
+        return engine

@@ -1,0 +1,328 @@
+"""JSON-aware redaction: field rules by JSONPath, one NLP pass over all scanned strings, operators per entity.
+
+Rules (from the route's ``pii`` map, nearest enclosing path wins, a path may name an object or array):
+
+- ``ENTITY``: the whole value is that entity; the entity's operator replaces it. No detection (sub-millisecond).
+- ``scan``: detect spans inside the string and replace each with its entity's operator.
+- ``keep``: leave it.
+- no rule: strings are scanned when ``scan_undeclared`` is on; numbers, booleans and null are untouched.
+
+Why two phases (``prepare`` then ``detect`` then ``finish``): the walk and the declared fields are cheap and run
+inline; only the detection of uncached scanned strings is CPU work, done in ONE batched call that the stage runs
+off the event loop. Strings too long to scan, or holding NUL or lone surrogates, are replaced whole by
+``<REDACTED>`` with an ``UNSCANNED`` finding: never sent to the engine, never passed on in clear.
+
+Findings carry entity, JSON path, offsets in the original string, recognizer, score and operator; never values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlguard.config.pii import PIIEngineSettings
+from mlguard.jsonpath import JSONPath, format_location
+from mlguard.pii.operators import DROP, Keyring, Operator, TokenVault, build_operator
+from mlguard.types import JSON, Finding
+
+if TYPE_CHECKING:
+    from mlguard.pii.engine import PIIEngine, Span
+
+KEEP = "keep"
+SCAN = "scan"
+UNSCANNED = "UNSCANNED"
+REDACTED = "<REDACTED>"
+
+Rules = Sequence[tuple[JSONPath, str]]
+Location = tuple[str | int, ...]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A scanned string waiting for detection: where it goes in the new document."""
+
+    container: Any
+    key: str | int
+    text: str
+    path: str
+    spans: list[Span] | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    """The result of ``prepare``: the new document, findings so far, and strings left to detect."""
+
+    doc: JSON
+    findings: list[Finding] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
+    drops: list[tuple[Any, str | int]] = field(default_factory=list)
+
+    @property
+    def needs_engine(self) -> bool:
+        return any(p.spans is None for p in self.pending)
+
+
+class SpanCache:
+    """Bounded LRU of detection results keyed by a keyed hash of the text (the text itself is never kept)."""
+
+    def __init__(self, size: int, key: bytes) -> None:
+        self.size = size
+        self._key = key
+        self._data: OrderedDict[bytes, tuple[Span, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def digest(self, text: str) -> bytes:
+        return hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
+
+    def get(self, digest: bytes) -> tuple[Span, ...] | None:
+        if self.size <= 0:
+            return None
+        with self._lock:
+            hit = self._data.get(digest)
+            if hit is not None:
+                self._data.move_to_end(digest)
+            return hit
+
+    def put(self, digest: bytes, spans: Sequence[Span]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[digest] = tuple(spans)
+            self._data.move_to_end(digest)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+class Redactor:
+    """Redacts JSON documents by the policy's operators. Build once; ``redact`` is thread-safe.
+
+    ``entities`` is ``policy.pii.entities`` (entity -> rule with ``operator`` and ``params``); an empty map means
+    "detect everything Presidio and mlguard know, replace with ``<ENTITY>``".
+    """
+
+    def __init__(self, entities: Mapping[str, Any] | None, settings: PIIEngineSettings | None = None, *,
+                 default_operator: str = "replace", restricted_zip3: Sequence[str] = (),
+                 keyring: Keyring | None = None, vault: TokenVault | None = None,
+                 engine: PIIEngine | Callable[[], PIIEngine] | None = None,
+                 custom_recognizers: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.settings = settings or PIIEngineSettings()
+        self._keyring = keyring
+        self._vault = vault
+        self._restricted = [str(z) for z in restricted_zip3]
+        self._custom = list(custom_recognizers)
+        self.operators: dict[str, Operator] = {}
+        for name, rule in (entities or {}).items():
+            kind, params = _rule_parts(rule)
+            self.operators[name] = self._build(name, kind, params)
+        self.default_operator = default_operator
+        self._build("DEFAULT", default_operator if default_operator != "generalize" else "replace", {})
+        # Entities no rule names get the default operator: unless it is ``keep``, detect everything.
+        named = [e for e, op in self.operators.items() if op.kind != KEEP]
+        self.detect_entities: frozenset[str] | None = (
+            frozenset(named) if default_operator == KEEP else None)
+        self._engine = engine
+        cache_key = keyring.secret("pii.cache") if keyring is not None else os.urandom(32)
+        self.cache = SpanCache(self.settings.cache_size, cache_key)
+
+    @classmethod
+    def from_policy(cls, pii: Any, settings: PIIEngineSettings | None = None, *, keyring: Keyring | None = None,
+                    vault: TokenVault | None = None, engine: PIIEngine | Callable[[], PIIEngine] | None = None
+                    ) -> Redactor:
+        """Build from an effective policy's ``pii`` section (entities, default_operator, restricted_zip3,
+        custom_recognizers)."""
+        custom = [r.model_dump() if hasattr(r, "model_dump") else dict(r)
+                  for r in getattr(pii, "custom_recognizers", None) or []]
+        return cls(getattr(pii, "entities", None) or {}, settings,
+                   default_operator=str(getattr(pii, "default_operator", "replace") or "replace"),
+                   restricted_zip3=list(getattr(pii, "restricted_zip3", None) or []),
+                   keyring=keyring, vault=vault, engine=engine, custom_recognizers=custom)
+
+    def _build(self, entity: str, kind: str, params: Mapping[str, Any]) -> Operator:
+        params = dict(params)
+        if kind == "generalize" and self._restricted:
+            params.setdefault("restricted_zip3", self._restricted)
+        return build_operator(entity, kind, params, keyring=self._keyring, vault=self._vault)
+
+    # ------------------------------------------------------------------ engine
+
+    @property
+    def engine(self) -> PIIEngine:
+        """The detection engine, built (once per process) on first need."""
+        eng = self._engine
+        if eng is None:
+            from mlguard.pii.engine import get_engine
+
+            built = get_engine(self.settings, self._custom)
+        elif hasattr(eng, "analyze_many"):
+            return eng  # type: ignore[return-value]
+        else:
+            built = eng()
+        self._engine = built
+        return built
+
+    def operator_for(self, entity: str) -> Operator:
+        op = self.operators.get(entity)
+        if op is None:
+            kind = self.default_operator
+            if kind == "generalize" and entity not in ("ZIP_CODE", "DATE_OF_BIRTH", "DATE_TIME", "AGE"):
+                kind = "replace"
+            op = self._build(entity, kind, {})
+            self.operators.setdefault(entity, op)
+        return op
+
+    # ------------------------------------------------------------------ public API
+
+    def redact(self, doc: JSON, rules: Rules = (), scan_undeclared: bool | None = None
+               ) -> tuple[JSON, list[Finding]]:
+        """Redact one document; returns (new document, findings). ``doc`` is never mutated."""
+        plan = self.prepare(doc, rules, scan_undeclared)
+        if plan.needs_engine:
+            self.detect([plan])
+        return self.finish(plan)
+
+    def redact_many(self, docs: Sequence[JSON], rules: Rules = (), scan_undeclared: bool | None = None
+                    ) -> list[tuple[JSON, list[Finding]]]:
+        """Redact several documents with ONE detection pass over all their scanned strings."""
+        plans = [self.prepare(d, rules, scan_undeclared) for d in docs]
+        self.detect(plans)
+        return [self.finish(p) for p in plans]
+
+    # ------------------------------------------------------------------ phases
+
+    def prepare(self, doc: JSON, rules: Rules = (), scan_undeclared: bool | None = None) -> Plan:
+        """Walk ``doc``: copy it, apply declared fields, queue strings to scan (cache hits resolved now)."""
+        scan = self.settings.scan_undeclared if scan_undeclared is None else scan_undeclared
+        default = SCAN if scan else KEEP
+        plan = Plan(doc=None)
+        holder: list[JSON] = [None]
+        self._walk(doc, (), holder, 0, _match_rules(rules, ()) or default, rules, default, plan)
+        plan.doc = holder[0]
+        for pending in plan.pending:
+            hit = self.cache.get(self.cache.digest(pending.text))
+            if hit is not None:
+                pending.spans = list(hit)
+        return plan
+
+    def detect(self, plans: Sequence[Plan]) -> None:
+        """Run detection for every unresolved string of ``plans`` in one batched engine call."""
+        todo = [p for plan in plans for p in plan.pending if p.spans is None]
+        if not todo:
+            return
+        unique: dict[str, list[_Pending]] = {}
+        for p in todo:
+            unique.setdefault(p.text, []).append(p)
+        texts = list(unique)
+        results = self.engine.analyze_many(texts, self.detect_entities)
+        for text, spans in zip(texts, results, strict=True):
+            self.cache.put(self.cache.digest(text), spans)
+            for p in unique[text]:
+                p.spans = list(spans)
+
+    def finish(self, plan: Plan) -> tuple[JSON, list[Finding]]:
+        """Apply the detected spans' operators and return (document, findings)."""
+        for p in plan.pending:
+            spans = [s for s in (p.spans or []) if self.operator_for(s.entity).kind != KEEP]
+            if not spans:
+                continue
+            out: list[str] = []
+            pos = 0
+            for s in spans:
+                op = self.operator_for(s.entity)
+                out.append(p.text[pos:s.start])
+                out.append(op.apply_span(p.text[s.start:s.end]))
+                pos = s.end
+                plan.findings.append(Finding(s.entity, p.path, s.start, s.end, s.recognizer, s.score, op.kind))
+            out.append(p.text[pos:])
+            p.container[p.key] = "".join(out)
+        for container, key in reversed(plan.drops):
+            if isinstance(container, dict):
+                container.pop(key, None)
+            else:
+                container[key] = None
+        plan.findings.sort(key=lambda f: (f.path, f.start if f.start is not None else -1))
+        return plan.doc, plan.findings
+
+    # ------------------------------------------------------------------ walk
+
+    def _walk(self, node: JSON, loc: Location, container: Any, key: str | int, rule: str, rules: Rules,
+              default: str, plan: Plan) -> None:
+        if isinstance(node, dict):
+            new: dict[str, Any] = {}
+            container[key] = new
+            for k, v in node.items():
+                here = (*loc, k)
+                self._walk(v, here, new, k, _match_rules(rules, here) or rule, rules, default, plan)
+            return
+        if isinstance(node, list):
+            new_list: list[Any] = [None] * len(node)
+            container[key] = new_list
+            for i, v in enumerate(node):
+                here = (*loc, i)
+                self._walk(v, here, new_list, i, _match_rules(rules, here) or rule, rules, default, plan)
+            return
+        container[key] = node
+        if node is None or rule == KEEP:
+            return
+        if rule == SCAN:
+            if isinstance(node, str) and node:
+                self._queue(node, loc, container, key, plan)
+            return
+        # A declared entity: the whole value, whatever its type (a number SSN is still an SSN).
+        op = self.operator_for(rule)
+        if op.kind == KEEP:
+            return
+        if not isinstance(node, str) and op.kind == "generalize" and isinstance(node, bool):
+            return
+        out = op.apply(node)
+        path = format_location(loc)
+        length = len(node) if isinstance(node, str) else None
+        plan.findings.append(Finding(rule, path, 0 if length is not None else None, length, "declared", 1.0,
+                                     op.kind))
+        if out is DROP:
+            plan.drops.append((container, key))
+        else:
+            container[key] = out
+
+    def _queue(self, text: str, loc: Location, container: Any, key: str | int, plan: Plan) -> None:
+        path = format_location(loc)
+        reason = _unscannable(text, self.settings.max_field_chars)
+        if reason is not None:
+            container[key] = REDACTED
+            plan.findings.append(Finding(UNSCANNED, path, 0, len(text), reason, 1.0, "replace"))
+            return
+        plan.pending.append(_Pending(container, key, text, path))
+
+
+def _rule_parts(rule: Any) -> tuple[str, dict[str, Any]]:
+    """Accept a policy EntityRule object, a dict ``{operator, params}`` or a bare operator name."""
+    if isinstance(rule, str):
+        return rule, {}
+    if isinstance(rule, Mapping):
+        return str(rule.get("operator", "replace")), dict(rule.get("params") or {})
+    return str(getattr(rule, "operator", "replace")), dict(getattr(rule, "params", None) or {})
+
+
+def _match_rules(rules: Rules, loc: Location) -> str | None:
+    """The rule of the route that addresses exactly ``loc`` (first declared wins), if any."""
+    for path, rule in rules:
+        if len(path.steps) == len(loc) and path.matches(loc):
+            return rule
+    return None
+
+
+def _unscannable(text: str, limit: int) -> str | None:
+    if len(text) > limit:
+        return "limit:max_field_chars"
+    if "\x00" in text:
+        return "invalid:nul"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid:surrogate"
+    return None

@@ -1,0 +1,148 @@
+"""The PII stage: redacts the request before the app sees it, and (by policy) the JSON response after.
+
+before_app: the route's field rules and the policy's operators rewrite ``ex.document`` (copy-on-write via
+``ex.set_document``); findings (never values) go to ``ex.findings``; ``MLGuard-Redactions`` counts them; the
+engine identity goes to ``ex.record["pii"]`` for the sealed audit record.
+after_app: when ``policy.pii.scan_response`` is on, every string of the JSON response is scanned; findings are
+recorded with paths prefixed ``response:``.
+
+Why detection runs in a worker thread: NER is CPU work of milliseconds; on the event loop it would stall every
+other request. Declared fields and cache hits need no engine and stay inline (sub-millisecond).
+Failures raise PIIError (message free of input values); the policy's failure_mode decides what follows.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from mlguard.errors import MLGuardError, PIIError
+from mlguard.pii.redactor import SCAN, Plan, Redactor
+from mlguard.stage import BaseStage, BuildContext
+
+if TYPE_CHECKING:
+    from mlguard.exchange import Exchange
+    from mlguard.pii.engine import PIIEngine
+    from mlguard.routes import CompiledRoute
+
+log = logging.getLogger("mlguard.pii.stage")
+
+_KEYED_OPERATORS = ("hmac", "token", "encrypt")
+
+
+class PIIStage(BaseStage):
+    """Built once by :func:`create`; one Redactor per distinct route policy, one engine per process."""
+
+    name = "pii"
+
+    def __init__(self, redactors: dict[int, Redactor], engine: PIIEngine | None, vault: Any = None) -> None:
+        self._redactors = redactors
+        self._engine = engine
+        self._vault = vault
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self._engine.describe() if self._engine is not None else None}
+
+    def _identity(self) -> dict[str, Any]:
+        eng = self._engine
+        if eng is None:
+            return {"engine": None}
+        ident = eng.identity
+        return {"engine": {k: ident.get(k) for k in ("model", "version", "sha256", "presidio")}}
+
+    async def before_app(self, ex: Exchange) -> None:
+        redactor = self._redactors[ex.route.index]
+        doc, findings = await _redact(redactor, ex.document, ex.route.pii_rules, ex.route.config.scan_undeclared)
+        if findings:
+            ex.set_document(doc)
+            ex.findings.extend(findings)
+        ex.extra_headers["MLGuard-Redactions"] = str(len(findings))
+        ex.record["pii"] = {**self._identity(), "redactions": len(findings)}
+
+    async def after_app(self, ex: Exchange) -> None:
+        if not getattr(ex.route.policy.pii, "scan_response", False) or ex.response_doc is None:
+            return
+        redactor = self._redactors[ex.route.index]
+        doc, findings = await _redact(redactor, ex.response_doc, (), True)
+        if not findings:
+            return
+        ex.response_doc = doc
+        ex.response_modified = True
+        ex.findings.extend(f.__class__(f.entity, "response:" + f.path, f.start, f.end, f.recognizer, f.score,
+                                       f.operator) for f in findings)
+        section = ex.record.setdefault("pii", self._identity())
+        section["response_redactions"] = len(findings)
+
+    async def aclose(self) -> None:
+        if self._vault is not None:
+            self._vault.close()
+
+
+async def _redact(redactor: Redactor, doc: Any, rules: Any, scan: bool | None) -> tuple[Any, list[Any]]:
+    try:
+        plan: Plan = redactor.prepare(doc, rules, scan)
+        if plan.needs_engine:
+            await anyio.to_thread.run_sync(redactor.detect, [plan])
+        return redactor.finish(plan)
+    except MLGuardError:
+        raise
+    except Exception as exc:
+        # Foreign messages may quote the input: only the class name is kept.
+        raise PIIError(f"redaction failed ({type(exc).__name__})") from None
+
+
+def _needs_engine(route: CompiledRoute, default_scan: bool) -> bool:
+    scan = route.config.scan_undeclared if route.config.scan_undeclared is not None else default_scan
+    return scan or any(rule == SCAN for _, rule in route.pii_rules) or bool(
+        getattr(route.policy.pii, "scan_response", False))
+
+
+def create(ctx: BuildContext) -> PIIStage | None:
+    """Build the stage for the configured routes; None when no route is guarded."""
+    if not ctx.routes:
+        return None
+    settings = ctx.config.pii_engine
+    policies = {id(r.policy): r.policy for r in ctx.routes}
+    kinds = {str(getattr(rule, "operator", "")) for p in policies.values() for rule in p.pii.entities.values()}
+    kinds |= {str(p.pii.default_operator) for p in policies.values()}
+    keyring = None
+    if kinds & set(_KEYED_OPERATORS) or ctx.shared.get("keyring") is not None:
+        from mlguard.keys import keyring_for
+
+        keyring = keyring_for(ctx)
+    vault = None
+    if "token" in kinds and keyring is not None:
+        from mlguard.pii.vault import Vault
+
+        path = Path(settings.vault_path)
+        if not path.is_absolute() and ctx.config.base_dir is not None:
+            path = Path(ctx.config.base_dir) / path
+        vault = Vault(path, keyring)
+
+    engine: PIIEngine | None = None
+    custom: list[dict[str, Any]] = []
+    for p in policies.values():
+        custom.extend(r.model_dump() for r in p.pii.custom_recognizers)
+    if any(_needs_engine(r, settings.scan_undeclared) for r in ctx.routes):
+        from mlguard.pii.engine import get_engine
+
+        engine = get_engine(settings, custom)  # at start-up, once: never on a request
+    by_policy: dict[int, Redactor] = {}
+    redactors: dict[int, Redactor] = {}
+    for route in ctx.routes:
+        red = by_policy.get(id(route.policy))
+        if red is None:
+            red = Redactor.from_policy(route.policy.pii, settings, keyring=keyring, vault=vault,
+                                       engine=engine or (lambda: _late_engine(settings, custom)))
+            by_policy[id(route.policy)] = red
+        redactors[route.index] = red
+    return PIIStage(redactors, engine, vault)
+
+
+def _late_engine(settings: Any, custom: list[dict[str, Any]]) -> PIIEngine:
+    from mlguard.pii.engine import get_engine
+
+    return get_engine(settings, custom)
