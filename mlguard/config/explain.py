@@ -67,7 +67,7 @@ class ExplainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Attach explanations on routes with a model object.")
-    field: str = Field("explanation", description="Member added to JSON-object responses.")
+    field: str = Field("explanation", min_length=1, description="Member added to JSON-object responses.")
     mode: Literal["body", "header"] = Field(
         "body", description="body: add the member; header: only an MLGuard-Explanation header (body unchanged)."
     )
@@ -80,6 +80,12 @@ class ExplainSettings(BaseModel):
         description="auto: inline unless the explainer measured at start-up exceeds the policy's budget_ms, "
         "then deferred; inline/deferred force one.",
     )
+    on_loop_below_ms: float = Field(
+        1.0,
+        ge=0,
+        description="Inline explainers measured below this run on the event loop instead of a worker thread: "
+        "shap's TreeSHAP holds the GIL, so a thread frees nothing and the hop costs ~0.1 ms. 0: always a thread.",
+    )
     generic_method: Literal["kernel", "permutation"] = Field(
         "kernel", description="Explainer for models that are neither tree ensembles nor linear."
     )
@@ -89,6 +95,11 @@ class ExplainSettings(BaseModel):
     )
     deferred_batch_max: int = Field(
         64, gt=0, description="Most queued requests explained together in one explainer call."
+    )
+    deferred_linger_ms: float = Field(
+        5.0, ge=0, le=1000,
+        description="Deferred worker's wait after the first queued job before explaining the batch (lets that "
+        "request's response leave first and concurrent ones join).",
     )
     keep_results: int = Field(
         10_000, gt=0, description="Explanations kept in memory for GET {admin prefix}/explanations/{audit_id}."

@@ -1,0 +1,333 @@
+"""Binding: a route's model, its input row and its background, resolved once at start-up.
+
+Why a separate object: the explainer, the reason codes, the deferred worker, the plain-language render and the
+``mlguard explain`` command all need the same three answers (which model, which columns in which order, which
+output), and they must be the answers the request path used. Everything here is computed once; per request only
+``build_row`` runs, and it reads the *redacted* document, i.e. exactly what the wrapped app received.
+
+Nothing here puts an input value in a message: skip reasons and errors name features and expected types only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlguard.errors import ConfigError
+from mlguard.jsonpath import JSONPath, compile_path
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from mlguard.config.explain import ModelBinding
+
+    FloatArray = npt.NDArray[np.float64]
+
+log = logging.getLogger("mlguard.explain.binding")
+
+OutputSpace = Literal["probability", "log_odds", "raw"]
+BACKGROUND_SEED = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One request's model input, or why there is none. ``values`` are the numbers the model gets, by name."""
+
+    values: dict[str, float] | None
+    skip_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Background:
+    """Background rows (already in feature order) and where they came from."""
+
+    data: FloatArray | None
+    sha256: str | None
+    source: str | None
+    rows_total: int = 0
+    all_rows: FloatArray | None = None  # before sampling: the cut-off baseline selects from these
+
+    def identity(self) -> dict[str, Any]:
+        rows = 0 if self.data is None else int(self.data.shape[0])
+        return {"sha256": self.sha256, "source": self.source, "rows": rows, "rows_total": self.rows_total}
+
+
+@dataclass(slots=True)
+class Binding:
+    """A route's resolved model binding. Build it with :func:`build_binding`."""
+
+    route_index: int
+    model: Any
+    model_class: str
+    model_sha256: str
+    is_classifier: bool
+    features_path: JSONPath
+    feature_order: list[str]
+    feature_types: dict[str, str]
+    output_space: OutputSpace
+    favorable_index: int | None
+    higher_is_favorable: bool
+    cutoff: float | None
+    cutoff_delta: float
+    background: Background
+    _frame_columns: list[str] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ per request
+
+    def build_row(self, document: Any) -> Row:
+        """Read the features from the document the app received; a missing or mistyped feature is a skip."""
+        obj = self.features_path.first(document)
+        if not isinstance(obj, dict):
+            return Row(None, f"no feature object at {self.features_path.text}")
+        values: dict[str, float] = {}
+        for name in self.feature_order:
+            if name not in obj:
+                return Row(None, f"feature {name!r} is missing")
+            raw = obj[name]
+            expected = self.feature_types.get(name, "number")
+            if expected == "boolean":
+                if not isinstance(raw, bool):
+                    return Row(None, f"feature {name!r} is not a boolean")
+                values[name] = 1.0 if raw else 0.0
+                continue
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                return Row(None, f"feature {name!r} is not a number")
+            number = float(raw)
+            if not math.isfinite(number):
+                return Row(None, f"feature {name!r} is not a finite number")
+            values[name] = number
+        return Row(values)
+
+    def matrix(self, rows: list[dict[str, float]]) -> FloatArray:
+        import numpy as np
+
+        return np.array([[r[n] for n in self.feature_order] for r in rows], dtype=np.float64)
+
+    # ------------------------------------------------------------------ model outputs
+
+    def model_input(self, x: FloatArray) -> Any:
+        """What the model's predict functions take: a DataFrame when it was fitted on one (names checked)."""
+        if self._frame_columns is None:
+            return x
+        import pandas as pd
+
+        return pd.DataFrame(x, columns=self._frame_columns)
+
+    def explained_output(self, x: FloatArray) -> FloatArray:
+        """The output the explanation is in, for each row (base_value + sum(contributions) equals it)."""
+        import numpy as np
+
+        data = self.model_input(x)
+        if self.output_space == "raw":
+            return np.asarray(self.model.predict(data), dtype=np.float64).reshape(-1)
+        if self.output_space == "log_odds" and hasattr(self.model, "decision_function"):
+            margin = np.asarray(self.model.decision_function(data), dtype=np.float64)
+            if margin.ndim == 1:
+                return margin if self.favorable_index == 1 else -margin
+        proba = self._favorable_proba(data)
+        if self.output_space == "probability":
+            return proba
+        with np.errstate(divide="ignore"):
+            return np.asarray(np.log(proba) - np.log1p(-proba), dtype=np.float64)
+
+    def score(self, x: FloatArray) -> FloatArray:
+        """The decision score the cut-off applies to: probability of the favourable class, or the value."""
+        import numpy as np
+
+        data = self.model_input(x)
+        if self.is_classifier:
+            return self._favorable_proba(data)
+        return np.asarray(self.model.predict(data), dtype=np.float64).reshape(-1)
+
+    def favorable_score(self, score: float) -> bool | None:
+        """Whether a score is on the favourable side of the cut-off (None when there is no cut-off)."""
+        if self.cutoff is None:
+            return None
+        if self.is_classifier or self.higher_is_favorable:
+            return score >= self.cutoff
+        return score <= self.cutoff
+
+    def _favorable_proba(self, data: Any) -> FloatArray:
+        import numpy as np
+
+        proba = np.asarray(self.model.predict_proba(data), dtype=np.float64)
+        return np.asarray(proba[:, self.favorable_index or 0], dtype=np.float64)
+
+    def identity(self) -> dict[str, Any]:
+        return {"class": self.model_class, "sha256": self.model_sha256}
+
+
+# ---------------------------------------------------------------------- building
+
+
+def build_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> Binding:
+    """Resolve the model, the features, the output space and the background; ConfigError names the field."""
+    where = f"routes.{index}.model"
+    model = resolve_model(cfg.object, field=f"{where}.object")
+    if cfg.features is None:
+        raise ConfigError("a model object needs `features` (JSONPath to the feature object)",
+                          field=f"{where}.features")
+    features_path = compile_path(cfg.features, field=f"{where}.features")
+    names_in = getattr(model, "feature_names_in_", None)
+    fitted_names = [str(n) for n in names_in] if names_in is not None else None
+    order = list(cfg.feature_order) if cfg.feature_order else fitted_names
+    if not order:
+        raise ConfigError("cannot tell the model's column order: set feature_order",
+                          field=f"{where}.feature_order")
+    if len(set(order)) != len(order):
+        raise ConfigError("feature names repeat", field=f"{where}.feature_order")
+    if fitted_names is not None and fitted_names != order:
+        raise ConfigError("differs from the names the model was fitted with (feature_names_in_)",
+                          field=f"{where}.feature_order")
+    n_in = getattr(model, "n_features_in_", None)
+    if isinstance(n_in, int) and n_in != len(order):
+        raise ConfigError(f"the model takes {n_in} features, feature_order names {len(order)}",
+                          field=f"{where}.feature_order")
+    types: dict[str, str] = dict(cfg.feature_types or {})
+    unknown = sorted(set(types) - set(order))
+    if unknown:
+        raise ConfigError(f"types declared for features not in feature_order: {unknown}",
+                          field=f"{where}.feature_types")
+
+    is_classifier = hasattr(model, "predict_proba") and hasattr(model, "classes_")
+    favorable_index = _favorable_index(model, cfg, is_classifier, where)
+    space = _output_space(model, cfg, is_classifier, where)
+    cutoff = cfg.cutoff if cfg.cutoff is not None else (0.5 if is_classifier else None)
+    background = load_background(cfg, order, base_dir=base_dir, field=f"{where}.background")
+    return Binding(
+        route_index=index, model=model, model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        model_sha256=model_hash(model), is_classifier=is_classifier, features_path=features_path,
+        feature_order=order, feature_types=types, output_space=space, favorable_index=favorable_index,
+        higher_is_favorable=cfg.higher_is_favorable, cutoff=cutoff, cutoff_delta=cfg.cutoff_delta,
+        background=background, _frame_columns=fitted_names,
+    )
+
+
+def resolve_model(spec: Any, *, field: str) -> Any:
+    """``module:attr`` (the model, or a zero-argument factory returning it) or the object itself."""
+    if spec is None:
+        raise ConfigError("no model object", field=field)
+    obj = spec
+    if isinstance(spec, str):
+        module_name, sep, attr = spec.partition(":")
+        if not sep or not module_name or not attr:
+            raise ConfigError(f"expected 'module:attr', got {spec!r}", field=field)
+        try:
+            obj = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import module {module_name!r} ({type(exc).__name__})", field=field) from None
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ConfigError(f"{module_name!r} has no attribute {attr!r}", field=field) from None
+    if inspect.isclass(obj):
+        raise ConfigError("names a class; give a fitted model or a factory returning one", field=field)
+    if not hasattr(obj, "predict") and callable(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ConfigError(f"the model factory raised {type(exc).__name__}", field=field) from None
+    if not hasattr(obj, "predict"):
+        raise ConfigError(f"{type(obj).__name__} has no predict(); not a model", field=field)
+    return obj
+
+
+def model_hash(model: Any) -> str:
+    """sha256 of the pickled model (its identity in records); of its class and parameters if it won't pickle."""
+    try:
+        blob = pickle.dumps(model, protocol=4)
+    except Exception:
+        params = model.get_params() if hasattr(model, "get_params") else {}
+        blob = json.dumps([type(model).__qualname__, params], sort_keys=True, default=repr).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def load_background(cfg: ModelBinding, order: list[str], *, base_dir: Path | None, field: str) -> Background:
+    """Read the background (CSV or inline rows) in feature order, sample it to ``background_size``."""
+    import numpy as np
+
+    if cfg.background is not None and cfg.background_rows is not None:
+        raise ConfigError("give background or background_rows, not both", field=field)
+    if cfg.background is None and cfg.background_rows is None:
+        return Background(None, None, None)
+    if cfg.background is not None:
+        path = cfg.background if cfg.background.is_absolute() or base_dir is None else base_dir / cfg.background
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read background ({exc.strerror})", field=field) from None
+        sha = hashlib.sha256(blob).hexdigest()
+        reader = csv.DictReader(blob.decode("utf-8-sig").splitlines())
+        missing = [n for n in order if n not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"background lacks columns {missing}", field=field)
+        try:
+            rows = [[float(r[n]) for n in order] for r in reader]
+        except (TypeError, ValueError):
+            raise ConfigError(f"non-numeric value in background at row {reader.line_num - 1}",
+                              field=field) from None
+        source = str(cfg.background)
+    else:
+        inline = cfg.background_rows or []
+        missing = sorted({n for r in inline for n in order if n not in r})
+        if missing:
+            raise ConfigError(f"background_rows lack features {missing}", field=f"{field}_rows")
+        sha = hashlib.sha256(json.dumps(inline, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        rows = [[float(r[n]) for n in order] for r in inline]
+        source = "inline"
+    if not rows:
+        raise ConfigError("background has no rows", field=field)
+    data = np.array(rows, dtype=np.float64)
+    if not np.all(np.isfinite(data)):
+        raise ConfigError("background holds non-finite values", field=field)
+    return Background(sample_rows(data, cfg.background_size), sha, source, data.shape[0], data)
+
+
+def sample_rows(data: FloatArray, size: int) -> FloatArray:
+    """At most ``size`` rows, chosen with a fixed seed so every process explains against the same rows."""
+    import numpy as np
+
+    total = data.shape[0]
+    if total <= size:
+        return data
+    pick = np.sort(np.random.default_rng(BACKGROUND_SEED).choice(total, size, replace=False))
+    return np.asarray(data[pick], dtype=np.float64)
+
+
+def _favorable_index(model: Any, cfg: ModelBinding, is_classifier: bool, where: str) -> int | None:
+    if not is_classifier:
+        return None
+    classes = list(model.classes_)
+    if cfg.favorable_class is None:
+        return len(classes) - 1
+    for i, c in enumerate(classes):
+        if c == cfg.favorable_class:  # numpy scalars compare by value; 1 and True are one class label
+            return i
+    raise ConfigError("is not one of the model's classes", field=f"{where}.favorable_class")
+
+
+def _output_space(model: Any, cfg: ModelBinding, is_classifier: bool, where: str) -> OutputSpace:
+    from mlguard.explain.explainers import model_family
+
+    if not is_classifier:
+        if cfg.explain not in ("auto", "raw"):
+            raise ConfigError(f"{cfg.explain} needs a classifier with predict_proba", field=f"{where}.explain")
+        return "raw"
+    if cfg.explain == "auto":
+        return "log_odds" if model_family(model) == "linear" else "probability"
+    if cfg.explain == "raw":
+        raise ConfigError("raw is for regressors; use probability or log_odds", field=f"{where}.explain")
+    if cfg.explain == "log_odds" and len(model.classes_) != 2:
+        raise ConfigError("log_odds needs a binary classifier", field=f"{where}.explain")
+    return cfg.explain

@@ -1,0 +1,260 @@
+"""The explanation stage: per-prediction SHAP contributions and adverse-action reasons, within a budget.
+
+Where it sits: ``after_app``, once the app has answered, on exactly the document the app received (the redacted
+one). Built once in :func:`create`: one ``RouteExplainer`` (:mod:`mlguard.explain.route`) per route with a model
+object (binding, explainer, optional cut-off-baseline explainer, measured cost). Explainers whose measured cost
+exceeds the policy's ``explanations.budget_ms`` run deferred in :mod:`mlguard.explain.worker`; the response then
+carries a reference that the admin endpoint resolves. Inline ones run in a worker thread (``anyio.to_thread``),
+except those measured under ``explain.on_loop_below_ms``: shap's C TreeSHAP holds the GIL for the whole call,
+so a thread would not free the event loop and would only add its hop (about 0.1 ms here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from mlguard.errors import ExplainError
+from mlguard.explain.route import ReasonPolicy, RouteExplainer, build_route_explainer
+from mlguard.explain.worker import DeferredWorker, Entry, Job, ResultStore
+from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
+
+if TYPE_CHECKING:
+    from mlguard.exchange import Exchange
+
+__all__ = ["ExplainStage", "ReasonPolicy", "RouteExplainer", "build_route_explainer", "create"]
+
+log = logging.getLogger("mlguard.explain.stage")
+
+HEADER = "MLGuard-Explanation"
+STATUS_HEADER = "MLGuard-Explanation-Status"
+
+
+class ExplainStage(BaseStage):
+    """Attaches explanations (inline or deferred) and serves them on the admin API."""
+
+    name = "explain"
+
+    def __init__(self, ctx: BuildContext, routes: dict[int, RouteExplainer]) -> None:
+        self.ctx = ctx
+        self.settings = ctx.config.explain
+        self.routes = routes
+        self.prefix = ctx.config.admin.prefix
+        self.store = ResultStore(self.settings.keep_results)
+        self.worker: DeferredWorker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if any(r.deferred for r in routes.values()):
+            self.worker = DeferredWorker(self._process, self.store, queue_size=self.settings.deferred_queue_size,
+                                         batch_max=self.settings.deferred_batch_max, on_ready=self._on_ready,
+                                         linger_s=self.settings.deferred_linger_ms / 1000.0)
+
+    # ------------------------------------------------------------------ hooks
+
+    async def after_app(self, ex: Exchange) -> None:
+        rx = self.routes.get(ex.route.index)
+        if rx is None:
+            return
+        if ex.status is None or not 200 <= ex.status < 300:
+            self._skip(ex, rx, f"no decision to explain: the app answered {ex.status}")
+            return
+        row = rx.binding.build_row(ex.document)
+        if row.values is None:
+            self._skip(ex, rx, row.skip_reason or "no model input")
+            return
+        adverse = self._adverse(ex, rx)
+        outcome = {"score": ex.outcome.score, "favorable": ex.outcome.favorable} if ex.outcome else None
+        if rx.deferred and self.worker is not None:
+            self._remember_loop()
+            job = Job(ex.audit_id, rx.binding.route_index, row.values, {"route": ex.path, "adverse": adverse,
+                                                                    "outcome": outcome})
+            if not self.worker.submit(job):
+                self._skip(ex, rx, "explanation queue full")
+                return
+            ref = f"{self.prefix}/explanations/{ex.audit_id}"
+            doc = {"status": "pending", "deferred": True, "ref": ref}
+            ex.record["explanation"] = dict(doc)
+            self._attach(ex, doc, "deferred")
+            return
+        values = row.values
+        try:
+            if rx.on_loop:
+                entry = rx.explain_many([values], [adverse])[0]
+            else:
+                entry = (await anyio.to_thread.run_sync(rx.explain_many, [values], [adverse]))[0]
+        except ExplainError as exc:
+            doc = {"status": "failed", "reason": str(exc)}
+            ex.record["explanation"] = dict(doc)
+            self.store.put(ex.audit_id, Entry("failed", rx.binding.route_index, doc, dict(doc)))
+            self._attach(ex, doc, "failed")  # seen under fail_open; fail_closed answers 503 instead
+            raise
+        entry.private["outcome"] = outcome
+        self.store.put(ex.audit_id, entry)
+        ex.record["explanation"] = entry.private
+        self._attach(ex, entry.public, "ready")
+
+    async def finish(self, ex: Exchange) -> None:
+        rx = self.routes.get(ex.route.index)
+        if rx is not None:
+            ex.record.setdefault("model", rx.binding.identity())
+
+    def admin_routes(self) -> list[AdminRoute]:
+        return [AdminRoute("GET", "/explanations/{audit_id}", self._get),
+                AdminRoute("GET", "/explanations/{audit_id}/plain", self._get_plain)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"routes": {str(i): {**r.identity, "execution": "deferred" if r.deferred else
+                                    ("inline, on the event loop" if r.on_loop else "inline, in a thread"),
+                                    "predicted_ms": round(r.predicted_ms, 3), "budget_ms": r.rules.budget_ms}
+                           for i, r in self.routes.items()}}
+
+    async def aclose(self) -> None:
+        if self.worker is not None:
+            await anyio.to_thread.run_sync(self.worker.close)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _adverse(self, ex: Exchange, rx: RouteExplainer) -> bool:
+        outcome = ex.outcome
+        if outcome is None:
+            return False
+        if outcome.favorable is not None:
+            return outcome.favorable is False
+        if outcome.score is not None:
+            return rx.binding.favorable_score(outcome.score) is False
+        return False
+
+    def _skip(self, ex: Exchange, rx: RouteExplainer, reason: str) -> None:
+        doc = {"status": "skipped", "skipped": True, "reason": reason}
+        ex.record["explanation"] = dict(doc)
+        self.store.put(ex.audit_id, Entry("skipped", rx.binding.route_index, doc, dict(doc)))
+        self._attach(ex, doc, "skipped")
+
+    def _attach(self, ex: Exchange, doc: dict[str, Any], status: str) -> None:
+        body = ex.response_doc
+        name = self.settings.field
+        if self.settings.mode == "body" and isinstance(body, dict) and name not in body:
+            ex.response_doc = {**body, name: doc}
+            ex.response_modified = True
+            return
+        if self.settings.mode == "body":
+            log.warning("explanation not added to the body (not a JSON object, or member taken); header used",
+                        extra={"audit_id": ex.audit_id})
+        ex.extra_headers[HEADER] = ex.audit_id
+        ex.extra_headers[STATUS_HEADER] = status
+
+    def _remember_loop(self) -> None:
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None
+
+    def _process(self, jobs: list[Job]) -> list[Entry]:
+        """Worker thread: explain queued jobs, one explainer call per route."""
+        out: dict[int, Entry] = {}
+        by_route: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_route.setdefault(job.route_index, []).append(i)
+        for route_index, idx in by_route.items():
+            rx = self.routes[route_index]
+            try:
+                entries = rx.explain_many([jobs[i].values for i in idx],
+                                          [bool(jobs[i].context.get("adverse")) for i in idx])
+            except ExplainError as exc:
+                entries = [Entry("failed", route_index, {"status": "failed", "reason": str(exc)})
+                           for _ in idx]
+            for i, entry in zip(idx, entries, strict=True):
+                entry.public = {**entry.public, "deferred": True}
+                entry.private = {**entry.private, "deferred": True, "outcome": jobs[i].context.get("outcome")}
+                out[i] = entry
+        return [out[i] for i in range(len(jobs))]
+
+    def _on_ready(self, job: Job, entry: Entry) -> None:
+        """Worker thread: link the finished explanation into the audit trail (when the audit stage is on)."""
+        events = self.ctx.shared.get("audit_events")
+        loop = self._loop
+        if events is None or loop is None or loop.is_closed():
+            return
+        # Without the inputs: an event is not sealed under the subject's key, so it must hold nothing that
+        # crypto-shredding the subject would have to erase; the exchange record keeps the (redacted) input.
+        public = {k: v for k, v in entry.public.items() if k != "inputs"}
+        data = {"audit_id": job.audit_id, "route": job.context.get("route"),
+                "explanation": {**public, "outcome": job.context.get("outcome")}}
+        future = asyncio.run_coroutine_threadsafe(events.append_event("explanation", data), loop)
+        future.add_done_callback(_log_event_failure)
+
+    async def _audited_read(self, endpoint: str, audit_id: str) -> bool:
+        """Record the admin read in the audit trail when the audit stage is on (PCI DSS 10.2.1.3); False when
+        that fails, so the read is refused rather than unaudited."""
+        events = self.ctx.shared.get("audit_events")
+        if events is None:
+            return True
+        try:
+            await events.append_event("admin_read", {"endpoint": endpoint, "target": audit_id})
+        except Exception as exc:
+            log.error("audited read failed", extra={"error": type(exc).__name__})
+            return False
+        return True
+
+    async def _get(self, req: AdminRequest) -> AdminResponse:
+        audit_id = req.query.get("audit_id", "")
+        if not await self._audited_read("/explanations", audit_id):
+            return _json(503, {"detail": "audit trail unavailable"})
+        entry = self.store.get(audit_id)
+        if entry is None:
+            return _json(404, {"detail": "no explanation for this audit id"})
+        return _json(202 if entry.status == "pending" else 200, entry.public)
+
+    async def _get_plain(self, req: AdminRequest) -> AdminResponse:
+        from mlguard.explain.render import counterfactuals, render_plain
+
+        audit_id = req.query.get("audit_id", "")
+        if not await self._audited_read("/explanations/plain", audit_id):
+            return _json(503, {"detail": "audit trail unavailable"})
+        entry = self.store.get(audit_id)
+        if entry is None:
+            return _json(404, {"detail": "no explanation for this audit id"})
+        if entry.status == "pending":
+            return _json(202, entry.public)
+        rx = self.routes.get(entry.route_index)
+        changes = None
+        inputs = entry.private.get("inputs")
+        if rx is not None and entry.status == "ready" and isinstance(inputs, dict):
+            changes = await anyio.to_thread.run_sync(
+                lambda: counterfactuals(rx.binding, inputs, entry.private,
+                                        max_features=self.settings.counterfactual_features))
+        catalog = self.settings.reason_catalog
+        text = render_plain(entry.private, changes=changes, catalog=catalog, audit_id=audit_id)
+        return AdminResponse(200, text.encode(), "text/plain; charset=utf-8")
+
+
+def _json(status: int, doc: Any) -> AdminResponse:
+    return AdminResponse(status, json.dumps(doc).encode())
+
+
+def _log_event_failure(future: Any) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.warning("explanation event not appended to the audit trail", extra={"error": type(exc).__name__})
+
+
+# ---------------------------------------------------------------------- factory
+
+
+def create(ctx: BuildContext) -> ExplainStage | None:
+    """Build the stage once: None when explanations are off or no route names a model object."""
+    settings = ctx.config.explain
+    bound = [r for r in ctx.routes if r.config.model is not None and r.config.model.object is not None]
+    for r in ctx.routes:
+        if r not in bound and ReasonPolicy.of(r.policy).required:
+            log.warning("policy requires explanations but route has no model object", extra={"route": r.path})
+    if not settings.enabled or not bound:
+        return None
+    routes = {r.index: build_route_explainer(r.index, r.config.model, r.policy, settings,
+                                             base_dir=ctx.config.base_dir, protected=list(r.protected))
+              for r in bound if r.config.model is not None}
+    return ExplainStage(ctx, routes)
