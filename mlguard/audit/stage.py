@@ -1,0 +1,124 @@
+"""The audit stage: seals and appends one record per guarded exchange, in ``finish``.
+
+Durability ``sync``: finish() awaits the group commit, so the record is durable before the response leaves.
+``async``: the record is queued (bounded); a full queue raises AuditUnavailable, and the policy's
+failure_mode decides (fail_closed: 503; fail_open: served, and a gap record lists the missing id).
+Other stages append events (oversight, feedback) through ``ctx.shared["audit_events"].append_event``.
+Reading a record through the admin API is itself recorded first (PCI DSS 10.2.1.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from mlguard.audit.reader import AuditReader
+from mlguard.audit.record import KINDS, Pending, event, from_exchange
+from mlguard.audit.store.base import AuditStore, open_store
+from mlguard.audit.writer import AuditWriter
+from mlguard.errors import AuditError, AuditUnavailable, MLGuardError
+from mlguard.ids import uuid7
+from mlguard.keys import keyring_for
+from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
+
+if TYPE_CHECKING:
+    from mlguard.exchange import Exchange
+
+log = logging.getLogger("mlguard.audit.stage")
+
+
+def resolve_store_url(url: str, base_dir: Path | None) -> str:
+    """Make a relative ``sqlite:///`` path relative to the config's directory."""
+    if url.startswith("sqlite:///") and base_dir is not None:
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_absolute():
+            return "sqlite:///" + str(base_dir / path)
+    return url
+
+
+async def append_durably(writer: AuditWriter, item: Pending) -> int:
+    """Queue ``item`` and wait for its COMMIT: on asyncio without any thread hop per request (the writer wakes
+    the loop once per batch); on other event loops through a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        fut = writer.submit(item)
+        return await anyio.to_thread.run_sync(fut.result) if fut is not None else 0
+    return await writer.submit_async(item)
+
+
+class AuditStage(BaseStage):
+    name = "audit"
+
+    def __init__(self, ctx: BuildContext, store: AuditStore | None = None) -> None:
+        settings = ctx.config.audit
+        base = ctx.config.base_dir
+        self.keys = keyring_for(ctx)
+        self.store = store or open_store(resolve_store_url(settings.store, base))
+        witness = settings.witness
+        if witness is not None and not witness.is_absolute() and base is not None:
+            witness = base / witness
+        self.durability = settings.durability
+        self.writer = AuditWriter(self.store, self.keys, checkpoint_every=settings.checkpoint_every,
+                                  checkpoint_seconds=settings.checkpoint_seconds, witness=witness,
+                                  queue_size=settings.queue_size)
+        self.writer.start()
+        self.reader = AuditReader(self.store, self.keys, cache_keys=False)
+        ctx.shared["audit_events"] = self
+
+    async def finish(self, ex: Exchange) -> None:
+        pending = from_exchange(ex, self.keys)
+        fail_open = getattr(ex.route.policy, "failure_mode", "fail_closed") == "fail_open"
+        try:
+            if self.durability == "sync":
+                await append_durably(self.writer, pending)
+            else:
+                self.writer.submit(pending, wait=False)
+        except AuditUnavailable:
+            if fail_open:
+                self.writer.note_gap(ex.audit_id, "queue_full" if self.durability == "async" else "store_error")
+            raise
+
+    async def append_event(self, kind: str, data: dict[str, Any]) -> str:
+        """Append an event record (durably, whatever the durability setting); returns its audit id."""
+        if kind not in KINDS or kind in ("exchange", "gap", "tombstone"):
+            raise AuditError(f"unknown event kind {kind!r}")
+        audit_id = str(uuid7())
+        await append_durably(self.writer, event(audit_id, time.time(), kind, data))
+        return audit_id
+
+    def admin_routes(self) -> list[AdminRoute]:
+        return [AdminRoute("GET", "/audit/records/{audit_id}", self._get_record)]
+
+    async def _get_record(self, req: AdminRequest) -> AdminResponse:
+        audit_id = req.query.get("audit_id", "")
+        try:
+            read_id = await self.append_event("admin_read", {"endpoint": "/audit/records", "target": audit_id})
+            record = await anyio.to_thread.run_sync(self.reader.get, audit_id)
+        except MLGuardError as exc:
+            log.error("audited read failed", extra={"error": type(exc).__name__})
+            return AdminResponse(503, json.dumps({"detail": "audit trail unavailable"}).encode())
+        if record is None:
+            return AdminResponse(404, json.dumps({"detail": "no such audit record", "read_id": read_id}).encode())
+        return AdminResponse(200, json.dumps({"record": record, "read_id": read_id}, default=str).encode())
+
+    def describe(self) -> dict[str, Any]:
+        return {"store": self.store.url.split(":", 1)[0], "durability": self.durability,
+                "kek": self.keys.active_kek_id(), "signing_key": self.keys.signing_key_id()}
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self.writer.close)
+        self.store.close()
+
+
+def create(ctx: BuildContext) -> AuditStage | None:
+    """The audit stage, or None when ``audit.enabled`` is false."""
+    if not ctx.config.audit.enabled:
+        return None
+    return AuditStage(ctx)

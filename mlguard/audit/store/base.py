@@ -1,0 +1,127 @@
+"""The store contract, and the SQL both backends share.
+
+Why one contract: the chain, sealing, verify and export never know which database holds the log; the same
+contract test suite runs against SQLite and PostgreSQL (tests/audit/test_store_contract.py).
+
+Tables: ``records`` (seq, audit_id, ts, kind, route, subject pseudonym, sealed bytes, chain hash), ``head``
+(one row: last seq and chain hash, updated in the same transaction as the records: a store whose rows end
+before its head was truncated), ``checkpoints`` (signed JSON), ``public_keys`` (Ed25519, by key id) and
+``data_keys`` (per-subject data keys, wrapped by a KEK; deleting them is shredding).
+
+Write transactions are exclusive (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``SELECT ... FOR UPDATE`` on the head
+row), so any number of processes append to one consistent chain: each batch reads the head, seals and chains
+its records after it, and commits records and head together.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from mlguard.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    seq: int
+    audit_id: str
+    ts: str
+    kind: str
+    route: str | None
+    subject: str | None
+    sealed: bytes
+    hash: bytes
+
+
+class WriteTx(ABC):
+    """One exclusive write transaction (see the module docstring)."""
+
+    @abstractmethod
+    def head(self) -> tuple[int, bytes]: ...
+
+    @abstractmethod
+    def key_generation(self) -> int:
+        """A counter bumped by every deletion of data keys: writers drop their cached keys when it moves."""
+
+    @abstractmethod
+    def insert_records(self, rows: list[RecordRow]) -> None: ...
+
+    @abstractmethod
+    def set_head(self, seq: int, head: bytes) -> None: ...
+
+    @abstractmethod
+    def insert_data_keys(self, rows: list[tuple[str, str, str, str, str, bytes]]) -> None:
+        """Insert (key_id, subject, domain, period, kek_id, wrapped) rows."""
+
+
+class AuditStore(ABC):
+    """What the audit trail needs from a database. Read methods may run on any thread."""
+
+    url: str
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[WriteTx]:
+        """An exclusive transaction, committed (durably) on normal exit, rolled back on error."""
+
+    @abstractmethod
+    def head(self) -> tuple[int, bytes]: ...
+
+    @abstractmethod
+    def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
+                  route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
+        """Rows in seq order, fetched in pages (constant memory)."""
+
+    @abstractmethod
+    def get_row(self, audit_id: str) -> RecordRow | None: ...
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def add_checkpoint(self, cp: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def checkpoints(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def put_public_keys(self, keys: dict[str, bytes]) -> None: ...
+
+    @abstractmethod
+    def public_keys(self) -> dict[str, bytes]: ...
+
+    @abstractmethod
+    def get_data_key(self, key_id: str) -> tuple[str, str, str, str, bytes] | None:
+        """(subject, domain, period, kek_id, wrapped) or None when shredded."""
+
+    @abstractmethod
+    def delete_data_keys(self, *, subject: str | None = None, before_period: str | None = None) -> list[str]:
+        """Delete (shred) data keys of a subject or of every day before ``before_period``; their ids."""
+
+    @abstractmethod
+    def subject_periods(self, subject: str) -> list[str]:
+        """Days (YYYY-MM-DD) for which ``subject`` has data keys."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def cp_from_json(text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def open_store(url: str) -> AuditStore:
+    """Open ``sqlite:///PATH`` or ``postgresql://...`` (``?schema=NAME`` picks a PostgreSQL schema)."""
+    if url.startswith("sqlite:///"):
+        from mlguard.audit.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        from mlguard.audit.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ConfigError("audit store URL must start with sqlite:/// or postgresql://", field="audit.store")

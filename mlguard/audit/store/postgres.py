@@ -1,0 +1,264 @@
+"""PostgreSQL audit store (psycopg 3): several processes and hosts appending to one log.
+
+How the chain stays consistent: the ``head`` table has one row. Each write transaction (one batch of records
+from one process) starts with ``SELECT seq, hash FROM head WHERE id = 1 FOR UPDATE``: that row lock is the
+sequencer. Whoever holds it reads the head, seals and chains its batch after it, inserts the records and
+updates the head, and commits (``synchronous_commit = on``: durable at COMMIT); the next writer then sees the
+new head. Batching (writer.py) amortises the lock and the commit over many records. Readers never take the
+lock. Tables live in the schema named by ``?schema=NAME`` in the URL (default ``mlguard``).
+"""
+
+# ruff: noqa: S608  (table/schema names are constants or validated identifiers; values are bound)
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from mlguard.audit.chain import GENESIS
+from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx
+from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
+
+PAGE = 5000
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DDL = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.records (seq BIGINT PRIMARY KEY, audit_id TEXT NOT NULL UNIQUE, ts TEXT NOT NULL,
+  kind TEXT NOT NULL, route TEXT, subject TEXT, sealed BYTEA NOT NULL, hash BYTEA NOT NULL);
+CREATE INDEX IF NOT EXISTS records_ts ON {s}.records (ts);
+CREATE INDEX IF NOT EXISTS records_subject ON {s}.records (subject);
+CREATE TABLE IF NOT EXISTS {s}.head (id INT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash BYTEA NOT NULL,
+  gen BIGINT NOT NULL DEFAULT 0);
+INSERT INTO {s}.head VALUES (1, 0, %(genesis)s, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS {s}.checkpoints (id BIGSERIAL PRIMARY KEY, seq BIGINT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.public_keys (kid TEXT PRIMARY KEY, pub BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.data_keys (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, domain TEXT NOT NULL,
+  period TEXT NOT NULL, kek_id TEXT NOT NULL, wrapped BYTEA NOT NULL);
+CREATE INDEX IF NOT EXISTS data_keys_slot ON {s}.data_keys (subject, domain, period);
+"""
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise DependencyMissing("psycopg", "postgres") from None
+    return psycopg
+
+
+def _unavailable(exc: BaseException) -> AuditUnavailable:
+    # psycopg messages name hosts and SQL, never record contents (those travel as bound parameters).
+    return AuditUnavailable(f"audit store (postgresql) failed: {type(exc).__name__}")
+
+
+class _Tx(WriteTx):
+    def __init__(self, cur: Any, s: str) -> None:
+        self.cur = cur
+        self.s = s
+
+    def head(self) -> tuple[int, bytes]:
+        self.cur.execute(f"SELECT seq, hash FROM {self.s}.head WHERE id = 1 FOR UPDATE")
+        row = self.cur.fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+    def key_generation(self) -> int:
+        self.cur.execute(f"SELECT gen FROM {self.s}.head WHERE id = 1")
+        row = self.cur.fetchone()
+        return 0 if row is None else int(row[0])
+
+    def insert_records(self, rows: list[RecordRow]) -> None:
+        with self.cur.copy(f"COPY {self.s}.records (seq, audit_id, ts, kind, route, subject, sealed, hash) "
+                           "FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row((r.seq, r.audit_id, r.ts, r.kind, r.route, r.subject, r.sealed, r.hash))
+
+    def set_head(self, seq: int, head: bytes) -> None:
+        self.cur.execute(f"UPDATE {self.s}.head SET seq = %s, hash = %s WHERE id = 1", (seq, head))
+
+    def insert_data_keys(self, rows: list[tuple[str, str, str, str, str, bytes]]) -> None:
+        with self.cur.copy(f"COPY {self.s}.data_keys (key_id, subject, domain, period, kek_id, wrapped) "
+                           "FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row(r)
+
+
+class PostgresStore(AuditStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        schema = query.pop("schema", "mlguard")
+        if not _SCHEMA_RE.match(schema):
+            raise ConfigError("schema must be a lower-case SQL identifier", field="audit.store")
+        self.s = schema
+        self.dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        self._pg = _psycopg()
+        self._wlock = threading.Lock()
+        self._w: Any = None
+        self._local = threading.local()
+        # DDL only when the tables are missing, under an advisory lock: CREATE INDEX IF NOT EXISTS still takes
+        # table locks, which would deadlock against another process already appending.
+        with self._txn() as tx:
+            if not self._ready(tx):
+                tx.cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mlguard.ddl.{schema}",))
+                if not self._ready(tx):
+                    tx.cur.execute(DDL.format(s=schema).replace("%(genesis)s",
+                                                                "'\\x" + GENESIS.hex() + "'::bytea"))
+
+    def _ready(self, tx: _Tx) -> bool:
+        tx.cur.execute("SELECT to_regclass(%s)", (f"{self.s}.data_keys",))
+        row = tx.cur.fetchone()
+        return row is not None and row[0] is not None
+
+    def _connect(self, autocommit: bool) -> Any:
+        try:
+            conn = self._pg.connect(self.dsn, autocommit=autocommit, connect_timeout=5)
+            conn.execute("SET synchronous_commit = on")
+            if not autocommit:
+                conn.commit()
+        except self._pg.Error as exc:
+            raise _unavailable(exc) from exc
+        return conn
+
+    def write(self) -> AbstractContextManager[WriteTx]:
+        return self._txn()
+
+    @contextmanager
+    def _txn(self) -> Iterator[_Tx]:
+        pg = self._pg
+        with self._wlock:
+            if self._w is None or self._w.closed:
+                self._w = self._connect(autocommit=False)
+            conn = self._w
+            try:
+                with conn.cursor() as cur:
+                    yield _Tx(cur, self.s)
+                conn.commit()
+            except pg.Error as exc:
+                self._drop(conn)
+                raise _unavailable(exc) from exc
+            except BaseException:
+                self._drop(conn)
+                raise
+
+    def _drop(self, conn: Any) -> None:
+        """Roll back, and forget a broken connection so the next batch reconnects (self-healing)."""
+        with suppress(self._pg.Error):
+            conn.rollback()
+        if conn.broken or conn.closed:
+            conn.close()
+            self._w = None
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._connect(autocommit=True)
+            self._local.conn = conn
+        try:
+            with conn.cursor() as cur:
+                yield cur
+        except self._pg.Error as exc:
+            conn.close()
+            self._local.conn = None
+            raise _unavailable(exc) from exc
+
+    def head(self) -> tuple[int, bytes]:
+        with self._read() as cur:
+            cur.execute(f"SELECT seq, hash FROM {self.s}.head WHERE id = 1")
+            row = cur.fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+    def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
+                  route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
+        where, args = ["seq > %s"], []
+        for cond, val in (("ts >= %s", since), ("ts < %s", until), ("route = %s", route),
+                          ("subject = %s", subject)):
+            if val is not None:
+                where.append(cond)
+                args.append(val)
+        sql = f"SELECT * FROM {self.s}.records WHERE {' AND '.join(where)} ORDER BY seq LIMIT {PAGE}"
+        last = since_seq
+        while True:
+            with self._read() as cur:
+                cur.execute(sql, (last, *args))
+                rows = cur.fetchall()
+            for r in rows:
+                yield RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
+
+    def get_row(self, audit_id: str) -> RecordRow | None:
+        with self._read() as cur:
+            cur.execute(f"SELECT * FROM {self.s}.records WHERE audit_id = %s", (audit_id,))
+            r = cur.fetchone()
+        return None if r is None else RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+
+    def count(self) -> int:
+        with self._read() as cur:
+            cur.execute(f"SELECT count(*) FROM {self.s}.records")
+            return int(cur.fetchone()[0])
+
+    def add_checkpoint(self, cp: dict[str, Any]) -> None:
+        with self._txn() as tx:
+            tx.cur.execute(f"INSERT INTO {self.s}.checkpoints (seq, doc) VALUES (%s, %s)",
+                           (cp["seq"], json.dumps(cp, sort_keys=True)))
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        with self._read() as cur:
+            cur.execute(f"SELECT doc FROM {self.s}.checkpoints ORDER BY id")
+            return [json.loads(r[0]) for r in cur.fetchall()]
+
+    def put_public_keys(self, keys: dict[str, bytes]) -> None:
+        with self._txn() as tx:
+            for kid, pub in keys.items():
+                tx.cur.execute(f"INSERT INTO {self.s}.public_keys VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                               (kid, pub))
+
+    def public_keys(self) -> dict[str, bytes]:
+        with self._read() as cur:
+            cur.execute(f"SELECT kid, pub FROM {self.s}.public_keys")
+            return {str(k): bytes(v) for k, v in cur.fetchall()}
+
+    def get_data_key(self, key_id: str) -> tuple[str, str, str, str, bytes] | None:
+        with self._read() as cur:
+            cur.execute(f"SELECT subject, domain, period, kek_id, wrapped FROM {self.s}.data_keys "
+                        "WHERE key_id = %s", (key_id,))
+            r = cur.fetchone()
+        return None if r is None else (str(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]))
+
+    def delete_data_keys(self, *, subject: str | None = None, before_period: str | None = None) -> list[str]:
+        cond, arg = ("subject = %s", subject) if subject is not None else ("period < %s", before_period)
+        if arg is None:
+            return []
+        with self._txn() as tx:
+            tx.cur.execute(f"DELETE FROM {self.s}.data_keys WHERE {cond} RETURNING key_id", (arg,))
+            ids = [str(r[0]) for r in tx.cur.fetchall()]
+            tx.cur.execute(f"UPDATE {self.s}.head SET gen = gen + 1 WHERE id = 1")
+        return ids
+
+    def subject_periods(self, subject: str) -> list[str]:
+        with self._read() as cur:
+            cur.execute(f"SELECT DISTINCT period FROM {self.s}.data_keys WHERE subject = %s "
+                        "ORDER BY period", (subject,))
+            return [str(r[0]) for r in cur.fetchall()]
+
+    def drop_schema(self) -> None:
+        """Drop this store's schema (tests and benchmarks clean up with it)."""
+        with self._txn() as tx:
+            tx.cur.execute(f"DROP SCHEMA IF EXISTS {self.s} CASCADE")
+
+    def close(self) -> None:
+        with self._wlock:
+            if self._w is not None:
+                self._w.close()
+                self._w = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

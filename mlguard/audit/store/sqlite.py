@@ -1,0 +1,199 @@
+"""SQLite audit store (the default): WAL, synchronous=FULL, one exclusive writer per batch.
+
+Why these settings: WAL lets readers (verify, export, admin reads) run beside the writer; synchronous=FULL
+makes a COMMIT durable (fsync) before it returns, which is what "sync" durability promises. Throughput comes
+from group commit (writer.py batches many requests into one transaction), not from weaker syncing.
+``BEGIN IMMEDIATE`` takes the write lock up front, so several processes append to one consistent chain.
+"""
+
+# ruff: noqa: S608  (table/schema names are constants or validated identifiers; values are bound)
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlguard.audit.chain import GENESIS
+from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, cp_from_json
+from mlguard.errors import AuditUnavailable
+
+PAGE = 2000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, audit_id TEXT NOT NULL UNIQUE, ts TEXT NOT NULL,
+  kind TEXT NOT NULL, route TEXT, subject TEXT, sealed BLOB NOT NULL, hash BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+CREATE INDEX IF NOT EXISTS records_subject ON records (subject);
+CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL,
+  gen INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS public_keys (kid TEXT PRIMARY KEY, pub BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS data_keys (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, domain TEXT NOT NULL,
+  period TEXT NOT NULL, kek_id TEXT NOT NULL, wrapped BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS data_keys_slot ON data_keys (subject, domain, period);
+"""
+
+
+def _unavailable(exc: BaseException) -> AuditUnavailable:
+    return AuditUnavailable(f"audit store (sqlite) failed: {type(exc).__name__}: {exc}")
+
+
+class _Tx(WriteTx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.c = conn
+
+    def head(self) -> tuple[int, bytes]:
+        row = self.c.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+    def key_generation(self) -> int:
+        row = self.c.execute("SELECT gen FROM head WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def bump_generation(self) -> None:
+        self.c.execute("INSERT INTO head VALUES (1, 0, ?, 1) ON CONFLICT (id) DO UPDATE SET gen = gen + 1",
+                       (GENESIS,))
+
+    def insert_records(self, rows: list[RecordRow]) -> None:
+        self.c.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?)",
+                           [(r.seq, r.audit_id, r.ts, r.kind, r.route, r.subject, r.sealed, r.hash) for r in rows])
+
+    def set_head(self, seq: int, head: bytes) -> None:
+        self.c.execute("INSERT INTO head VALUES (1, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, "
+                       "hash = excluded.hash", (seq, head))
+
+    def insert_data_keys(self, rows: list[tuple[str, str, str, str, str, bytes]]) -> None:
+        self.c.executemany("INSERT INTO data_keys VALUES (?,?,?,?,?,?)", rows)
+
+
+class SQLiteStore(AuditStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = Path(url[len("sqlite:///"):])
+        self._wlock = threading.Lock()
+        self._local = threading.local()
+        fresh = not self.path.exists()
+        self._w = self._connect()
+        if fresh:
+            os.chmod(self.path, 0o600)
+        try:
+            self._w.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA secure_delete=ON")  # shredded keys are overwritten, not left in free pages
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+        return conn
+
+    def _r(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def write(self) -> AbstractContextManager[WriteTx]:
+        return self._txn()
+
+    @contextmanager
+    def _txn(self) -> Iterator[_Tx]:
+        with self._wlock:
+            try:
+                self._w.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _unavailable(exc) from exc
+            try:
+                yield _Tx(self._w)
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+            try:
+                self._w.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._w.in_transaction:
+                    self._w.execute("ROLLBACK")
+                raise _unavailable(exc) from exc
+
+    def head(self) -> tuple[int, bytes]:
+        return _Tx(self._r()).head()
+
+    def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
+                  route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
+        where, args = ["seq > ?"], []
+        for cond, val in (("ts >= ?", since), ("ts < ?", until), ("route = ?", route), ("subject = ?", subject)):
+            if val is not None:
+                where.append(cond)
+                args.append(val)
+        sql = f"SELECT * FROM records WHERE {' AND '.join(where)} ORDER BY seq LIMIT {PAGE}"
+        last = since_seq
+        conn = self._r()
+        while True:
+            rows = conn.execute(sql, (last, *args)).fetchall()
+            for r in rows:
+                yield RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
+
+    def get_row(self, audit_id: str) -> RecordRow | None:
+        r = self._r().execute("SELECT * FROM records WHERE audit_id = ?", (audit_id,)).fetchone()
+        return None if r is None else RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+
+    def count(self) -> int:
+        return int(self._r().execute("SELECT count(*) FROM records").fetchone()[0])
+
+    def add_checkpoint(self, cp: dict[str, Any]) -> None:
+        with self._txn() as tx:
+            tx.c.execute("INSERT INTO checkpoints VALUES (?, ?)", (cp["seq"], json.dumps(cp, sort_keys=True)))
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        rows = self._r().execute("SELECT doc FROM checkpoints ORDER BY rowid").fetchall()
+        return [cp_from_json(r[0]) for r in rows]
+
+    def put_public_keys(self, keys: dict[str, bytes]) -> None:
+        with self._txn() as tx:
+            tx.c.executemany("INSERT OR IGNORE INTO public_keys VALUES (?, ?)", list(keys.items()))
+
+    def public_keys(self) -> dict[str, bytes]:
+        return {str(k): bytes(v) for k, v in self._r().execute("SELECT kid, pub FROM public_keys")}
+
+    def get_data_key(self, key_id: str) -> tuple[str, str, str, str, bytes] | None:
+        r = self._r().execute("SELECT subject, domain, period, kek_id, wrapped FROM data_keys WHERE key_id = ?",
+                              (key_id,)).fetchone()
+        return None if r is None else (str(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]))
+
+    def delete_data_keys(self, *, subject: str | None = None, before_period: str | None = None) -> list[str]:
+        cond, arg = ("subject = ?", subject) if subject is not None else ("period < ?", before_period)
+        if arg is None:
+            return []
+        with self._txn() as tx:
+            ids = [str(r[0]) for r in tx.c.execute(f"SELECT key_id FROM data_keys WHERE {cond}", (arg,))]
+            tx.c.execute(f"DELETE FROM data_keys WHERE {cond}", (arg,))
+            tx.bump_generation()
+        # Old page images linger in the WAL until a checkpoint copies and truncates it.
+        with self._wlock:
+            self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ids
+
+    def subject_periods(self, subject: str) -> list[str]:
+        rows = self._r().execute("SELECT DISTINCT period FROM data_keys WHERE subject = ? ORDER BY period",
+                                 (subject,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def close(self) -> None:
+        with self._wlock:
+            self._w.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,287 @@
+"""``mlguard audit verify|export|bundle|shred|purge``.
+
+Exit codes: 0 ok; 1 integrity failure (verify) or a refusal (retention); 2 usage (bad or missing arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlguard.cli._root import cli
+from mlguard.errors import MLGuardError
+
+STORE_HELP = "Audit store URL: sqlite:///PATH or postgresql://... (?schema=NAME)."
+
+
+@contextmanager
+def _progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="rec", file=sys.stderr, disable=None, mininterval=0.5)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def _open(url: str) -> Any:
+    from mlguard.audit.store.base import open_store
+
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise click.UsageError(f"no audit store at {url}")
+    try:
+        return open_store(url)
+    except MLGuardError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _keyring(path: Path | None) -> Any:
+    from mlguard.audit.reader import load_keyring
+
+    try:
+        return load_keyring(path)
+    except MLGuardError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@cli.group(help="Verify, export, bundle, shred and purge the audit trail.")
+def audit() -> None:
+    """The ``mlguard audit`` group."""
+
+
+@audit.command("verify", help="Check the log's integrity without any decryption key. Exit 0 intact, 1 not.")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--bundle", "bundle", type=click.Path(path_type=Path, dir_okay=False), help="Evidence bundle.")
+@click.option("--witness", type=click.Path(path_type=Path, dir_okay=False), help="Witness file of checkpoints.")
+@click.option("--pubkey", "pubkeys", multiple=True, help="Trusted Ed25519 public key (hex); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witness: Path | None,
+           pubkeys: tuple[str, ...], as_json: bool) -> None:
+    from mlguard.audit.bundle import Bundle
+    from mlguard.audit.chain import Witness
+    from mlguard.audit.verify import verify_log
+
+    if (store_url is None) == (bundle is None):
+        raise click.UsageError("give exactly one of --store URL or --bundle FILE")
+    wit = None
+    if witness is not None:
+        if not witness.exists():
+            raise click.UsageError(f"witness file {witness} does not exist")
+        wit = Witness.read(witness)
+    store = None
+    try:
+        if bundle is not None:
+            if not bundle.exists():
+                raise click.UsageError(f"bundle {bundle} does not exist")
+            b = Bundle(bundle)
+            rows, head, cps, keys, total = b.rows(), b.head, b.checkpoints, b.keys, b.count
+        else:
+            store = _open(str(store_url))
+            head = store.head()
+            rows, cps, keys, total = store.iter_rows(), store.checkpoints(), store.public_keys(), head[0]
+        trusted = None
+        if pubkeys:
+            pinned = {p.lower() for p in pubkeys}
+            trusted = {kid: pub for kid, pub in keys.items() if pub.hex() in pinned}
+        with _progress(total, "verify") as tick:
+            res = verify_log(rows, head=head, checkpoints=cps, public_keys=keys, trusted=trusted, witness=wit,
+                             progress=tick)
+    except (MLGuardError, ValueError, KeyError) as exc:
+        click.echo(f"INTEGRITY FAILURE: the log cannot be read ({type(exc).__name__}: {exc})", err=True)
+        ctx.exit(1)
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(res.as_dict()))
+    if res.ok:
+        if not as_json:
+            click.echo(f"OK: {res.records} records, {res.checkpoints} checkpoints verified")
+            for note in res.notes:
+                click.echo(f"note: {note}")
+        ctx.exit(0)
+    if not as_json:
+        click.echo(f"INTEGRITY FAILURE at seq {res.seq}: {res.problem}")
+        click.echo(f"  expected:   {res.expected}")
+        click.echo(f"  calculated: {res.calculated}")
+    ctx.exit(1)
+
+
+@audit.command("export", help="Decrypt and export records (streaming, constant memory).")
+@click.option("--store", "store_url", required=True, help=STORE_HELP)
+@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False), help="Keyring (else env).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl",
+              show_default=True)
+@click.option("--since", help="ISO 8601 start (inclusive).")
+@click.option("--until", help="ISO 8601 end (exclusive).")
+@click.option("--route", help="Only this route path.")
+@click.option("--subject", help="Only this subject id (matched by its pseudonym).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+def export(store_url: str, keyring: Path | None, fmt: str, since: str | None, until: str | None,
+           route: str | None, subject: str | None, out: Path) -> None:
+    from mlguard.audit.export import write_export, write_jsonl_lines
+    from mlguard.audit.reader import AuditReader
+
+    keys = _keyring(keyring)
+    reader = AuditReader(_open(store_url), keys)
+    try:
+        with _progress(reader.store.count(), "export") as tick:
+            if fmt == "jsonl":
+                n = write_jsonl_lines(reader.iter_jsonl(_ts(since), _ts(until), route, subject), out, tick)
+            else:
+                n = write_export(reader.iter_records(_ts(since), _ts(until), route, subject), out,
+                                 fmt, tick)  # type: ignore[arg-type]
+    finally:
+        reader.store.close()
+    click.echo(f"exported {n} records to {out}", err=True)
+
+
+def _ts(text: str | None) -> str | None:
+    """Normalise a user's ISO 8601 time to the store's sortable UTC form."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.UsageError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@audit.command("bundle", help="Write an evidence bundle (records, checkpoints, public keys, README).")
+@click.option("--store", "store_url", required=True, help=STORE_HELP)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+def bundle_cmd(store_url: str, out: Path) -> None:
+    from mlguard.audit.bundle import write_bundle
+
+    store = _open(store_url)
+    try:
+        with _progress(store.head()[0], "bundle") as tick:
+            n = write_bundle(store, out, progress=tick)
+    finally:
+        store.close()
+    click.echo(f"bundled {n} records into {out}", err=True)
+
+
+def _policy(config: Path | None, names: tuple[str, ...]) -> tuple[Any, str | None]:
+    """The effective policy (from --policy names, else the config's list) and the config's retention.max."""
+    if config is None and not names:
+        return None, None
+    from mlguard.config import load_config
+    from mlguard.policy import resolve_policies
+
+    try:
+        if config is None:
+            return resolve_policies(list(names)), None
+        cfg = load_config(config)
+        chosen = list(names) if names else cfg.policies
+        return resolve_policies(chosen, base_dir=cfg.base_dir), cfg.retention.max
+    except MLGuardError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _writer(store: Any, keys: Any, witness: Path | None) -> Any:
+    from mlguard.audit.writer import AuditWriter
+
+    return AuditWriter(store, keys, witness=witness)
+
+
+@audit.command("shred", help="Destroy a subject's data keys (crypto-shredding) and append a tombstone.")
+@click.option("--store", "store_url", required=True, help=STORE_HELP)
+@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False), help="Keyring (else env).")
+@click.option("--subject", required=True, help="The subject id as the requests carried it.")
+@click.option("--witness", type=click.Path(path_type=Path, dir_okay=False), help="Witness file to append to.")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="mlguard.yaml (its policies).")
+@click.option("--policy", "policies", multiple=True, help="Policy name or file (repeatable).")
+@click.option("--override-retention", is_flag=True, help="Shred inside a legal minimum (a legal order).")
+@click.pass_context
+def shred(ctx: click.Context, store_url: str, keyring: Path | None, subject: str, witness: Path | None,
+          config: Path | None, policies: tuple[str, ...], override_retention: bool) -> None:
+    from mlguard.audit.record import event, pseudonym
+    from mlguard.audit.retention import RetentionRefused, check_shred
+    from mlguard.ids import uuid7
+
+    keys = _keyring(keyring)
+    policy, _ = _policy(config, policies)
+    store = _open(store_url)
+    try:
+        subj = str(pseudonym(keys, subject))
+        days = store.subject_periods(subj)
+        if policy is not None and not override_retention:
+            try:
+                check_shred(policy, datetime.now(UTC), days)
+            except RetentionRefused as exc:
+                click.echo(str(exc), err=True)
+                ctx.exit(1)
+        gone = store.delete_data_keys(subject=subj)
+        w = _writer(store, keys, witness)
+        w.append_now([event(str(uuid7()), time.time(), "tombstone",
+                            {"reason": "erasure", "keys_destroyed": len(gone), "days": days,
+                             "override_retention": override_retention}, subject=subj, clear=True)])
+        w.checkpoint()
+    finally:
+        store.close()
+    click.echo(f"shredded subject {subj}: {len(gone)} data keys destroyed, tombstone appended")
+
+
+@audit.command("purge", help="Apply the policies' retention: shred records past the maximum.")
+@click.option("--store", "store_url", required=True, help=STORE_HELP)
+@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False), help="Keyring (else env).")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="mlguard.yaml (its policies).")
+@click.option("--policy", "policies", multiple=True, help="Policy name or file (repeatable).")
+@click.option("--max", "configured_max", help="The deployment's own retention maximum (ISO 8601, e.g. P2Y).")
+@click.option("--before", help="Explicit cut-off date (refused inside a legal minimum).")
+@click.option("--witness", type=click.Path(path_type=Path, dir_okay=False), help="Witness file to append to.")
+@click.option("--dry-run", is_flag=True, help="Say what would be shredded, change nothing.")
+@click.pass_context
+def purge(ctx: click.Context, store_url: str, keyring: Path | None, config: Path | None,
+          policies: tuple[str, ...], configured_max: str | None, before: str | None, witness: Path | None,
+          dry_run: bool) -> None:
+    from mlguard.audit.record import event
+    from mlguard.audit.retention import RetentionRefused, purge_plan
+    from mlguard.ids import uuid7
+
+    policy, cfg_max = _policy(config, policies)
+    configured_max = configured_max or cfg_max
+    if policy is None:
+        raise click.UsageError("purge needs the policies: --config FILE or --policy NAME")
+    cut = None
+    if before is not None:
+        stamp = _ts(before)
+        cut = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    try:
+        plan = purge_plan(policy, datetime.now(UTC), before=cut, configured_max=configured_max)
+    except RetentionRefused as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(1)
+    except MLGuardError as exc:
+        raise click.UsageError(str(exc)) from None
+    if plan.before_day is None:
+        click.echo(f"nothing to purge: {plan.reason}")
+        return
+    if dry_run:
+        click.echo(f"would shred data keys of days before {plan.before_day} ({plan.reason})")
+        return
+    keys = _keyring(keyring)
+    store = _open(store_url)
+    try:
+        gone = store.delete_data_keys(before_period=plan.before_day)
+        w = _writer(store, keys, witness)
+        w.append_now([event(str(uuid7()), time.time(), "tombstone",
+                            {"reason": "retention", "before": plan.before_day, "rule": plan.reason,
+                             "keys_destroyed": len(gone)}, clear=True)])
+        w.checkpoint()
+    finally:
+        store.close()
+    click.echo(f"purged: {len(gone)} data keys of days before {plan.before_day} destroyed ({plan.reason})")

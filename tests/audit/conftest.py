@@ -1,0 +1,80 @@
+"""Fixtures of the audit tests: a deterministic keyring, and one store per backend (same contract suite)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlguard.audit.store.base import AuditStore, open_store
+from mlguard.keys import Keyring
+
+PG_URL = os.environ.get("MLGUARD_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+
+
+def pg_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+def require_pg() -> None:
+    if pg_reachable():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL at {PG_URL} is unreachable and CI is set: PostgreSQL tests must run in CI")
+    pytest.skip(f"PostgreSQL at {PG_URL} is unreachable (set CI=1 to make this a failure)")
+
+
+def pg_url(schema: str) -> str:
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}schema={schema}"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    return Keyring.from_seed(b"mlguard-test-seed-0123456789abcdef")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+        return
+    yield from _pg_store_url()
+
+
+def _pg_store_url() -> Iterator[str]:
+    """A PostgreSQL URL with a schema unique to this test; the schema is dropped afterwards."""
+    require_pg()
+    url = pg_url(f"mlg_test_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+    yield url
+    from mlguard.audit.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    store.drop_schema()
+    store.close()
+
+
+@pytest.fixture
+def pg_store_url() -> Iterator[str]:
+    yield from _pg_store_url()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[AuditStore]:
+    s = open_store(store_url)
+    yield s
+    s.close()

@@ -1,0 +1,182 @@
+"""The keys and audit commands end to end on a real SQLite log."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlguard.audit.record import Pending, canonical, iso, pseudonym
+from mlguard.audit.store.base import open_store
+from mlguard.audit.writer import AuditWriter
+from mlguard.cli import cli
+from mlguard.keys import Keyring
+
+T0 = 1_790_000_000.0
+FULL = dict.fromkeys(("method", "policies", "model", "findings", "output", "explanation", "fairness", "decision",
+                      "failures"))  # every field from_exchange writes, so export's JSONL fast path applies
+
+
+def run(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(cli, list(args))
+    return res.exit_code, res.output
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> tuple[str, Path, Keyring]:
+    kpath = tmp_path / "k.keyring"
+    assert run("keys", "init", "--out", str(kpath))[0] == 0
+    ring = Keyring.load(kpath)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    store = open_store(url)
+    w = AuditWriter(store, ring, witness=tmp_path / "w.jsonl")
+    items = [Pending(f"id-{i:03d}", iso(T0 + 3600 * i), "exchange", "/a" if i % 2 else "/b",
+                     pseudonym(ring, f"s{i % 4}"),
+                     canonical({**FULL, "audit_id": f"id-{i:03d}", "kind": "exchange", "status": 200,
+                                "latency_ms": 1.5, "ts": iso(T0 + 3600 * i), "route": "/a" if i % 2 else "/b",
+                                "subject": pseudonym(ring, f"s{i % 4}"), "input": {"i": i}}), canonical({"sex": "F"}))
+             for i in range(40)]
+    w.append_now(items[:20])
+    w.checkpoint()
+    w.append_now(items[20:])
+    w.checkpoint()
+    store.close()
+    return url, kpath, ring
+
+
+def test_keys_commands(tmp_path: Path) -> None:
+    k = tmp_path / "k"
+    assert run("keys", "init", "--out", str(k))[0] == 0
+    assert stat.S_IMODE(k.stat().st_mode) == 0o600
+    assert run("keys", "init", "--out", str(k))[0] == 2  # never overwrites
+    code, out = run("keys", "rotate", "--keyring", str(k))
+    assert code == 0 and "new KEK" in out
+    code, out = run("keys", "show", "--keyring", str(k))
+    doc = json.loads(out)
+    assert code == 0 and len(doc["keks"]) == 2 and len(doc["signing_keys"]) == 2
+    assert json.loads(k.read_text())["root"]["key"] not in out
+    k.chmod(0o644)
+    assert run("keys", "show", "--keyring", str(k))[0] == 2
+
+
+def test_verify_store_and_tampering(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    url, _, _ = log
+    code, out = run("audit", "verify", "--store", url, "--witness", str(tmp_path / "w.jsonl"))
+    assert code == 0 and "40 records" in out
+    db = sqlite3.connect(tmp_path / "a.db")
+    sealed = bytearray(db.execute("SELECT sealed FROM records WHERE seq = 17").fetchone()[0])
+    sealed[-3] ^= 0xFF
+    db.execute("UPDATE records SET sealed = ? WHERE seq = 17", (bytes(sealed),))
+    db.commit()
+    code, out = run("audit", "verify", "--store", url)
+    assert code == 1 and "at seq 17" in out
+    db.execute("DELETE FROM records WHERE seq >= 17")
+    db.commit()
+    code, out = run("audit", "verify", "--store", url)  # head row says 40
+    assert code == 1 and "at seq 17" in out and "truncated" in out
+    db.execute("UPDATE head SET seq = 16, hash = (SELECT hash FROM records WHERE seq = 16)")
+    db.commit()
+    code, out = run("audit", "verify", "--store", url)  # the checkpoint at 20 still says more
+    assert code == 1 and "at seq 17" in out
+    db.execute("DELETE FROM checkpoints")
+    db.commit()
+    code, out = run("audit", "verify", "--store", url, "--witness", str(tmp_path / "w.jsonl"))
+    assert code == 1 and "at seq 17" in out and "witness" in out
+    db.close()
+
+
+def test_export_formats_and_filters(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    url, kpath, _ = log
+    out = tmp_path / "x.jsonl"
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--out", str(out))[0] == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 40 and recs[3]["input"] == {"i": 3} and recs[3]["protected"] == {"sex": "F"}
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--route", "/a", "--subject", "s1",
+               "--since", iso(T0 + 3600 * 10), "--out", str(out))[0] == 0
+    assert [json.loads(x)["audit_id"] for x in out.read_text().splitlines()] == [
+        f"id-{i:03d}" for i in range(10, 40) if i % 4 == 1]
+    c = tmp_path / "x.csv"
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--format", "csv",
+               "--until", "2026-09-21T15:00:00Z", "--out", str(c))[0] == 0
+    rows = list(csv.DictReader(c.open()))
+    assert rows and json.loads(rows[0]["input"]) == {"i": 0}
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--since", "yesterday",
+               "--out", str(out))[0] == 2
+
+
+def test_export_parquet(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is the `parquet` extra")
+    url, kpath, _ = log
+    p = tmp_path / "x.parquet"
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--format", "parquet",
+               "--out", str(p))[0] == 0
+    t = pq.read_table(p)
+    assert t.num_rows == 40 and t.column("seq").to_pylist() == list(range(1, 41))
+    assert json.loads(t.column("input").to_pylist()[5]) == {"i": 5}
+
+
+def test_bundle_roundtrip(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    url, _, ring = log
+    b = tmp_path / "b.zip"
+    assert run("audit", "bundle", "--store", url, "--out", str(b))[0] == 0
+    pub = next(iter(ring.public_keys().values())).hex()
+    code, out = run("audit", "verify", "--bundle", str(b), "--pubkey", pub)
+    assert code == 0 and "40 records" in out
+    import zipfile
+
+    assert set(zipfile.ZipFile(b).namelist()) == {"README.txt", "log.jsonl"}
+
+
+def test_shred_and_purge(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    url, kpath, ring = log
+    db0 = sqlite3.connect(tmp_path / "a.db")
+    wrapped = [bytes(r[0]) for r in db0.execute("SELECT wrapped FROM data_keys WHERE subject = ?",
+                                                 (pseudonym(ring, "s1"),))]
+    db0.close()
+    assert wrapped
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "s1",
+                    "--witness", str(tmp_path / "w.jsonl"))
+    assert code == 0 and "tombstone" in out
+    assert run("audit", "verify", "--store", url, "--witness", str(tmp_path / "w.jsonl"))[0] == 0
+    x = tmp_path / "x.jsonl"
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--out", str(x))[0] == 0
+    recs = [json.loads(r) for r in x.read_text().splitlines()]
+    s1 = pseudonym(ring, "s1")
+    assert all(r["shredded"] and r["input"] is None for r in recs if r["subject"] == s1 and r["kind"] == "exchange")
+    assert all(not r["shredded"] for r in recs if r["subject"] != s1)
+    assert recs[-1]["kind"] == "tombstone" and recs[-1]["data"]["reason"] == "erasure"
+    # shredded key material is gone from the database file and its WAL (secure_delete + WAL checkpoint)
+    files = b"".join(f.read_bytes() for f in tmp_path.glob("a.db*"))
+    assert not any(w in files for w in wrapped)
+
+    # inside PCI DSS's 12-month minimum: refused, naming the policy
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "s2",
+                    "--policy", "pci_dss")
+    assert code == 1 and "pci_dss" in out and "retention.min P12M" in out
+    code, out = run("audit", "purge", "--store", url, "--keyring", str(kpath), "--policy", "pci_dss",
+                    "--before", "2099-01-01")
+    assert code == 1 and "pci_dss" in out
+    code, out = run("audit", "purge", "--store", url, "--keyring", str(kpath), "--policy", "base",
+                    "--max", "P1D")
+    assert code == 0 and "purged" in out
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--out", str(x))[0] == 0
+    recs = [json.loads(r) for r in x.read_text().splitlines()]
+    assert all(r["shredded"] for r in recs if r["kind"] == "exchange")
+    assert run("audit", "verify", "--store", url)[0] == 0
+    assert run("audit", "purge", "--store", url)[0] == 2  # needs policies
+
+
+def test_purge_reads_config(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    url, kpath, _ = log
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text("policies: [base]\nretention: {max: P1D}\n")
+    code, out = run("audit", "purge", "--store", url, "--keyring", str(kpath), "--config", str(cfg), "--dry-run")
+    assert code == 0 and "retention maximum P1D" in out
+    cfg.write_text("policies: [base]\n")
+    code, out = run("audit", "purge", "--store", url, "--keyring", str(kpath), "--config", str(cfg))
+    assert code == 0 and "nothing to purge" in out

@@ -1,0 +1,149 @@
+"""The audit stage through the middleware: every exchange sealed, durable before the response, readable,
+refusals recorded, admin reads audited, planted PII never in the database, witness or logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlguard.audit.chain import Witness
+from mlguard.audit.reader import AuditReader
+from mlguard.audit.store.base import open_store
+from mlguard.audit.verify import verify_log
+from mlguard.keys import Keyring
+from mlguard.middleware import GuardMiddleware
+from mlguard.runtime import Guard
+
+PLANTED = {"name": "Zebulon Quattlebaum", "ssn": "987-65-4329", "id": "SUBJ-7731-PLANT", "sex": "Xenofemale"}
+
+
+async def model_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    out = json.dumps({"score": 0.7, "approved": True}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
+
+
+def config(tmp_path: Path, **audit: Any) -> dict[str, Any]:
+    return {
+        "policies": ["base"], "base_dir": str(tmp_path),
+        "audit": {"store": "sqlite:///./audit.db", "keyring": "./k.keyring", "witness": "./witness.jsonl",
+                  "checkpoint_every": 5, **audit},
+        "routes": [{"path": "/predict", "subject": "$.applicant.id",
+                    "protected": {"sex": "$.applicant.sex"},
+                    "model": {"output": "$.score", "favorable": "$.approved"}}],
+    }
+
+
+def body() -> dict[str, Any]:
+    return {"applicant": {"id": PLANTED["id"], "name": PLANTED["name"], "ssn": PLANTED["ssn"],
+                          "sex": PLANTED["sex"]}, "features": {"income": 5}}
+
+
+@pytest.mark.anyio
+async def test_records_every_exchange_and_no_pii_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mlguard")
+    guard = Guard(config(tmp_path), stages=["audit"])
+    app = GuardMiddleware(model_app, guard=guard)
+    ids = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        for _ in range(7):
+            r = await client.post("/predict", json=body())
+            assert r.status_code == 200
+            ids.append(r.headers["mlguard-audit-id"])
+        bad = await client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 400
+        ids.append(bad.headers["mlguard-audit-id"])
+        # durable before the response: readable right now, from another connection
+        reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "k.keyring")
+        rec = reader.get(ids[0])
+        assert rec is not None and rec["kind"] == "exchange" and rec["status"] == 200
+        assert rec["protected"] == {"sex": PLANTED["sex"]} and rec["output"] == {"score": 0.7, "approved": True}
+        assert rec["subject"] and rec["subject"] != PLANTED["id"]
+        assert rec["policies"]["ids"] == ["base"] and rec["decision"]["action"] == "proceed"
+        refused = reader.get(ids[-1])
+        assert refused is not None and refused["status"] == 400 and refused["rejection"]["status"] == 400
+        assert [r["audit_id"] for r in reader.iter_records(subject=PLANTED["id"])] == ids[:7]
+
+        # admin read: token needed, and the read itself is audited
+        r = await client.get(f"/mlguard/audit/records/{ids[0]}")
+        assert r.status_code == 401
+        import os
+
+        os.environ["MLGUARD_ADMIN_TOKEN"] = "tok"
+        try:
+            r = await client.get(f"/mlguard/audit/records/{ids[0]}", headers={"authorization": "Bearer tok"})
+            assert r.status_code == 200 and r.json()["record"]["audit_id"] == ids[0]
+            miss = await client.get("/mlguard/audit/records/nope", headers={"authorization": "Bearer tok"})
+            assert miss.status_code == 404
+        finally:
+            del os.environ["MLGUARD_ADMIN_TOKEN"]
+        reads = [x for x in reader.iter_records() if x["kind"] == "admin_read"]
+        assert [x["data"]["target"] for x in reads] == [ids[0], "nope"]
+        reader.close()
+    await guard.aclose()
+
+    store = open_store(f"sqlite:///{tmp_path / 'audit.db'}")
+    res = verify_log(store.iter_rows(), head=store.head(), checkpoints=store.checkpoints(),
+                     public_keys=store.public_keys(), witness=Witness.read(tmp_path / "witness.jsonl"))
+    assert res.ok and res.records == 10, res.as_dict()
+    store.close()
+    planted = [v.encode() for v in PLANTED.values()]
+    for f in tmp_path.iterdir():
+        data = f.read_bytes()
+        for p in planted:
+            assert p not in data, (f.name, p)
+    logs = caplog.text
+    assert not any(v in logs for v in PLANTED.values())
+
+
+@pytest.mark.anyio
+async def test_events_api(tmp_path: Path) -> None:
+    guard = Guard(config(tmp_path), stages=["audit"])
+    events = guard.context.shared["audit_events"]
+    eid = await events.append_event("oversight", {"action": "stop", "route": 0})
+    from mlguard.errors import AuditError
+
+    with pytest.raises(AuditError):
+        await events.append_event("exchange", {})
+    await guard.aclose()
+    rec = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "k.keyring").get(eid)
+    assert rec is not None and rec["kind"] == "oversight" and rec["data"] == {"action": "stop", "route": 0}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("mode", "status"), [("fail_closed", 503), ("fail_open", 200)])
+async def test_async_queue_full(tmp_path: Path, mode: str, status: int) -> None:
+    guard = Guard(config(tmp_path, durability="async", queue_size=1), stages=["audit"])
+    route = guard.table.routes[0]
+    route.policy = route.policy.model_copy(update={"failure_mode": mode})
+    stage = guard.stages[0]
+    stage.writer.close()  # type: ignore[attr-defined]  # stop draining so the queue stays full
+    app = GuardMiddleware(model_app, guard=guard)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        first = await client.post("/predict", json=body())
+        assert first.status_code == 200
+        second = await client.post("/predict", json=body())
+        assert second.status_code == status
+        if status == 503:
+            assert PLANTED["name"] not in second.text
+    if mode == "fail_open":
+        assert stage.writer._gaps == [(second.headers["mlguard-audit-id"], "queue_full")]  # type: ignore[attr-defined]
+    stage.store.close()  # type: ignore[attr-defined]
+
+
+def test_keyring_created_0600(tmp_path: Path) -> None:
+    Guard(config(tmp_path), stages=["audit"])
+    assert (tmp_path / "k.keyring").stat().st_mode & 0o077 == 0
+    assert isinstance(Keyring.load(tmp_path / "k.keyring"), Keyring)

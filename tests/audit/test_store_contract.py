@@ -1,0 +1,240 @@
+"""One contract, every store: the same tests run against SQLite and PostgreSQL (``store`` fixture)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mlguard.audit.chain import GENESIS
+from mlguard.audit.reader import AuditReader
+from mlguard.audit.record import Pending, canonical, event, iso, pseudonym
+from mlguard.audit.store.base import AuditStore, open_store
+from mlguard.audit.verify import verify_log
+from mlguard.audit.writer import AuditWriter
+from mlguard.keys import Keyring
+
+T0 = 1_790_000_000.0  # 2026-09-21
+
+
+def rec(i: int, keyring: Keyring, subject: str | None = "alice", ts: float = T0, route: str = "/predict",
+        protected: dict[str, str] | None = None) -> Pending:
+    body = {"audit_id": f"id-{i:06d}", "kind": "exchange", "input": {"n": i}, "route": route}
+    return Pending(f"id-{i:06d}", iso(ts + i), "exchange", route, pseudonym(keyring, subject), canonical(body),
+                   canonical(protected) if protected else None)
+
+
+def check(store: AuditStore) -> None:
+    res = verify_log(store.iter_rows(), head=store.head(), checkpoints=store.checkpoints(),
+                     public_keys=store.public_keys())
+    assert res.ok, res.as_dict()
+
+
+def test_empty_store(store: AuditStore) -> None:
+    assert store.head() == (0, GENESIS)
+    assert list(store.iter_rows()) == [] and store.count() == 0 and store.get_row("x") is None
+    check(store)
+
+
+def test_append_read_filter(store: AuditStore, keyring: Keyring) -> None:
+    w = AuditWriter(store, keyring)
+    seqs = w.append_now([rec(i, keyring, subject="alice" if i % 2 else "bob",
+                             route="/a" if i < 5 else "/b") for i in range(10)])
+    assert seqs == list(range(1, 11))
+    assert store.count() == 10 and store.head()[0] == 10
+    assert [r.seq for r in store.iter_rows(since_seq=7)] == [8, 9, 10]
+    assert len(list(store.iter_rows(route="/a"))) == 5
+    assert len(list(store.iter_rows(since=iso(T0 + 3), until=iso(T0 + 6)))) == 3
+    assert len(list(store.iter_rows(subject=pseudonym(keyring, "bob")))) == 5
+    row = store.get_row("id-000004")
+    assert row is not None and row.seq == 5
+    w.checkpoint()
+    assert store.checkpoints()[-1]["seq"] == 10
+    assert set(store.public_keys()) == set(keyring.public_keys())
+    check(store)
+
+
+def test_reader_decrypts_protected_separately(store: AuditStore, keyring: Keyring) -> None:
+    w = AuditWriter(store, keyring)
+    w.append_now([rec(1, keyring, protected={"sex": "F"}), rec(2, keyring, subject=None)])
+    r = AuditReader(store, keyring)
+    one = r.get("id-000001")
+    assert one is not None and one["input"] == {"n": 1} and one["protected"] == {"sex": "F"}
+    assert one["subject"] == pseudonym(keyring, "alice") and one["shredded"] is False and one["seq"] == 1
+    assert [x["audit_id"] for x in r.iter_records(subject="alice")] == ["id-000001"]
+    # protected attributes sit under a data key of their own domain
+    import json
+
+    from mlguard.audit.seal import decode
+
+    row = store.get_row("id-000001")
+    assert row is not None
+    h = decode(row.sealed).header
+    assert h["kid"] != h["pkid"]
+    dk = store.get_data_key(h["pkid"])
+    assert dk is not None and dk[1] == "protected"
+    assert b"alice" not in row.sealed and b'"sex"' not in row.sealed and json.loads(decode(row.sealed).header_bytes)
+
+
+def test_shred_subject(store: AuditStore, keyring: Keyring) -> None:
+    w = AuditWriter(store, keyring)
+    w.append_now([rec(i, keyring, subject="alice" if i < 3 else "bob") for i in range(5)])
+    gone = store.delete_data_keys(subject=pseudonym(keyring, "alice"))
+    assert gone
+    w.append_now([event("tomb-1", T0, "tombstone", {"keys_destroyed": len(gone)}, clear=True)])
+    r = AuditReader(store, Keyring.from_seed(b"mlguard-test-seed-0123456789abcdef"))
+    recs = {x["audit_id"]: x for x in r.iter_records()}
+    assert recs["id-000000"]["shredded"] is True and recs["id-000000"]["input"] is None
+    assert recs["id-000004"]["shredded"] is False and recs["id-000004"]["input"] == {"n": 4}
+    assert recs["tomb-1"]["kind"] == "tombstone" and recs["tomb-1"]["data"] == {"keys_destroyed": len(gone)}
+    # writing for a shredded subject again gets a fresh key
+    w.append_now([rec(9, keyring, subject="alice")])
+    assert AuditReader(store, keyring).get("id-000009")["shredded"] is False  # type: ignore[index]
+    check(store)
+
+
+def test_periods_and_purge_by_month(store: AuditStore, keyring: Keyring) -> None:
+    w = AuditWriter(store, keyring)
+    w.append_now([rec(0, keyring, ts=T0), rec(1, keyring, ts=T0 + 40 * 86400)])
+    subj = pseudonym(keyring, "alice")
+    assert store.subject_periods(subj) == ["2026-09-21", "2026-10-31"]
+    store.delete_data_keys(before_period="2026-10")
+    assert store.subject_periods(subj) == ["2026-10-31"]
+    r = AuditReader(store, keyring)
+    assert [x["shredded"] for x in r.iter_records()] == [True, False]
+
+
+def test_group_commit_concurrent(store: AuditStore, keyring: Keyring) -> None:
+    w = AuditWriter(store, keyring, checkpoint_every=50)
+    w.start()
+    futs = []
+    lock = threading.Lock()
+
+    def producer(k: int) -> None:
+        for i in range(25):
+            f = w.submit(rec(k * 1000 + i, keyring, subject=f"s{k}"))
+            with lock:
+                futs.append(f)
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = sorted(f.result(timeout=30) for f in futs)  # type: ignore[union-attr]
+    assert seqs == list(range(1, 201))
+    assert w.stats["batches"] < 200  # batched
+    w.close()
+    assert store.checkpoints() and store.checkpoints()[-1]["seq"] == 200
+    check(store)
+
+
+def test_two_store_objects_one_chain(store_url: str, keyring: Keyring) -> None:
+    """Two writers (as two processes would) append to one consistent chain."""
+    a, b = open_store(store_url), open_store(store_url)
+    wa, wb = AuditWriter(a, keyring), AuditWriter(b, keyring)
+    for i in range(6):
+        (wa if i % 2 else wb).append_now([rec(i, keyring)])
+    check(a)
+    assert a.head()[0] == 6
+    a.close()
+    b.close()
+
+
+def test_idle_checkpoint(store: AuditStore, keyring: Keyring) -> None:
+    w = AuditWriter(store, keyring, checkpoint_seconds=0.05)
+    w.start()
+    deadline = time.monotonic() + 5
+    while len(store.checkpoints()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    w.close()
+    assert len(store.checkpoints()) >= 2 and store.checkpoints()[0]["seq"] == 0
+    check(store)
+
+
+def test_failure_reaches_waiter_and_gap_recorded(store: AuditStore, keyring: Keyring) -> None:
+    from mlguard.errors import AuditUnavailable
+
+    w = AuditWriter(store, keyring)
+    real = w._commit
+    calls = {"n": 0}
+
+    def flaky(batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk gone")
+        return real(batch)
+
+    w._commit = flaky  # type: ignore[method-assign]
+    w.start()
+    f = w.submit(rec(1, keyring))
+    with pytest.raises(AuditUnavailable, match="OSError"):
+        f.result(timeout=10)  # type: ignore[union-attr]
+    w.submit(rec(2, keyring), wait=False)  # async item: written
+    w.note_gap("id-lost", "queue_full")
+    w.close()
+    kinds = [AuditReader(store, keyring).decode(r)["kind"] for r in store.iter_rows()]
+    assert kinds == ["exchange", "gap"]
+    gap = AuditReader(store, keyring).decode(list(store.iter_rows())[-1])
+    assert gap["data"]["audit_ids"] == ["id-lost"]
+    check(store)
+
+
+def test_rolled_back_batch_does_not_reuse_lost_keys(store: AuditStore, keyring: Keyring) -> None:
+    from contextlib import contextmanager
+
+    w = AuditWriter(store, keyring)
+    real = store.write
+
+    class Proxy:
+        def __init__(self, tx: object) -> None:
+            self.tx = tx
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.tx, name)
+
+        def insert_records(self, rows: object) -> None:
+            raise OSError("fsync failed")  # after sealing: the new data key rows roll back with the batch
+
+    @contextmanager
+    def failing():  # type: ignore[no-untyped-def]
+        with real() as tx:
+            yield Proxy(tx)
+
+    store.write = failing  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        w.append_now([rec(1, keyring, subject="carol")])
+    store.write = real  # type: ignore[method-assign]
+    assert store.count() == 0
+    w.append_now([rec(2, keyring, subject="carol")])
+    r = AuditReader(store, keyring).get("id-000002")
+    assert r is not None and r["shredded"] is False and r["input"] == {"n": 2}
+
+
+def test_jsonl_fast_path_equals_records(store: AuditStore, keyring: Keyring) -> None:
+    import json
+
+    from mlguard.audit.reader import FIELDS
+
+    w = AuditWriter(store, keyring)
+    full = {k: None for k in FIELDS if k not in ("seq", "protected", "shredded")}
+    items = [Pending(f"f{i}", iso(T0 + i), "exchange", "/p", pseudonym(keyring, f"s{i % 2}"),
+                     canonical({**full, "audit_id": f"f{i}", "kind": "exchange", "ts": iso(T0 + i), "route": "/p",
+                                "subject": pseudonym(keyring, f"s{i % 2}"), "input": {"é": i}}),
+                     canonical({"sex": "F"}) if i % 3 else None) for i in range(6)]
+    w.append_now(items)
+    w.append_now([event("e1", T0, "oversight", {"stop": True})])
+    store.delete_data_keys(subject=pseudonym(keyring, "s1"))
+    r = AuditReader(store, keyring)
+    assert [json.loads(x) for x in r.iter_jsonl()] == [json.loads(json.dumps(x)) for x in r.iter_records()]
+    assert [json.loads(x)["audit_id"] for x in r.iter_jsonl(subject="s0")] == ["f0", "f2", "f4"]
+
+
+def test_uncached_reader_sees_shred_at_once(store: AuditStore, keyring: Keyring) -> None:
+    w = AuditWriter(store, keyring)
+    w.append_now([rec(1, keyring, subject="dave")])
+    live = AuditReader(store, keyring, cache_keys=False)
+    assert live.get("id-000001")["shredded"] is False  # type: ignore[index]
+    store.delete_data_keys(subject=pseudonym(keyring, "dave"))
+    assert live.get("id-000001")["shredded"] is True  # type: ignore[index]
