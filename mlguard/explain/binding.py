@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -130,9 +131,9 @@ class Binding:
         data = self.model_input(x)
         if self.output_space == "raw":
             return np.asarray(self.model.predict(data), dtype=np.float64).reshape(-1)
-        if self.output_space == "log_odds" and hasattr(self.model, "decision_function"):
-            margin = np.asarray(self.model.decision_function(data), dtype=np.float64)
-            if margin.ndim == 1:
+        if self.output_space == "log_odds":
+            margin = self._margin(data)
+            if margin is not None and margin.ndim == 1:
                 return margin if self.favorable_index == 1 else -margin
         proba = self._favorable_proba(data)
         if self.output_space == "probability":
@@ -157,6 +158,23 @@ class Binding:
             return score >= self.cutoff
         return score <= self.cutoff
 
+    def _margin(self, data: Any) -> FloatArray | None:
+        """The binary model's own log-odds of class 1, when it exposes them.
+
+        Why not the logit of ``predict_proba``: XGBoost returns float32 probabilities, whose logit loses
+        precision fast (1e-6 at p = 0.99) and becomes infinite once the probability rounds to 1.0.
+        """
+        import numpy as np
+
+        if hasattr(self.model, "decision_function"):
+            return np.asarray(self.model.decision_function(data), dtype=np.float64)
+        package = type(self.model).__module__.split(".")[0]
+        if package == "xgboost":
+            return np.asarray(self.model.predict(data, output_margin=True), dtype=np.float64)
+        if package == "lightgbm":
+            return np.asarray(self.model.predict(data, raw_score=True), dtype=np.float64)
+        return None
+
     def _favorable_proba(self, data: Any) -> FloatArray:
         import numpy as np
 
@@ -174,6 +192,10 @@ def build_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> Bi
     """Resolve the model, the features, the output space and the background; ConfigError names the field."""
     where = f"routes.{index}.model"
     model = resolve_model(cfg.object, field=f"{where}.object")
+    if type(model).__qualname__ == "Booster" and type(model).__module__.split(".")[0] in ("xgboost", "lightgbm"):
+        # A bare Booster has no predict_proba or classes_ and XGBoost's wants a DMatrix: no decision to read.
+        raise ConfigError("a bare Booster; give the scikit-learn wrapper (XGBClassifier, LGBMRegressor...)",
+                          field=f"{where}.object")
     if cfg.features is None:
         raise ConfigError("a model object needs `features` (JSONPath to the feature object)",
                           field=f"{where}.features")
@@ -186,7 +208,7 @@ def build_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> Bi
                           field=f"{where}.feature_order")
     if len(set(order)) != len(order):
         raise ConfigError("feature names repeat", field=f"{where}.feature_order")
-    if fitted_names is not None and fitted_names != order:
+    if fitted_names is not None and fitted_names != order and not _lightgbm_same_names(model, fitted_names, order):
         raise ConfigError("differs from the names the model was fitted with (feature_names_in_)",
                           field=f"{where}.feature_order")
     n_in = getattr(model, "n_features_in_", None)
@@ -303,6 +325,14 @@ def sample_rows(data: FloatArray, size: int) -> FloatArray:
         return data
     pick = np.sort(np.random.default_rng(BACKGROUND_SEED).choice(total, size, replace=False))
     return np.asarray(data[pick], dtype=np.float64)
+
+
+def _lightgbm_same_names(model: Any, fitted: list[str], order: list[str]) -> bool:
+    """LightGBM replaces whitespace in feature names with ``_`` when it trains (its ``feature_names_in_`` then
+    reads ``years_employed`` for a column ``years employed``): the request's names still match the model's."""
+    if type(model).__module__.split(".")[0] != "lightgbm":
+        return False
+    return [re.sub(r"\s", "_", name) for name in order] == fitted
 
 
 def _favorable_index(model: Any, cfg: ModelBinding, is_classifier: bool, where: str) -> int | None:

@@ -7,7 +7,19 @@ background), which costs tens of milliseconds to seconds per row and is therefor
 Why the output space is explicit (traps.md): TreeSHAP on a gradient-boosted classifier explains the log-odds by
 default; explaining the probability needs ``model_output="probability"`` with an interventional background.
 Every engine says which space its numbers are in, and ``base_value + sum(contributions)`` equals
-``Binding.explained_output`` in that space (tested per engine within 1e-6).
+``Engine.output`` in that space (tested per engine within 1e-6; see tests/explain/test_boosters.py for the
+bound on regression values), which is ``Binding.explained_output`` up to the model's own float32 rounding.
+
+Tree ensembles (scikit-learn, XGBoost, LightGBM) need three precautions, each measured to matter:
+
+* rows reach shap in the precision the model compares in (float32 for scikit-learn trees and XGBoost, float64
+  for LightGBM and HistGradientBoosting), or a value beside a threshold is routed to another leaf;
+* shap's interventional code holds thresholds and leaf values as C ``float``: :class:`RouteSnap` moves each value
+  to a point of its cell that both spellings of every threshold agree on, and :func:`_centre_trees` takes the
+  large constant LightGBM keeps in its first tree out of the float32 arithmetic;
+* at start-up, shap's reading of the trees must reproduce the model's output (:func:`_check_tree_engine`), so an
+  objective or booster shap does not model (Poisson, multi-class softmax, random-forest boosters, a bare
+  Booster) is refused with the field to fix instead of explained wrongly.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,6 +76,7 @@ class Engine:
     params: dict[str, Any]
     _explainer: Any
     _run: Any
+    _output: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def explain(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -76,6 +90,19 @@ class Engine:
                 log.warning("explainer raised", extra={"error": type(exc).__name__, "method": self.method})
                 raise ExplainError(f"the explainer or the model raised {type(exc).__name__}") from None
         return result
+
+    def output(self, x: FloatArray) -> FloatArray:
+        """The output the contributions add up to, as the explainer evaluates the model (float64).
+
+        Tree engines evaluate the trees themselves, in double precision: XGBoost sums its trees in float32, so
+        its own numbers carry that rounding (about 1e-7 relative), which 1e-6 additivity cannot absorb on a
+        value near 600. Other engines explain ``Binding.explained_output`` directly.
+        """
+        import numpy as np
+
+        if self._output is None:
+            raise ExplainError("this explainer does not evaluate the model itself")
+        return np.asarray(self._output(x), dtype=np.float64).reshape(-1)
 
     def timed(self, x: FloatArray, repeat: int = 5) -> float:
         """Median wall time of one explain call on ``x``, in milliseconds (measured at start-up)."""
@@ -112,13 +139,24 @@ def build_engine(binding: Binding, background: FloatArray | None, *, generic_met
 
 
 def _tree_engine(binding: Binding, background: FloatArray | None, where: str) -> Engine:
+    import numpy as np
     import shap
 
-    probe = shap.TreeExplainer(binding.model)
+    dtype = _tree_input_dtype(binding.model)
+    if type(binding.model).__module__.split(".")[0] == "lightgbm":
+        # shap warns on every path-dependent call of a binary LightGBM model that its output shape once
+        # changed; that is about shap's API, not this request, and would flood the logs.
+        warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer",
+                                category=UserWarning)
+    probe = _tree_explainer(shap, binding.model, where)
     tree_output = str(probe.model.tree_output)
     space = binding.output_space
     if space == "probability" and tree_output != "probability":
         model_output = "probability"
+        if len(getattr(binding.model, "classes_", ())) > 2:
+            raise ConfigError("shap's TreeExplainer cannot explain a multi-class boosted model's probability "
+                              "(a softmax across trees); use a binary model or the generic explainer",
+                              field=f"{where}.explain")
         if background is None:
             raise ConfigError("explaining the probability of a boosted model needs a background",
                               field=f"{where}.background")
@@ -127,20 +165,173 @@ def _tree_engine(binding: Binding, background: FloatArray | None, where: str) ->
                           field=f"{where}.explain")
     else:
         model_output = "raw"
+    snap: RouteSnap | None = None
     if background is None:
         explainer, perturbation = probe, "tree_path_dependent"
     else:
         perturbation = "interventional"
-        explainer = shap.TreeExplainer(binding.model, data=_as_float32(background), model_output=model_output,
-                                       feature_perturbation=perturbation)
+        snap = RouteSnap.build(probe.model, len(binding.feature_order), dtype)
+        data = np.asarray(background, dtype=dtype)
+        explainer = _tree_explainer(shap, binding.model, where, data=data if snap is None else snap(data),
+                                    model_output=model_output, feature_perturbation=perturbation)
+        _centre_trees(explainer.model)
 
     def run(x: FloatArray) -> tuple[FloatArray, FloatArray]:
-        values = explainer.shap_values(_as_float32(x), check_additivity=False)
+        xin = np.asarray(x, dtype=dtype)
+        values = explainer.shap_values(xin if snap is None else snap(xin), check_additivity=False)
         return _select(binding, explainer.expected_value, values, x.shape[0])
 
-    return Engine("shap.TreeExplainer", space,
-                  {"model_output": model_output, "feature_perturbation": perturbation,
-                   "tree_output": tree_output}, explainer, run)
+    def output(x: FloatArray) -> FloatArray:
+        # The trees evaluated by shap in float64 (leaf values summed in double): what run() is additive to.
+        return _select_output(binding, explainer.model.predict(np.asarray(x, dtype=dtype)), x.shape[0])
+
+    engine = Engine("shap.TreeExplainer", space,
+                    {"model_output": model_output, "feature_perturbation": perturbation,
+                     "tree_output": tree_output}, explainer, run, output)
+    _check_tree_engine(engine, binding, background, where)
+    return engine
+
+
+def _tree_explainer(shap: Any, model: Any, where: str, **kwargs: Any) -> Any:
+    """shap.TreeExplainer, its refusals (unsupported objective, booster type...) as a ConfigError at start-up."""
+    try:
+        with warnings.catch_warnings():  # start-up only: not shared with request threads
+            warnings.simplefilter("ignore")
+            return shap.TreeExplainer(model, **kwargs)
+    except Exception as exc:
+        raise ConfigError(f"shap's TreeExplainer cannot explain this model ({type(exc).__name__})",
+                          field=f"{where}.object") from None
+
+
+def _tree_input_dtype(model: Any) -> Any:
+    """The precision the model itself compares features in, so shap routes every row as the model does.
+
+    scikit-learn's trees and forests and XGBoost cast inputs to float32 before comparing them with their
+    float32 thresholds; LightGBM and scikit-learn's HistGradientBoosting compare float64 inputs with float64
+    thresholds (which sit on data values such as 49.6). Rounding for the latter, or not rounding for XGBoost
+    (shap reads an XGBRegressor's inputs as float64), sends a value at or beside a threshold down the other
+    branch inside shap, and the explanation no longer adds up to the model's output.
+    """
+    import numpy as np
+
+    cls = type(model)
+    if cls.__module__.split(".")[0] == "lightgbm" or cls.__name__.startswith("HistGradientBoosting"):
+        return np.float64
+    return np.float32
+
+
+class RouteSnap:
+    """Moves each input value to a stand-in that every tree routes the same way, in float32 as in float64.
+
+    Why: shap's interventional algorithm stores each threshold as a C ``float``, while its prediction code, and
+    models such as LightGBM, HistGradientBoosting and scikit-learn's trees (float64 midpoints), compare with the
+    float64 threshold. A value between the two (49.6 against a threshold at 49.6 stored as 49.599998) goes the
+    other way inside the explainer: that row is explained on a leaf the model never reached, and the
+    contributions no longer add up (by 1.5 on a HistGradientBoosting regressor here). Only the cell between
+    consecutive thresholds matters to the trees, so each value is replaced by one point of its cell that lies
+    on the same side of both spellings of every threshold: the model's function, and so the Shapley values,
+    are unchanged.
+    """
+
+    def __init__(self, columns: list[tuple[int, Any, Any, float]]) -> None:
+        self.columns = columns  # (feature, thresholds ascending, stand-in per cell, stand-in floor above all)
+
+    @classmethod
+    def build(cls, ensemble: Any, n_features: int, dtype: Any) -> RouteSnap | None:
+        """From shap's reading of the trees; None when every threshold is exact in float32 (XGBoost)."""
+        import numpy as np
+
+        split = np.asarray(ensemble.children_left) >= 0
+        features = np.asarray(ensemble.features)[split]
+        thresholds = np.asarray(ensemble.thresholds, dtype=np.float64)[split]
+        columns = []
+        for j in range(n_features):
+            t = np.unique(thresholds[features == j])
+            t32 = t.astype(np.float32).astype(np.float64)
+            if t.size == 0 or np.array_equal(t, t32):
+                continue
+            lower, upper = np.minimum(t, t32), np.maximum(t, t32)
+            stand_in = _floor_to(lower, dtype)
+            if np.any(stand_in[1:] <= upper[:-1]):
+                log.warning("feature %d has thresholds closer than float32 can tell apart; rows near them may "
+                            "be explained on a neighbouring leaf", j)
+                continue
+            columns.append((j, t, stand_in, float(_above(float(upper[-1]), dtype))))
+        return cls(columns) if columns else None
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        import numpy as np
+
+        out = np.array(x, dtype=np.float64)
+        for j, t, stand_in, top in self.columns:
+            v = out[:, j]
+            known = ~np.isnan(v)
+            cell = np.searchsorted(t, v[known], side="left")  # first threshold with v <= t: the trees' "left"
+            inside = cell < t.size
+            v[known] = np.where(inside, stand_in[np.minimum(cell, t.size - 1)], np.maximum(v[known], top))
+        return out
+
+
+def _floor_to(values: Any, dtype: Any) -> Any:
+    """The largest values of ``dtype`` at or below ``values`` (float64 values as they are)."""
+    import numpy as np
+
+    if dtype is not np.float32:
+        return values
+    rounded = values.astype(np.float32)
+    too_high = rounded.astype(np.float64) > values
+    rounded[too_high] = np.nextafter(rounded[too_high], np.float32(-np.inf))
+    return rounded.astype(np.float64)
+
+
+def _above(value: float, dtype: Any) -> float:
+    """The smallest value of ``dtype`` strictly above ``value``."""
+    import numpy as np
+
+    if dtype is not np.float32:
+        return float(np.nextafter(value, np.inf))
+    rounded = np.float32(value)
+    if float(rounded) <= value:
+        rounded = np.nextafter(rounded, np.float32(np.inf))
+    return float(rounded)
+
+
+def _centre_trees(ensemble: Any) -> None:
+    """Move each tree's root value into the ensemble's base offset (the same function, exactly).
+
+    Why: shap's interventional algorithm holds leaf values and path weights as C ``float``, so its rounding
+    error grows with the size of the leaf values. LightGBM puts the training mean (``boost_from_average``)
+    into the first tree's leaves; a regression target near 600 then costs 2.5e-5 of additivity. Centred
+    leaves hold only the tree's own effect, which brings the error to about 1e-6 there. A constant per tree
+    contributes nothing to any feature's Shapley value, so the contributions are unchanged in exact arithmetic.
+    """
+    import numpy as np
+
+    values = np.asarray(ensemble.values, dtype=np.float64)
+    if values.ndim != 3:
+        return
+    shift = values[:, 0, :].copy()
+    ensemble.values = np.ascontiguousarray(values - shift[:, None, :])
+    base = np.asarray(ensemble.base_offset, dtype=np.float64)
+    ensemble.base_offset = np.ascontiguousarray(np.broadcast_to(base, shift.shape[1:]) + shift.sum(axis=0))
+
+
+def _check_tree_engine(engine: Engine, binding: Binding, background: FloatArray | None, where: str) -> None:
+    """At start-up, on a few background rows: shap's reading of the trees must reproduce the model's own
+    outputs (up to the model's float32 rounding), or the explanation would explain another function (an
+    objective with a link shap does not apply, such as Poisson's exp; a random-forest booster...)."""
+    import numpy as np
+
+    rows = background[:8] if background is not None else np.zeros((1, len(binding.feature_order)))
+    try:
+        ours = engine.output(rows)
+        native = binding.explained_output(rows)
+    except Exception as exc:
+        raise ConfigError(f"cannot evaluate the model's output for the explainer ({type(exc).__name__})",
+                          field=f"{where}.object") from None
+    if ours.shape != native.shape or not np.allclose(ours, native, rtol=1e-5, atol=1e-6):
+        raise ConfigError(f"shap's reading of the trees does not reproduce the model's {binding.output_space} "
+                          "output (unsupported objective or booster?)", field=f"{where}.explain")
 
 
 def _linear_engine(binding: Binding, background: FloatArray | None, where: str) -> Engine:
@@ -155,7 +346,8 @@ def _linear_engine(binding: Binding, background: FloatArray | None, where: str) 
         values = explainer.shap_values(x)
         return _select(binding, explainer.expected_value, values, x.shape[0])
 
-    return Engine("shap.LinearExplainer", binding.output_space, {"masker": "independent"}, explainer, run)
+    return Engine("shap.LinearExplainer", binding.output_space, {"masker": "independent"}, explainer, run,
+                  binding.explained_output)
 
 
 def _generic_engine(binding: Binding, background: FloatArray | None, method: str, k: int,
@@ -179,7 +371,7 @@ def _generic_engine(binding: Binding, background: FloatArray | None, method: str
                     np.asarray(out.values, dtype=np.float64).reshape(x.shape[0], -1))
 
         return Engine("shap.PermutationExplainer", binding.output_space,
-                      {"background_summary": f"kmeans({k})", "max_evals": evals}, explainer, run)
+                      {"background_summary": f"kmeans({k})", "max_evals": evals}, explainer, run, fn)
 
     explainer = shap.KernelExplainer(fn, summary)
 
@@ -189,15 +381,21 @@ def _generic_engine(binding: Binding, background: FloatArray | None, method: str
         return base, values
 
     return Engine("shap.KernelExplainer", binding.output_space,
-                  {"background_summary": f"kmeans({k})", "nsamples": "auto"}, explainer, run_kernel)
+                  {"background_summary": f"kmeans({k})", "nsamples": "auto"}, explainer, run_kernel, fn)
 
 
-def _as_float32(x: FloatArray) -> FloatArray:
-    """Values as the trees see them: scikit-learn, XGBoost and LightGBM compare float32 inputs with their
-    thresholds, so a float64 value just beside a threshold would take the other branch inside shap."""
+def _select_output(binding: Binding, out: Any, n: int) -> FloatArray:
+    """The favourable class's column of shap's model evaluation; the complement for class 0 of one output."""
     import numpy as np
 
-    return np.asarray(np.asarray(x, dtype=np.float32), dtype=np.float64)
+    vals = np.asarray(out, dtype=np.float64).reshape(n, -1)
+    fav = binding.favorable_index
+    if vals.shape[1] > 1:
+        return np.asarray(vals[:, fav if fav is not None else 0], dtype=np.float64)
+    col = vals[:, 0]
+    if fav == 0 and binding.is_classifier:
+        return np.asarray(1.0 - col if binding.output_space == "probability" else -col, dtype=np.float64)
+    return np.asarray(col, dtype=np.float64)
 
 
 def _select(binding: Binding, expected: Any, values: Any, n: int) -> tuple[FloatArray, FloatArray]:

@@ -42,7 +42,13 @@ def data() -> Data:
 
 @pytest.fixture(scope="session")
 def models(data: Data) -> dict[str, Any]:
-    from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor, RandomForestClassifier
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+    )
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -58,9 +64,37 @@ def models(data: Data) -> dict[str, Any]:
             "rf": RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0).fit(x, y),
             "dt": DecisionTreeClassifier(max_depth=4, random_state=0).fit(x, y),
             "gbr": GradientBoostingRegressor(n_estimators=30, random_state=0).fit(x, yr),
+            "hgbc": HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y),
+            "hgbr": HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, yr),
             "lr": LogisticRegression(max_iter=2000).fit(x, y),
             "linreg": LinearRegression().fit(x, yr),
             "mlp": make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=3000,
                                                                  random_state=0)).fit(x, y),
             "svc": make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)).fit(x, y),
+        }
+
+
+@pytest.fixture(scope="session")
+def boosters(data: Data) -> dict[str, Any]:
+    """XGBoost and LightGBM models (the dev extra), tiny and single-threaded; skipped only without the extra."""
+    xgb = pytest.importorskip("xgboost")
+    lgb = pytest.importorskip("lightgbm")
+    import pandas as pd
+
+    x, y, yr = data.x, data.y, data.y_reg
+    frame = pd.DataFrame(x, columns=data.features)
+    spaced = pd.DataFrame(x, columns=[f.replace("_", " ") for f in data.features])
+    xo = {"n_estimators": 20, "max_depth": 3, "n_jobs": 1, "verbosity": 0, "random_state": 0}
+    lo = {"n_estimators": 20, "num_leaves": 8, "n_jobs": 1, "verbose": -1, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "xgbc": xgb.XGBClassifier(**xo).fit(x, y),
+            "xgbr": xgb.XGBRegressor(**xo).fit(x, yr),
+            "xgbc_frame": xgb.XGBClassifier(**xo).fit(frame, y),
+            "xgbr_poisson": xgb.XGBRegressor(objective="count:poisson", **xo).fit(x, yr),
+            "lgbc": lgb.LGBMClassifier(**lo).fit(x, y),
+            "lgbr": lgb.LGBMRegressor(**lo).fit(x, yr),
+            "lgbc_frame": lgb.LGBMClassifier(**lo).fit(frame, y),
+            "lgbc_spaced": lgb.LGBMClassifier(**lo).fit(spaced, y),
         }

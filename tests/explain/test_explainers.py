@@ -22,6 +22,9 @@ CASES = [
     ("rf", {"favorable_class": 0}, "kernel", "shap.TreeExplainer", "probability"),
     ("dt", {}, "kernel", "shap.TreeExplainer", "probability"),
     ("gbr", {}, "kernel", "shap.TreeExplainer", "raw"),
+    ("hgbc", {}, "kernel", "shap.TreeExplainer", "probability"),
+    ("hgbc", {"explain": "log_odds"}, "kernel", "shap.TreeExplainer", "log_odds"),
+    ("hgbr", {}, "kernel", "shap.TreeExplainer", "raw"),
     ("lr", {}, "kernel", "shap.LinearExplainer", "log_odds"),
     ("lr", {"favorable_class": 0}, "kernel", "shap.LinearExplainer", "log_odds"),
     ("lr", {"explain": "probability"}, "kernel", "shap.KernelExplainer", "probability"),
@@ -72,8 +75,8 @@ def test_tree_probability_is_interventional_on_the_background(models: dict[str, 
 
 def test_model_family(models: dict[str, Any]) -> None:
     assert {k: model_family(m) for k, m in models.items()} == {
-        "gbc": "tree", "rf": "tree", "dt": "tree", "gbr": "tree", "lr": "linear", "linreg": "linear",
-        "mlp": "generic", "svc": "generic"}
+        "gbc": "tree", "rf": "tree", "dt": "tree", "gbr": "tree", "hgbc": "tree", "hgbr": "tree",
+        "lr": "linear", "linreg": "linear", "mlp": "generic", "svc": "generic"}
 
 
 def test_log_odds_of_a_forest_is_refused(models: dict[str, Any], data: Any) -> None:
