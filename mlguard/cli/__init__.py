@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import click
 
+from mlguard.cli import audit as _audit  # noqa: F401
 from mlguard.cli import config as _config  # noqa: F401  (each import registers its commands)
-from mlguard.cli import redact as _redact  # noqa: F401  (registers `mlguard redact`)
 from mlguard.cli import demo as _demo  # noqa: F401
+from mlguard.cli import explain as _explain  # noqa: F401  (registers `mlguard explain`)
+from mlguard.cli import fairness as _fairness  # noqa: F401  (registers `mlguard fairness`, `report fairness`)
+from mlguard.cli import keys as _keys  # noqa: F401
 from mlguard.cli import policy as _policy  # noqa: F401
+from mlguard.cli import redact as _redact  # noqa: F401  (registers `mlguard redact`)
 from mlguard.cli import serve as _serve  # noqa: F401
 from mlguard.cli._root import cli
 from mlguard.errors import ConfigError, MLGuardError
