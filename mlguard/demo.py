@@ -65,7 +65,7 @@ class CaptureApp:
         await self.app(scope, replay, send)
 
 
-def run_demo(out: Callable[[str], None] = print, limit: int | None = None) -> int:
+def run_demo(out: Callable[[str], None] = print, limit: int | None = None, hiring: bool = True) -> int:
     """Run the demo and print its summary; returns the exit code."""
     import httpx
     import uvicorn
@@ -116,13 +116,17 @@ def run_demo(out: Callable[[str], None] = print, limit: int | None = None) -> in
                 s = time.perf_counter()
                 resp = client.post("/predict", json=doc)
                 results.append((doc, resp, (time.perf_counter() - s) * 1000))
-            summary = _summarise(results, capture, guard, out)
-            summary["admin"] = client.get("/mlguard/health").json()
+            _summarise(results, capture, guard, out)
+            _fairness_section(client, guard, {"authorization": f"Bearer {token}"}, results, out)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    _audit_section(guard, cfg, out)
-    return 0 if all(r.status_code == 200 for _, r, _ in results) else 1
+    audit_ok = _audit_section(guard, cfg, requests, out)
+    if hiring:
+        _hiring_section(out)
+    served = all(r.status_code == 200 for _, r, _ in results)
+    out(f"\ndemo {'finished' if served and audit_ok else 'FAILED'}; work files kept in {work}")
+    return 0 if served and audit_ok else 1
 
 
 def _summarise(results: list[tuple[dict[str, Any], Any, float]], capture: CaptureApp, guard: Any,
@@ -138,12 +142,14 @@ def _summarise(results: list[tuple[dict[str, Any], Any, float]], capture: Captur
     total = sum(int(r.headers.get("mlguard-redactions", 0)) for _, r, _ in results)
     out(f"   {total} values redacted across {len(results)} requests")
     for (doc, _, _), seen in zip(results, capture.bodies, strict=False):
-        if doc.get("note") and any(ch.isdigit() for ch in doc["note"]):
+        model_saw = json.loads(seen)
+        if doc.get("note") and model_saw.get("note") != doc["note"]:
             out(f"   sent:       applicant={json.dumps(doc.get('applicant'))}")
             out(f"               note={doc['note']!r}")
-            model_saw = json.loads(seen)
             out(f"   model saw:  applicant={json.dumps(model_saw.get('applicant'))}")
             out(f"               note={model_saw.get('note')!r}")
+            out("   (sex and race were read before redaction for fairness and the sealed record; "
+                "under ecoa they never reach the model)")
             break
 
     out("\n3. One decision with its explanation")
@@ -166,19 +172,72 @@ def _summarise(results: list[tuple[dict[str, Any], Any, float]], capture: Captur
     if not shown:
         out(f"   explanations not available: {guard.unavailable.get('explain', 'no explanation in responses')}")
 
-    out("\n4. Fairness against the policy")
-    statuses_f = Counter(r.headers.get("mlguard-fairness", "n/a") for _, r, _ in results)
-    if "fairness" in {s.name for s in guard.stages}:
-        out(f"   MLGuard-Fairness over the run: {dict(statuses_f)}; last: "
-            f"{results[-1][1].headers.get('mlguard-fairness')}")
-    else:
-        out(f"   fairness stage not available: {guard.unavailable.get('fairness', 'disabled by config')}")
     return {"statuses": dict(statuses)}
 
 
-def _audit_section(guard: Any, cfg: Any, out: Callable[[str], None]) -> None:
+def _fairness_section(client: Any, guard: Any, headers: dict[str, str],
+                      results: list[tuple[dict[str, Any], Any, float]], out: Callable[[str], None]) -> None:
+    out("\n4. Fairness against the policy")
+    if "fairness" not in {s.name for s in guard.stages}:
+        out(f"   fairness stage not available: {guard.unavailable.get('fairness', 'disabled by config')}")
+        return
+    seen = Counter(r.headers.get("mlguard-fairness", "n/a") for _, r, _ in results)
+    out(f"   MLGuard-Fairness headers over the run: {dict(seen)}")
+    thresholds = guard.policy.fairness
+    source = ", ".join(guard.policy.origin("fairness.action"))
+    out(f"   policy: impact ratio >= {thresholds.min_impact_ratio}, minimum group size "
+        f"{thresholds.min_group_size}, action {thresholds.action} ({source})")
+    status = client.get(f"{guard.config.admin.prefix}/fairness", headers=headers).json()
+    for route in status["routes"].values():
+        rep = route["report"]
+        out(f"   route {route['path']}: {rep['status']} over {rep['decisions']} decisions")
+        for dim, d in rep["dimensions"].items():
+            if "|" in dim:
+                continue  # intersections: in the report (mlguard report fairness), not the summary
+            out(f"     {dim}: {d['status']}; unknown {d['unknown']} of {d['total']}")
+            for row in d["impact"]:
+                ir = row["selection_impact_ratio"]
+                flag = "  below 4/5" if row["below_four_fifths"] else ""
+                small = "  (insufficient data)" if row["insufficient"] else ""
+                out(f"       {row['group']:<40} n={row['n']:<4} selection rate {row['selection_rate']:.3f} "
+                    f"impact ratio {'n/a' if ir is None else f'{ir:.2f}'}{flag}{small}")
+
+
+def _audit_section(guard: Any, cfg: Any, requests: list[dict[str, Any]], out: Callable[[str], None]) -> bool:
     out("\n5. Audit trail")
     if "audit" not in {s.name for s in guard.stages}:
         out(f"   audit stage not available: {guard.unavailable.get('audit', 'disabled by config')}")
-        return
+        return True
+    from mlguard.audit.chain import Witness
+    from mlguard.audit.verify import verify_store
+
+    witness = Witness.read(cfg.audit.witness) if cfg.audit.witness and cfg.audit.witness.exists() else None
+    res = verify_store(cfg.audit.store, witness=witness)
     out(f"   store {cfg.audit.store}")
+    out(f"   verified without any decryption key: {'intact' if res.ok else 'INTEGRITY FAILURE'}; "
+        f"{res.records} records, {res.checkpoints} signed checkpoints"
+        + ("" if res.ok else f"; first bad seq {res.seq}: {res.problem}"))
+    db = Path(cfg.audit.store[len("sqlite:///"):]) if cfg.audit.store.startswith("sqlite:///") else None
+    if db is not None:
+        files = [p for p in db.parent.iterdir() if p.is_file()]
+        blob = b"".join(p.read_bytes() for p in files)
+        planted = [v for doc in requests for v in (doc.get("applicant") or {}).values()
+                   if isinstance(v, str) and len(v) > 6 and v not in ("Female", "Male")]
+        hits = sum(1 for v in planted if v.encode() in blob)
+        out(f"   {len(planted)} applicant values (names, e-mails, SSNs, addresses ...) searched in "
+            f"{len(files)} files on disk: {hits} found in clear")
+    out(f"   export: mlguard audit export --store {cfg.audit.store} --keyring {cfg.audit.keyring} "
+        "--format jsonl --out records.jsonl")
+    return res.ok
+
+
+def _hiring_section(out: Callable[[str], None]) -> None:
+    out("\n6. Second example: a hiring screen under nyc_ll144 + eeoc_four_fifths (examples/hiring_screen)")
+    import asyncio
+
+    try:
+        from examples.hiring_screen.simulate import run as simulate
+    except ImportError as exc:  # pragma: no cover - a checkout without the example
+        out(f"   not available: {exc}")
+        return
+    asyncio.run(simulate(400, None, 7))

@@ -15,7 +15,7 @@ from mlguard.admin import Admin
 from mlguard.config import GuardConfig
 from mlguard.exchange import Exchange
 from mlguard.runtime import Guard
-from mlguard.types import ASGIApp, Receive, Scope, Send
+from mlguard.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class GuardMiddleware:
@@ -38,6 +38,9 @@ class GuardMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, self._lifespan_send(send))
+                return
             await self.app(scope, receive, send)
             return
         path = scope["path"]
@@ -49,3 +52,14 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         await Exchange(self.guard, route, scope).run(self.app, receive, send)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """Forward the app's lifespan messages unchanged; before the server hears that shutdown is complete,
+        close the guard's stages (drain the audit queue, sign a final checkpoint)."""
+
+        async def _send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.guard.aclose()
+            await send(message)
+
+        return _send

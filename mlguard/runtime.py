@@ -37,6 +37,7 @@ class Guard:
             routes.append(compile_route(i, route, policy))
         self.table = RouteTable(routes)
         self._halted: set[int] = set()
+        self._closed = False
         ctx = BuildContext(config=self.config, policy=self.policy, routes=routes, shared=shared or {})
         ctx.shared.setdefault("guard", self)
         self.context = ctx
@@ -68,6 +69,10 @@ class Guard:
         }
 
     async def aclose(self) -> None:
+        """Close every stage once (later calls do nothing), last built first."""
+        if self._closed:
+            return
+        self._closed = True
         for stage in reversed(self.stages):
             await stage.aclose()
 

@@ -126,3 +126,18 @@ def _fail(res: VerifyResult, seq: int, problem: str, expected: str | None = None
     res.expected = expected
     res.calculated = calculated
     return res
+
+
+def verify_store(url: str, *, witness: list[dict[str, Any]] | None = None,
+                 trusted: dict[str, bytes] | None = None,
+                 progress: Callable[[int], None] | None = None) -> VerifyResult:
+    """Open the store at ``url`` and verify it end to end (no decryption key); the store is closed after."""
+    from mlguard.audit.store.base import open_store
+
+    store = open_store(url)
+    try:
+        head = store.head()
+        return verify_log(store.iter_rows(), head=head, checkpoints=store.checkpoints(),
+                          public_keys=store.public_keys(), trusted=trusted, witness=witness, progress=progress)
+    finally:
+        store.close()

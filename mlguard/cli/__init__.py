@@ -23,8 +23,21 @@ from mlguard.errors import ConfigError, MLGuardError
 __all__ = ["cli", "main"]
 
 
+def _log_to_stderr() -> None:
+    """Give mlguard's log records (never input values) a readable home on stderr, once."""
+    import logging
+
+    logger = logging.getLogger("mlguard")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code instead of exiting, so tests and ``python -m`` can call it."""
+    _log_to_stderr()
     try:
         result = cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -200,8 +200,7 @@ async def test_passthrough_hands_over_original_receive_and_send(make_guarded: An
     assert len(call["messages"]) == 2  # not buffered: the app saw the client's own chunks
 
 
-@pytest.mark.parametrize("kind", ["lifespan", "websocket"])
-async def test_lifespan_and_websocket_pass_through(make_guarded: Any, kind: str) -> None:
+async def test_websocket_passes_through(make_guarded: Any) -> None:
     seen: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -215,9 +214,45 @@ async def test_lifespan_and_websocket_pass_through(make_guarded: Any, kind: str)
     async def send(msg: Any) -> None:
         return None
 
-    scope = {"type": kind, "path": "/predict"}
+    scope = {"type": "websocket", "path": "/predict"}
     await mw(scope, receive, send)
     assert seen == [(scope, receive, send)]
+
+
+async def test_lifespan_passes_through_and_closes_stages_at_shutdown(make_guarded: Any) -> None:
+    closed: list[str] = []
+
+    class Closing(BaseStage):
+        name = "audit"
+
+        async def aclose(self) -> None:
+            closed.append("audit")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                assert closed == []
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    mw, _ = make_guarded(app=app)
+    mw.guard.stages.append(Closing())
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return incoming.pop(0)
+
+    async def send(msg: Any) -> None:
+        sent.append((msg, list(closed)))
+
+    await mw({"type": "lifespan"}, receive, send)
+    assert [m["type"] for m, _ in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert sent[0][1] == [] and sent[1][1] == ["audit"]  # closed before the server hears "complete"
 
 
 async def test_route_with_path_parameters(make_guarded: Any) -> None:
