@@ -33,6 +33,7 @@ class Admin:
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         self.prefix = guard.config.admin.prefix
+        self._prefix_slash = self.prefix + "/"
         self.token_env = guard.config.admin.token_env
         routes: list[AdminRoute] = [
             AdminRoute("GET", "/health", self._health, public=True),
@@ -46,7 +47,7 @@ class Admin:
                         for r in routes]
 
     def handles(self, path: str) -> bool:
-        return path == self.prefix or path.startswith(self.prefix + "/")
+        return path == self.prefix or path.startswith(self._prefix_slash)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = scope["path"][len(self.prefix):] or "/"

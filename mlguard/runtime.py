@@ -6,6 +6,7 @@ pipeline without an ASGI app around it; the middleware only adds the ASGI plumbi
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 from pathlib import Path
@@ -47,6 +48,12 @@ class Guard:
             stage = _build_stage(name, ctx, self.unavailable)
             if stage is not None:
                 self.stages.append(stage)
+        if self.config.freeze_gc:
+            # The engines built above (spaCy, shap, sklearn, presidio) are hundreds of thousands of long-lived
+            # objects; without this, every full collection walks them all, a cost paid by every request,
+            # guarded or not. Freezing moves them out of the collector's reach (they are never garbage).
+            gc.collect()
+            gc.freeze()
         log.info("guard ready", extra={"routes": len(routes), "policies": self.policy.ids,
                                        "stages": [s.name for s in self.stages]})
 

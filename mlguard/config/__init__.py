@@ -132,6 +132,9 @@ class GuardConfig(BaseModel):
     explain: ExplainSettings = Field(default_factory=ExplainSettings, description="Explanations and reason codes.")
     fairness: FairnessSettings = Field(default_factory=FairnessSettings, description="Live fairness monitoring.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="mlguard logger level.")
+    freeze_gc: bool = Field(
+        True, description="After the engines are built, gc.freeze() them so garbage collection never walks them "
+                          "again (saves latency on every request; process-wide).")
     base_dir: Path | None = Field(
         None, description="Directory relative paths resolve against (default: the config file's directory)."
     )
