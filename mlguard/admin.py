@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import re
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from mlguard.runtime import Guard
 
 ADMIN_BODY_LIMIT = 1024 * 1024
+log = logging.getLogger("mlguard.admin")
 
 
 def json_response(status: int, doc: object) -> AdminResponse:
@@ -111,18 +113,33 @@ class Admin:
         return index if 0 <= index < len(self.guard.table.routes) else None
 
     async def _stop(self, req: AdminRequest) -> AdminResponse:
-        index = self._route_index(req)
-        if index is None:
-            return json_response(404, {"detail": "no such route index"})
-        self.guard.halt(index)
-        return json_response(200, {"route": index, "halted": True})
+        return await self._oversight(req, "stop")
 
     async def _resume(self, req: AdminRequest) -> AdminResponse:
+        return await self._oversight(req, "resume")
+
+    async def _oversight(self, req: AdminRequest, action: str) -> AdminResponse:
+        """Human oversight (EU AI Act Art 14): stop or resume a route. The action is written to the audit
+        trail first; if it cannot be recorded it is refused (503) and nothing changes."""
         index = self._route_index(req)
         if index is None:
             return json_response(404, {"detail": "no such route index"})
-        self.guard.resume(index)
-        return json_response(200, {"route": index, "halted": False})
+        route = self.guard.table.routes[index]
+        events = self.guard.context.shared.get("audit_events")
+        event_id = None
+        if events is not None:
+            try:
+                event_id = await events.append_event("oversight", {
+                    "action": action, "route": route.path, "route_index": index, "by": "admin"})
+            except Exception as exc:
+                log.error("oversight action not audited", extra={"action": action, "error": type(exc).__name__})
+                return json_response(503, {"detail": f"the {action} could not be recorded in the audit trail; "
+                                                     "nothing changed"})
+        if action == "stop":
+            self.guard.halt(index)
+        else:
+            self.guard.resume(index)
+        return json_response(200, {"route": index, "halted": action == "stop", "audit_event": event_id})
 
 
 def _parse_query(raw: bytes) -> dict[str, str]:

@@ -298,3 +298,35 @@ async def test_response_rewritten_by_stage_gets_new_length(make_guarded: Any) ->
     assert resp.json()["explanation"] == {"base_value": 0.1}
     assert int(resp.headers["content-length"]) == len(resp.content)
     assert json.loads(resp.content)["score"] == 0.7
+
+
+async def test_oversight_stop_and_resume_are_audited(make_guarded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Events:
+        fail = False
+
+        async def append_event(self, kind: str, data: dict[str, Any]) -> str:
+            if self.fail:
+                raise RuntimeError("store down")
+            events.append((kind, data))
+            return f"ev-{len(events)}"
+
+    mw, _ = make_guarded()
+    sink = Events()
+    mw.guard.context.shared["audit_events"] = sink
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", "s3cret")
+    auth = {"authorization": "Bearer s3cret"}
+    async with client(mw) as c:
+        stop = await c.post("/mlguard/routes/0/stop", headers=auth)
+        sink.fail = True
+        refused = await c.post("/mlguard/routes/0/resume", headers=auth)
+        still = await c.post("/predict", json=REQUEST)
+        sink.fail = False
+        resumed = await c.post("/mlguard/routes/0/resume", headers=auth)
+        missing = await c.post("/mlguard/routes/9/stop", headers=auth)
+    assert stop.json() == {"route": 0, "halted": True, "audit_event": "ev-1"}
+    assert refused.status_code == 503 and still.status_code == 503
+    assert resumed.json()["audit_event"] == "ev-2"
+    assert [(k, d["action"]) for k, d in events] == [("oversight", "stop"), ("oversight", "resume")]
+    assert missing.status_code == 404
