@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from mlguard.middleware import GuardMiddleware  # noqa: E402
 from mlguard.runtime import Guard  # noqa: E402
+from mlguard.testing import json_app  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "credit_scoring"
 
@@ -60,21 +61,12 @@ def _model_app(model: Any, features: list[str]) -> Any:
     except ImportError:
         pass
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        feats = json.loads(body)["features"]
-        score = float(model.predict_proba(np.array([[feats[n] for n in features]]))[0, 1])
-        out = json.dumps({"score": score, "approved": score >= 0.5}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": out})
+    def score(doc: Any) -> dict[str, Any]:
+        feats = doc["features"]
+        p = float(model.predict_proba(np.array([[feats[n] for n in features]]))[0, 1])
+        return {"score": p, "approved": p >= 0.5}
 
-    return app
+    return json_app(score)
 
 
 def _config(features: list[str], background: Path, *, enabled: bool, execution: str,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ import numpy as np
 
 from mlguard.fairness.metrics import Thresholds, disparity, evaluate
 from mlguard.fairness.window import FairnessWindow
+from mlguard.testing import json_app
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -160,19 +160,12 @@ def bench_vs_fairlearn() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- 3. COMPAS
 
-async def _compas_app(scope: Any, receive: Any, send: Any) -> None:
+def _compas_decision(doc: Any) -> dict[str, Any]:
     """The 'model': COMPAS' own score_text, read from the request; high risk = not Low."""
-    body = b""
-    while True:
-        msg = await receive()
-        body += msg.get("body", b"")
-        if not msg.get("more_body"):
-            break
-    doc = json.loads(body)
-    out = json.dumps({"high_risk": doc["score_text"] != "Low", "decile": doc["decile_score"] / 10}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
-    await send({"type": "http.response.body", "body": out})
+    return {"high_risk": doc["score_text"] != "Low", "decile": doc["decile_score"] / 10}
+
+
+_compas_app = json_app(_compas_decision)
 
 
 async def bench_compas(data_dir: Path, report_dir: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlguard.errors import ConfigError
+from mlguard.testing import receive_body
 from mlguard.types import Receive, Scope, Send
 
 EXAMPLE = Path("examples") / "credit_scoring"
@@ -45,13 +46,7 @@ class CaptureApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            msg = await receive()
-            chunks.append(msg.get("body", b""))
-            if not msg.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await receive_body(receive)
         self.bodies.append(body)
         sent = False
 

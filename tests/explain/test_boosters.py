@@ -16,6 +16,7 @@ from mlguard.config.explain import ModelBinding
 from mlguard.errors import ConfigError
 from mlguard.explain.binding import Binding, build_binding
 from mlguard.explain.explainers import build_engine, model_family
+from mlguard.testing import json_app
 
 # model, binding options, with background, output space
 CASES = [
@@ -185,23 +186,13 @@ TOKEN = "booster-admin-token"
 
 def _xgb_app(model: Any, features: list[str]) -> Any:
     """A raw ASGI scoring endpoint serving the XGBoost model."""
-    import json
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        feats = json.loads(body)["features"]
-        score = float(model.predict_proba(np.array([[feats[n] for n in features]]))[0, 1])
-        out = json.dumps({"score": score, "approved": score >= 0.5}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": out})
+    def score(doc: Any) -> dict[str, Any]:
+        feats = doc["features"]
+        p = float(model.predict_proba(np.array([[feats[n] for n in features]]))[0, 1])
+        return {"score": p, "approved": p >= 0.5}
 
-    return app
+    return json_app(score)
 
 
 @pytest.mark.anyio

@@ -16,30 +16,22 @@ from click.testing import CliRunner
 
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
+from mlguard.testing import json_app
 
 pytestmark = pytest.mark.anyio
 PLANTED_INCOME = 31337.25
 
 
 def _scoring_app(model: Any, features: list[str]) -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        feats = json.loads(body)["features"]
+    def score(doc: Any) -> dict[str, Any]:
+        feats = doc["features"]
         try:
-            score: float | None = float(model.predict_proba(np.array([[feats[n] for n in features]]))[0, 1])
+            p: float | None = float(model.predict_proba(np.array([[feats[n] for n in features]]))[0, 1])
         except (KeyError, ValueError):
-            score = None
-        out = json.dumps({"score": score, "approved": None if score is None else score >= 0.5}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": out})
+            p = None
+        return {"score": p, "approved": None if p is None else p >= 0.5}
 
-    return app
+    return json_app(score)
 
 
 async def test_sealed_then_rendered_and_never_leaked(models: dict[str, Any], data: Any, tmp_path: Path,

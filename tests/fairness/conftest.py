@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -10,6 +9,7 @@ import pytest
 
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
+from mlguard.testing import json_app
 
 TOKEN = "test-admin-token"
 
@@ -28,20 +28,13 @@ class FakeAuditEvents:
         return f"evt-{len(self.events)}"
 
 
-async def screening_app(scope: Any, receive: Any, send: Any) -> None:
+def _screen(doc: Any) -> dict[str, Any]:
     """Selects a candidate when its ``points`` reach 50; answers {"selected", "score"}."""
-    body = b""
-    while True:
-        msg = await receive()
-        body += msg.get("body", b"")
-        if not msg.get("more_body"):
-            break
-    doc = json.loads(body)
     points = float(doc.get("points", 0))
-    out = json.dumps({"selected": points >= 50, "score": points / 100}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
-    await send({"type": "http.response.body", "body": out})
+    return {"selected": points >= 50, "score": points / 100}
+
+
+screening_app = json_app(_screen)
 
 
 POLICY = """\

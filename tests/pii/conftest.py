@@ -11,6 +11,7 @@ import pytest
 from mlguard.config.pii import PIIEngineSettings
 from mlguard.keys import Keyring
 from mlguard.pii.engine import PIIEngine, get_engine
+from mlguard.testing import receive_body, send_json
 
 
 @pytest.fixture(scope="session")
@@ -34,17 +35,8 @@ class RecordingApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        self.bodies.append(json.loads(body))
-        out = json.dumps(self.answer).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": out})
+        self.bodies.append(json.loads(await receive_body(receive)))
+        await send_json(send, self.answer)
 
 
 @pytest.fixture
