@@ -251,7 +251,8 @@ def _plot(over_time: list[dict[str, Any]], dim: str, key: str, title: str, ylabe
     for name, ys in sorted(series.items())[:12]:
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("period")
+    ax.set_xlabel("period (equal numbers of decisions, in time order)")
+    ax.set_xticks(xs)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
