@@ -1,4 +1,8 @@
-"""UUIDv7 audit ids (RFC 9562): time-ordered, so records sort by creation and index well."""
+"""UUIDv7 audit ids (RFC 9562): time-ordered, so records sort by creation and index well.
+
+Also the process's pooled CSPRNG (``random_bytes``): it lives here, at the bottom of the dependency graph, so the
+Exchange can make ids without importing the keyring (and its cryptography imports).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,48 @@ import threading
 import time
 import uuid
 
+__all__ = ["random_bytes", "uuid7"]
+
+
+class _RandomPool:
+    """OS randomness drawn 64 KiB at a time.
+
+    Why: a getrandom call costs about 15 us in sandboxed kernels, and the guard needs fresh random bytes per
+    request (audit ids) and per subject (data keys, nonce prefixes). The pool is in process memory, like the keys
+    it makes; it is refilled from ``os.urandom``, and a forked child starts with an empty pool (never replaying
+    its parent's bytes).
+    """
+
+    def __init__(self, size: int = 65536) -> None:
+        self._size = size
+        self._buf = b""
+        self._pos = 0
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._buf, self._pos = b"", 0
+        self._lock = threading.Lock()
+
+    def __call__(self, n: int) -> bytes:
+        with self._lock:
+            if self._pos + n > len(self._buf):
+                self._buf = os.urandom(max(self._size, n))
+                self._pos = 0
+            out = self._buf[self._pos:self._pos + n]
+            self._pos += n
+            return out
+
+
+random_bytes = _RandomPool()
+"""Cryptographically strong random bytes (os.urandom, pooled)."""
+
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_RAND_MASK = (1 << 62) - 1
+_VERSION_BITS = 0x7 << 76 | 0b10 << 62
 
 
 def uuid7() -> uuid.UUID:
@@ -27,6 +70,5 @@ def uuid7() -> uuid.UUID:
             _counter = 0
         _last_ms = ms
         counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-    return uuid.UUID(int=value)
+    rand = int.from_bytes(random_bytes(8), "big") & _RAND_MASK
+    return uuid.UUID(int=(ms & ((1 << 48) - 1)) << 80 | _VERSION_BITS | counter << 64 | rand)

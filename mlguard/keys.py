@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mlguard.errors import KeyringError
+from mlguard.ids import random_bytes
 
 if TYPE_CHECKING:
     from mlguard.stage import BuildContext
@@ -76,30 +77,6 @@ class KeyProvider(Protocol):
     def sign(self, data: bytes) -> tuple[str, bytes]: ...
 
     def public_keys(self) -> dict[str, bytes]: ...
-
-
-class _RandomPool:
-    """OS randomness drawn 64 KiB at a time: a getrandom call costs ~15 us in sandboxed kernels, and the audit
-    writer needs fresh key material per subject. The pool lives in process memory, like the keys it makes."""
-
-    def __init__(self, size: int = 65536) -> None:
-        self._size = size
-        self._buf = b""
-        self._pos = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, n: int) -> bytes:
-        with self._lock:
-            if self._pos + n > len(self._buf):
-                self._buf = os.urandom(max(self._size, n))
-                self._pos = 0
-            out = self._buf[self._pos:self._pos + n]
-            self._pos += n
-            return out
-
-
-random_bytes = _RandomPool()
-"""Cryptographically strong random bytes (os.urandom, pooled)."""
 
 
 def _now() -> str:

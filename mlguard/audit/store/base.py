@@ -19,14 +19,15 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlguard.errors import ConfigError
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRow:
+class RecordRow(NamedTuple):
+    """One stored record. A NamedTuple (immutable, attribute access) so that it is already the parameter tuple
+    ``executemany`` binds, in column order: no per-record conversion on the writer thread."""
+
     seq: int
     audit_id: str
     ts: str

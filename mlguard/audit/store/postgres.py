@@ -74,7 +74,7 @@ class _Tx(WriteTx):
         with self.cur.copy(f"COPY {self.s}.records (seq, audit_id, ts, kind, route, subject, sealed, hash) "
                            "FROM STDIN") as cp:
             for r in rows:
-                cp.write_row((r.seq, r.audit_id, r.ts, r.kind, r.route, r.subject, r.sealed, r.hash))
+                cp.write_row(r)  # RecordRow is a tuple in column order
 
     def set_head(self, seq: int, head: bytes) -> None:
         self.cur.execute(f"UPDATE {self.s}.head SET seq = %s, hash = %s WHERE id = 1", (seq, head))

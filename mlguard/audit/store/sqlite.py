@@ -4,6 +4,15 @@ Why these settings: WAL lets readers (verify, export, admin reads) run beside th
 makes a COMMIT durable (fsync) before it returns, which is what "sync" durability promises. Throughput comes
 from group commit (writer.py batches many requests into one transaction), not from weaker syncing.
 ``BEGIN IMMEDIATE`` takes the write lock up front, so several processes append to one consistent chain.
+
+No index by subject (neither on ``records`` nor on ``data_keys``). Subject pseudonyms are HMAC values, so such
+an index takes its new entries at random places: one more dirty B-tree page per distinct subject in every group
+commit, each written to the WAL before the fsync. Measured here with a new subject every 4 records, the two
+indexes cost 64 concurrent durable writers about a fifth of their throughput (about 18,000 against 23,000
+records/s). The queries they served are rare and scan instead: ``export --subject`` reads the log in seq order
+and filters (about 2.5 million rows/s here, 20 ms per 50,000 records), ``shred`` deletes a subject's keys with a
+scan of ``data_keys`` (about 10 million rows/s). ``ts``, ``audit_id`` and ``key_id`` grow with time, so their
+indexes only append. PostgreSQL (several writers, larger logs) keeps its subject indexes.
 """
 
 # ruff: noqa: S608  (table/schema names are constants or validated identifiers; values are bound)
@@ -23,18 +32,19 @@ from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, cp_from_jso
 from mlguard.errors import AuditUnavailable
 
 PAGE = 2000
+WAL_AUTOCHECKPOINT_PAGES = 4000
+# Logs created before the subject indexes were dropped keep them (CREATE IF NOT EXISTS never drops); they only
+# cost write speed: ``DROP INDEX records_subject; DROP INDEX data_keys_slot;`` removes them.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, audit_id TEXT NOT NULL UNIQUE, ts TEXT NOT NULL,
   kind TEXT NOT NULL, route TEXT, subject TEXT, sealed BLOB NOT NULL, hash BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
-CREATE INDEX IF NOT EXISTS records_subject ON records (subject);
 CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL,
   gen INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS public_keys (kid TEXT PRIMARY KEY, pub BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS data_keys (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, domain TEXT NOT NULL,
   period TEXT NOT NULL, kek_id TEXT NOT NULL, wrapped BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS data_keys_slot ON data_keys (subject, domain, period);
 """
 
 
@@ -59,8 +69,7 @@ class _Tx(WriteTx):
                        (GENESIS,))
 
     def insert_records(self, rows: list[RecordRow]) -> None:
-        self.c.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?)",
-                           [(r.seq, r.audit_id, r.ts, r.kind, r.route, r.subject, r.sealed, r.hash) for r in rows])
+        self.c.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?)", rows)  # RecordRow is in column order
 
     def set_head(self, seq: int, head: bytes) -> None:
         self.c.execute("INSERT INTO head VALUES (1, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, "
@@ -91,6 +100,9 @@ class SQLiteStore(AuditStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA secure_delete=ON")  # shredded keys are overwritten, not left in free pages
+            # WAL checkpoints every 16 MiB instead of 4 MiB: pages that many commits touch (index leaves) are
+            # copied back once, not once per 4 MiB; measured about 0.3 ms less per group commit here.
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         except sqlite3.Error as exc:
             raise _unavailable(exc) from exc
         return conn

@@ -1,0 +1,115 @@
+"""canonical(): the orjson fast path gives exactly the standard library's bytes, on every kind of value."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import random
+import struct
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mlguard.audit import record
+from mlguard.audit.record import _canonical_std, canonical
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    BIG = 3
+
+
+class Kind(enum.StrEnum):
+    A = "a"
+
+
+@dataclasses.dataclass
+class Point:
+    y: float
+    x: int
+
+
+class MyDict(dict[str, Any]):
+    pass
+
+
+def _random_doubles(n: int) -> list[float]:
+    rng = random.Random(7)
+    out = []
+    while len(out) < n:
+        f = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+SPECIAL = [0.0, -0.0, 0.1, 1e-4, 9.99e-5, 1e-5, -1e-5, 2.5e-5, 1e-7, 1e-10, 5e-324, 1e15, 1e16, 1.5e16,
+           1e22, 1.7976931348623157e308, 0.30000000000000004, 123456789.0, float("nan"), float("inf")]
+
+CASES: list[Any] = [
+    {"b": 1, "a": [1, 2, {"d": None, "c": True}], "é": "ünï", "😀": "\u2028\x00\x1f\x7f\"\\"},
+    {"score": 1e-05, "ok": 0.5}, [1e-7, 2], 1e-05, "text:0.00001", {"s": "a,1e-5"},
+    {"big": 2**64, "neg": -(2**63), "huge": 10**30}, {1: "int key"}, {"t": (1, 2)},
+    {"e": Colour.RED, "i": Size.BIG, "k": Kind.A}, {"p": Point(0.5, 1)}, {"d": datetime(2026, 1, 2, tzinfo=UTC)},
+    MyDict(z=1, a=2), {"nan": float("nan"), "inf": [float("-inf")]}, {"s": {3, 1}},
+    {"nested": [[[[{"x": 1e-300}]]]]}, {"sur": "x\udc00y"},
+]
+
+
+@pytest.mark.parametrize("value", CASES + SPECIAL, ids=lambda v: type(v).__name__)
+def test_fast_path_equals_standard_library(value: Any) -> None:
+    try:
+        expected = _canonical_std(value)
+    except (TypeError, ValueError):
+        with pytest.raises((TypeError, ValueError)):
+            canonical(value)
+        return
+    assert canonical(value) == expected
+
+
+def test_random_doubles_alone_and_in_records() -> None:
+    doubles = _random_doubles(50_000)
+    bad = [f for f in doubles if canonical(f) != _canonical_std(f)]
+    assert not bad, bad[:5]
+    rows = [{"score": f, "list": [f, -f]} for f in doubles[:5000]]
+    assert [canonical(r) for r in rows] == [_canonical_std(r) for r in rows]
+
+
+def test_without_orjson_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    value = {"z": [0.71, 1e-5, "x"], "a": {"k": Colour.RED}}
+    fast = canonical(value)
+    monkeypatch.setattr(record, "_orjson", None)
+    assert canonical(value) == fast == b'{"a":{"k":"red"},"z":[0.71,1e-05,"x"]}'
+
+
+def test_iso_equals_datetime_formatting() -> None:
+    from datetime import datetime
+
+    from mlguard.audit.record import iso
+
+    rng = random.Random(5)
+    values = [1_790_000_000 + rng.uniform(-1e8, 1e8) for _ in range(20_000)]
+    values += [float(rng.randint(0, 2**33)) + f for f in (0.0, 5e-7, 0.9999995, 1.5e-6) for _ in range(500)]
+    values += [0.0, 1.0, -1.5, 1_790_000_000.9999996, 1_790_000_001.0000005]
+    for v in values:
+        assert iso(v) == datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), v
+
+
+def test_policy_identity_names_each_source_by_id_version_and_hash_once_per_policy() -> None:
+    from types import SimpleNamespace
+
+    from mlguard.audit.record import policy_identity
+
+    src = {"id": "gdpr", "version": "2026.11", "sha256": "ab" * 32, "title": "T", "path": "/secret/layout/gdpr.yaml"}
+    policy = SimpleNamespace(ids=["gdpr"], content_hash="cd" * 32, sources=[src], failure_mode="fail_closed")
+    ident = policy_identity(policy)
+    assert ident == {"ids": ["gdpr"], "content_hash": "cd" * 32, "failure_mode": "fail_closed",
+                     "sources": [{"id": "gdpr", "version": "2026.11", "sha256": "ab" * 32}]}
+    assert policy_identity(policy) is ident  # computed once per policy object
+    other = SimpleNamespace(**{**vars(policy), "failure_mode": "fail_open"})
+    assert policy_identity(other)["failure_mode"] == "fail_open"

@@ -1,0 +1,177 @@
+"""PostgreSQL STOPPED mid-load, not just one killed connection: fail_closed answers 503 without PII, and the
+guard recovers by itself once the database is back.
+
+Stopping the shared cluster would break every other test running beside this one, so the store talks to
+PostgreSQL through a TCP proxy on 127.0.0.1 that this test owns. Cutting the proxy closes every open
+connection and refuses new ones (what clients see when the server stops); restoring it listens again on the
+same port (the server is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from mlguard.audit.reader import AuditReader
+from mlguard.keys import Keyring
+from mlguard.middleware import GuardMiddleware
+from mlguard.runtime import Guard
+
+PLANTED = {"name": "Ottoline Wexcombe", "id": "SUBJ-PG-OUTAGE-5521", "sex": "Plantedfemale"}
+
+
+class CuttableProxy:
+    """A TCP proxy 127.0.0.1:<port> -> target, with cut() (drop all, refuse new) and restore()."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.port = 0
+        self.restore()
+
+    def restore(self) -> None:
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        self.port = ls.getsockname()[1]
+        self._listener = ls
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # new connections are refused
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:  # open connections drop
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+    def _accept(self, ls: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def proxied_url(pg_store_url: str) -> Iterator[tuple[str, CuttableProxy]]:
+    parts = urlsplit(pg_store_url)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    netloc = (f"{parts.username}@" if parts.username else "") + f"127.0.0.1:{proxy.port}"
+    yield urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), proxy
+    proxy.cut()
+
+
+async def model_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"score":0.7,"approved":true}'})
+
+
+def body(i: int) -> dict[str, Any]:
+    return {"id": PLANTED["id"], "name": PLANTED["name"], "sex": PLANTED["sex"], "i": i}
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_postgres_stopped_mid_load_then_back(tmp_path: Path, proxied_url: tuple[str, CuttableProxy],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mlguard")
+    url, proxy = proxied_url
+    Keyring.create(tmp_path / "k.keyring")
+    cfg = {"policies": ["base"], "base_dir": str(tmp_path), "admin": {"enabled": False},
+           "audit": {"store": url, "keyring": "./k.keyring", "durability": "sync"},
+           "routes": [{"path": "/p", "subject": "$.id", "protected": {"sex": "$.sex"},
+                       "pii": {"$.name": "PERSON"}, "model": {"output": "$.score"}}]}
+    guard = Guard(cfg, stages=["audit"])
+    route = guard.table.routes[0]
+    route.policy = route.policy.model_copy(update={"failure_mode": "fail_closed"})
+    app = GuardMiddleware(model_app, guard=guard)
+    statuses: dict[str, list[int]] = {"before": [], "during": [], "after": []}
+    ok_ids: list[str] = []
+    phase = "before"
+    refused: list[httpx.Response] = []
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        async def worker(k: int, stop: asyncio.Event) -> None:
+            i = 0
+            while not stop.is_set():
+                r = await client.post("/p", json=body(k * 100_000 + i))
+                statuses[phase].append(r.status_code)
+                if r.status_code == 200:
+                    ok_ids.append(r.headers["mlguard-audit-id"])
+                elif len(refused) < 50:
+                    refused.append(r)
+                i += 1
+                await asyncio.sleep(0.002)
+
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(worker(k, stop)) for k in range(8)]
+        await asyncio.sleep(0.4)
+        phase = "during"
+        proxy.cut()  # PostgreSQL "stops" with requests in flight
+        await asyncio.sleep(1.0)
+        phase = "after"
+        proxy.restore()  # and comes back on the same address
+        recovered = False
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if statuses["after"][-8:].count(200) == 8:
+                recovered = True
+                break
+        stop.set()
+        await asyncio.gather(*tasks)
+    await guard.aclose()
+
+    assert statuses["before"] and set(statuses["before"]) == {200}, statuses["before"]
+    assert 503 in statuses["during"], "no request was refused while PostgreSQL was down"
+    assert set(statuses["during"]) <= {200, 503}
+    assert recovered, f"the guard did not recover by itself: last statuses {statuses['after'][-10:]}"
+    for r in refused:
+        assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
+        assert not any(v in r.text for v in PLANTED.values())
+    assert not any(v in caplog.text for v in PLANTED.values())
+
+    reader = AuditReader(url, tmp_path / "k.keyring")
+    try:
+        missing = [a for a in ok_ids if reader.get(a) is None]
+    finally:
+        reader.store.close()
+    assert not missing, f"{len(missing)} answered requests have no record"
