@@ -13,8 +13,9 @@ import hmac
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _json_str
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -143,6 +144,22 @@ class Pending:
     body: bytes
     protected: bytes | None = None
     clear: bool = False
+    # The sealed header's text around the parts only the writer knows (key ids, previous hash, seq), escaped
+    # here, on the caller's thread: the writer thread decides the audit trail's throughput, so it only fills
+    # in the blanks (seal._header; tests/audit/test_seal.py checks the result against canonical JSON).
+    header_parts: tuple[str, str, str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "header_parts", (
+            f'{{"id":{_json_text(self.audit_id)},"kid":', f',"kind":{_json_text(self.kind)},"pkid":',
+            f'","route":{_json_text(self.route)},"seq":',
+            f',"subj":{_json_text(self.subject)},"ts":{_json_text(self.ts)},"v":'))
+
+
+def _json_text(value: str | None) -> str:
+    """A JSON string (or null) exactly as canonical() writes it: ensure_ascii off, so only quotes,
+    backslashes and control characters are escaped."""
+    return "null" if value is None else _json_str(value)
 
 
 def policy_identity(policy: Any) -> dict[str, Any]:

@@ -107,25 +107,16 @@ def _s(value: str | None) -> str:
 
 
 def _header(seq: int, prev: bytes, item: Pending, kid: str | None, pkid: str | None) -> bytes:
-    """The header's canonical JSON (sorted keys, no whitespace, UTF-8), written out directly: it is built once
-    per record on the writer thread, where every microsecond is throughput. Equal to ``canonical(...)``
-    (tests/audit/test_seal.py checks it)."""
-    return (f'{{"id":{_s(item.audit_id)},"kid":{_s(kid)},"kind":{_s_cached(item.kind)},"pkid":{_s(pkid)},'
-            f'"prev":"{prev.hex()}","route":{_s_cached(item.route)},"seq":{int(seq)},"subj":{_s(item.subject)},'
-            f'"ts":{_s(item.ts)},"v":{VERSION}}}').encode()
+    """The header's canonical JSON (sorted keys, no whitespace, UTF-8), written out directly from the text the
+    Pending made on the caller's side: it is built once per record on the writer thread, where every
+    microsecond is throughput. Equal to ``canonical(...)`` (tests/audit/test_seal.py checks it)."""
+    return _header_q(seq, prev, item, _s(kid), _s(pkid))
 
 
-_S_CACHE: dict[str | None, str] = {}
-
-
-def _s_cached(value: str | None) -> str:
-    """``_s`` for the few values that repeat on every record (kind, route): escaped once, then looked up."""
-    out = _S_CACHE.get(value)
-    if out is None:
-        out = _s(value)
-        if len(_S_CACHE) < 1024:
-            _S_CACHE[value] = out
-    return out
+def _header_q(seq: int, prev: bytes, item: Pending, kid_json: str, pkid_json: str) -> bytes:
+    """``_header`` with the key ids already as JSON text (a write slot keeps its key id's text)."""
+    a, b, d, e = item.header_parts
+    return f'{a}{kid_json}{b}{pkid_json},"prev":"{prev.hex()}{d}{int(seq)}{e}{VERSION}}}'.encode()
 
 
 def _time_ordered_id() -> str:
@@ -153,17 +144,23 @@ class Sealer:
         if new_key_id is None:
             new_key_id = _time_ordered_id if new_key is random_bytes else (lambda: uuid.UUID(bytes=new_key(16)).hex)
         self._new_key_id = new_key_id
+        self._fast_random = new_key is random_bytes and new_key_id is _time_ordered_id
         self._aeads: dict[str, AESGCM] = {}
         self._lock = threading.Lock()
-        # Write-side cache: (subject, domain, day, kek) -> [key_id, aead, uses, nonce prefix]. Dropped whenever the
-        # store's key generation moves (a shred or purge anywhere), so no process seals under a shredded key.
+        # Write-side cache: (subject, domain, day, kek) -> [key_id, aead, uses, nonce prefix, key id as JSON
+        # text]. Dropped whenever the store's key generation moves (a shred or purge anywhere), so no process
+        # seals under a shredded key.
         self._slots: dict[tuple[str, str, str, str], list[Any]] = {}
         self._gen = -1
+        # Bumped whenever the slots are dropped: a batch sealed ahead of its transaction (the writer's
+        # pipeline) under an older epoch may name keys the store will never hold, and is sealed again.
+        self.epoch = 0
         self.write_lock = threading.RLock()  # guards the write side: slots and their use counters
 
     def _write_key(self, new: list[KeyRow], subject: str, domain: str, period: str,
                    kek_id: str) -> list[Any]:
-        """The write slot [key_id, aead, uses, nonce prefix] of a (subject, domain, day) under the active KEK.
+        """The write slot [key_id, aead, uses, nonce prefix, key id as JSON text] of a (subject, domain, day)
+        under the active KEK.
 
         A process only ever seals under keys it created itself (a cache miss creates a new key, never reuses
         one from the store), so the per-key counter is exact: nonce = 4 random bytes fixed per key || 8-byte
@@ -172,13 +169,18 @@ class Sealer:
         slot = (subject, domain, period, kek_id)
         hit = self._slots.get(slot)
         if hit is None or hit[2] >= MAX_USES:
-            key_id = self._new_key_id()
-            dek = self._new_key(32)
+            if self._fast_random:  # one draw from the pool for the key id, the key and the nonce prefix
+                r = random_bytes(44)
+                key_id, dek, prefix = f"{time.time_ns() // 1000:016x}{r[:8].hex()}", r[8:40], r[40:]
+            else:  # a deterministic source (test vectors): the order of draws the vectors were made with
+                key_id = self._new_key_id()
+                dek = self._new_key(32)
+                prefix = b""
             kek_id, wrapped = self.keys.wrap(domain, dek, _wrap_aad(key_id, subject, domain, period))
             new.append((key_id, subject, domain, period, kek_id, wrapped))  # inserted with the batch
             # Not put in the read cache (_aeads): a writer never opens what it sealed, and a long-running
             # server would otherwise keep every data key it ever made in memory.
-            hit = [key_id, AESGCM(dek), 0, self._new_key(4)]
+            hit = [key_id, AESGCM(dek), 0, prefix or self._new_key(4), _json_str(key_id)]
             self._slots[slot] = hit
             if len(self._slots) > 100_000:  # bound memory: forget the oldest half
                 for k in list(self._slots)[:50_000]:
@@ -216,9 +218,10 @@ class Sealer:
         if gen != self._gen:
             self._slots.clear()
             self._gen = gen
+            self.epoch += 1
         seq = seq0
         new: list[KeyRow] = []
-        header = _header
+        header = _header_q
         write_key = self._write_key
         kek_id = self.keys.active_kek_id()
         slots = self._slots
@@ -226,7 +229,7 @@ class Sealer:
         for item in items:
             seq += 1
             if item.clear:
-                hb = header(seq, prev, item, None, None)
+                hb = header(seq, prev, item, "null", "null")
                 sealed = encode(hb, [(b"", item.body)])
             else:
                 subject = item.subject or ""
@@ -237,7 +240,7 @@ class Sealer:
                 nonce = hit[3] + hit[2].to_bytes(8, "big")
                 hit[2] += 1
                 if item.protected is None:
-                    hb = header(seq, prev, item, hit[0], None)
+                    hb = header(seq, prev, item, hit[4], "null")
                     ct = hit[1].encrypt(nonce, item.body, hb + b"|data")
                     sealed = b"".join((MAGIC, u32(len(hb)), hb, b"\x01\x0c", nonce, u32(len(ct)), ct))
                 else:
@@ -246,7 +249,7 @@ class Sealer:
                         phit = write_key(new, subject, "protected", period, kek_id)
                     pnonce = phit[3] + phit[2].to_bytes(8, "big")
                     phit[2] += 1
-                    hb = header(seq, prev, item, hit[0], phit[0])
+                    hb = header(seq, prev, item, hit[4], phit[4])
                     ct = hit[1].encrypt(nonce, item.body, hb + b"|data")
                     pct = phit[1].encrypt(pnonce, item.protected, hb + b"|protected")
                     # = encode(hb, [(nonce, ct), (pnonce, pct)]), inlined: two 12-byte nonces
@@ -304,6 +307,7 @@ class Sealer:
         with self.write_lock:
             self._slots.clear()
             self._gen = -1
+            self.epoch += 1
 
     def forget(self, key_ids: list[str]) -> None:
         """Drop cached keys after a shred, so this process cannot read what was shredded."""
