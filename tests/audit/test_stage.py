@@ -3,7 +3,6 @@ refusals recorded, admin reads audited, planted PII never in the database, witne
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,21 +17,12 @@ from mlguard.audit.verify import verify_log
 from mlguard.keys import Keyring
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
+from mlguard.testing import json_app
 
 PLANTED = {"name": "Zebulon Quattlebaum", "ssn": "987-65-4329", "id": "SUBJ-7731-PLANT", "sex": "Xenofemale"}
 
 
-async def model_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    body = b""
-    while True:
-        msg = await receive()
-        body += msg.get("body", b"")
-        if not msg.get("more_body"):
-            break
-    out = json.dumps({"score": 0.7, "approved": True}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
-    await send({"type": "http.response.body", "body": out})
+model_app = json_app(lambda doc: {"score": 0.7, "approved": True})
 
 
 def config(tmp_path: Path, **audit: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
@@ -36,6 +36,11 @@ class RecordRow(NamedTuple):
     subject: str | None
     sealed: bytes
     hash: bytes
+
+
+def row_from_db(r: Sequence[Any]) -> RecordRow:
+    """A RecordRow from a database row in column order (drivers hand blobs back as memoryview or bytes)."""
+    return RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
 
 
 class WriteTx(ABC):

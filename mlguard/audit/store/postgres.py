@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mlguard.audit.chain import GENESIS
-from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx
+from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, row_from_db
 from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
 
 PAGE = 5000
@@ -188,7 +188,7 @@ class PostgresStore(AuditStore):
                 cur.execute(sql, (last, *args))
                 rows = cur.fetchall()
             for r in rows:
-                yield RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+                yield row_from_db(r)
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
@@ -197,7 +197,7 @@ class PostgresStore(AuditStore):
         with self._read() as cur:
             cur.execute(f"SELECT * FROM {self.s}.records WHERE audit_id = %s", (audit_id,))
             r = cur.fetchone()
-        return None if r is None else RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+        return None if r is None else row_from_db(r)
 
     def count(self) -> int:
         with self._read() as cur:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mlguard.audit.chain import GENESIS
-from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, cp_from_json
+from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, cp_from_json, row_from_db
 from mlguard.errors import AuditUnavailable
 
 PAGE = 2000
@@ -180,14 +180,14 @@ class SQLiteStore(AuditStore):
         while True:
             rows = conn.execute(sql, (last, *args)).fetchall()
             for r in rows:
-                yield RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+                yield row_from_db(r)
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         r = self._r().execute("SELECT * FROM records WHERE audit_id = ?", (audit_id,)).fetchone()
-        return None if r is None else RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+        return None if r is None else row_from_db(r)
 
     def count(self) -> int:
         return int(self._r().execute("SELECT count(*) FROM records").fetchone()[0])
