@@ -1,7 +1,7 @@
 """The detection engine: Presidio's AnalyzerEngine over a spaCy pipeline, built once per process, offline.
 
 Why built by hand rather than with ``NlpEngineProvider().create_engine()``: the provider's ``load()`` calls
-``spacy.cli.download`` when the model is not installed (a network fetch at run time) and loads every pipeline
+spaCy's download command when the model is not installed (a network fetch at run time) and loads every pipeline
 component. We check the model is installed (an error naming the pip package otherwise), load it with the
 components detection does not need excluded (parser, tagger, attribute_ruler, lemmatizer: NER needs only
 tok2vec + ner), and hand the loaded pipeline to Presidio's ``SpacyNlpEngine``. Without the lemmatizer the
