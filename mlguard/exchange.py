@@ -244,7 +244,7 @@ class Exchange:
             headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
         headers.extend(self._guard_headers())
-        headers.append((b"mlguard-inspected", b"true"))
+        headers.append((b"mlguard-inspected", b"true" if self.inspected else b"false"))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -330,3 +330,20 @@ async def test_oversight_stop_and_resume_are_audited(make_guarded: Any, monkeypa
     assert resumed.json()["audit_event"] == "ev-2"
     assert [(k, d["action"]) for k, d in events] == [("oversight", "stop"), ("oversight", "resume")]
     assert missing.status_code == 404
+
+
+async def test_json_response_that_does_not_parse_is_marked_not_inspected(make_guarded: Any) -> None:
+    async def broken_json(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{not json"})
+
+    mw, _ = make_guarded(app=broken_json)
+    spy = SpyStage()
+    mw.guard.stages.append(spy)
+    async with client(mw) as c:
+        resp = await c.post("/predict", json=REQUEST)
+    assert resp.status_code == 200 and resp.content == b"{not json"
+    assert resp.headers["mlguard-inspected"] == "false"
+    assert [h for h, _ in spy.seen] == ["before_app", "finish"]
