@@ -136,8 +136,10 @@ class Exchange:
         self.status = resp.status
         self.response_headers = resp.headers
         if resp.streamed or not resp.complete:
+            # Streamed through, or the app returned mid-response: hand on what it sent, as without the guard.
             self.inspected = False
             await self._finish_stages()
+            await capture.flush_partial()
             return
         self.response_body = resp.body
         self.response_doc = _parse_response(resp.body)

@@ -347,3 +347,26 @@ async def test_json_response_that_does_not_parse_is_marked_not_inspected(make_gu
     assert resp.status_code == 200 and resp.content == b"{not json"
     assert resp.headers["mlguard-inspected"] == "false"
     assert [h for h, _ in spy.seen] == ["before_app", "finish"]
+
+
+async def test_app_returning_mid_response_gets_what_it_sent_forwarded(make_guarded: Any) -> None:
+    async def unfinished(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"score": 0.5', "more_body": True})
+
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(msg: Any) -> None:
+        sent.append(msg)
+
+    mw, _ = make_guarded(app=unfinished)
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")]}
+    await mw(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert sent[1]["body"] == b'{"score": 0.5'
