@@ -28,9 +28,12 @@ def init(out: Path) -> None:
     click.echo(f"created {out} (mode 0600): KEK {d['active_kek']}, signing key {d['active_signing_key']}")
 
 
+KEYRING_OPTION = click.option("--keyring", "path", type=click.Path(path_type=Path),
+                              default=Path("mlguard.keyring"), show_default=True, help="Keyring file.")
+
+
 @keys.command("rotate", help="Add a new active KEK and signing key; old keys stay to read older records.")
-@click.option("--keyring", "path", type=click.Path(path_type=Path), default=Path("mlguard.keyring"),
-              show_default=True, help="Keyring file.")
+@KEYRING_OPTION
 def rotate(path: Path) -> None:
     try:
         ring = Keyring.load(path)
@@ -41,8 +44,7 @@ def rotate(path: Path) -> None:
 
 
 @keys.command("show", help="Key ids and public signing keys (never secret material), as JSON.")
-@click.option("--keyring", "path", type=click.Path(path_type=Path), default=Path("mlguard.keyring"),
-              show_default=True, help="Keyring file.")
+@KEYRING_OPTION
 def show(path: Path) -> None:
     try:
         ring = Keyring.load(path)

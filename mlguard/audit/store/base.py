@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
@@ -41,6 +41,29 @@ class RecordRow(NamedTuple):
 def row_from_db(r: Sequence[Any]) -> RecordRow:
     """A RecordRow from a database row in column order (drivers hand blobs back as memoryview or bytes)."""
     return RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+
+
+def record_filters(placeholder: str, *, since: str | None, until: str | None, route: str | None,
+                   subject: str | None) -> tuple[str, list[str]]:
+    """The WHERE clause (after ``seq > ?``) and its arguments shared by both stores' ``iter_rows``."""
+    where, args = [f"seq > {placeholder}"], []
+    for cond, val in (("ts >=", since), ("ts <", until), ("route =", route), ("subject =", subject)):
+        if val is not None:
+            where.append(f"{cond} {placeholder}")
+            args.append(val)
+    return " AND ".join(where), args
+
+
+def paged_rows(fetch: Callable[[int], Sequence[Sequence[Any]]], since_seq: int, page: int) -> Iterator[RecordRow]:
+    """Stream records in seq order, ``page`` at a time: ``fetch(last_seq)`` returns the next page after it."""
+    last = since_seq
+    while True:
+        rows = fetch(last)
+        for r in rows:
+            yield row_from_db(r)
+        if len(rows) < page:
+            return
+        last = rows[-1][0]
 
 
 class WriteTx(ABC):

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mlguard.audit.chain import GENESIS
-from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, row_from_db
+from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, paged_rows, record_filters, row_from_db
 from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
 
 PAGE = 5000
@@ -175,23 +175,15 @@ class PostgresStore(AuditStore):
 
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
                   route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
-        where, args = ["seq > %s"], []
-        for cond, val in (("ts >= %s", since), ("ts < %s", until), ("route = %s", route),
-                          ("subject = %s", subject)):
-            if val is not None:
-                where.append(cond)
-                args.append(val)
-        sql = f"SELECT * FROM {self.s}.records WHERE {' AND '.join(where)} ORDER BY seq LIMIT {PAGE}"
-        last = since_seq
-        while True:
+        where, args = record_filters("%s", since=since, until=until, route=route, subject=subject)
+        sql = f"SELECT * FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}"
+
+        def fetch(last: int) -> Any:
             with self._read() as cur:
                 cur.execute(sql, (last, *args))
-                rows = cur.fetchall()
-            for r in rows:
-                yield row_from_db(r)
-            if len(rows) < PAGE:
-                return
-            last = rows[-1][0]
+                return cur.fetchall()
+
+        return paged_rows(fetch, since_seq, PAGE)
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         with self._read() as cur:

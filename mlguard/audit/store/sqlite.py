@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from mlguard.audit.chain import GENESIS
-from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, cp_from_json, row_from_db
+from mlguard.audit.store.base import (
+    AuditStore,
+    RecordRow,
+    WriteTx,
+    cp_from_json,
+    paged_rows,
+    record_filters,
+    row_from_db,
+)
 from mlguard.errors import AuditUnavailable
 
 PAGE = 2000
@@ -169,21 +177,10 @@ class SQLiteStore(AuditStore):
 
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
                   route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
-        where, args = ["seq > ?"], []
-        for cond, val in (("ts >= ?", since), ("ts < ?", until), ("route = ?", route), ("subject = ?", subject)):
-            if val is not None:
-                where.append(cond)
-                args.append(val)
-        sql = f"SELECT * FROM records WHERE {' AND '.join(where)} ORDER BY seq LIMIT {PAGE}"
-        last = since_seq
+        where, args = record_filters("?", since=since, until=until, route=route, subject=subject)
+        sql = f"SELECT * FROM records WHERE {where} ORDER BY seq LIMIT {PAGE}"
         conn = self._r()
-        while True:
-            rows = conn.execute(sql, (last, *args)).fetchall()
-            for r in rows:
-                yield row_from_db(r)
-            if len(rows) < PAGE:
-                return
-            last = rows[-1][0]
+        return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE)
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         r = self._r().execute("SELECT * FROM records WHERE audit_id = ?", (audit_id,)).fetchone()
