@@ -47,6 +47,9 @@ _SKLEARN_TREES = frozenset({
     "HistGradientBoostingClassifier", "HistGradientBoostingRegressor",
 })
 _TREE_PACKAGES = ("xgboost", "lightgbm", "catboost")
+#: What to do about a missing background, in every error that asks for one (the user reads it at start-up).
+BACKGROUND_HINT = ("set model.background to a CSV of typical rows (header = the feature names, e.g. 100 rows of "
+                   "training data) or give them inline as model.background_rows")
 _SKLEARN_LINEAR_CLASSIFIERS = frozenset({"LogisticRegression", "LogisticRegressionCV"})
 
 
@@ -158,8 +161,8 @@ def _tree_engine(binding: Binding, background: FloatArray | None, where: str) ->
                               "(a softmax across trees); use a binary model or the generic explainer",
                               field=f"{where}.explain")
         if background is None:
-            raise ConfigError("explaining the probability of a boosted model needs a background",
-                              field=f"{where}.background")
+            raise ConfigError("explaining the probability of a boosted model needs a background; "
+                              + BACKGROUND_HINT, field=f"{where}.background")
     elif space == "log_odds" and tree_output != "log_odds":
         raise ConfigError(f"the trees output {tree_output}, not log-odds; use probability",
                           field=f"{where}.explain")
@@ -338,7 +341,7 @@ def _linear_engine(binding: Binding, background: FloatArray | None, where: str) 
     import shap
 
     if background is None:
-        raise ConfigError("the linear explainer needs a background", field=f"{where}.background")
+        raise ConfigError("the linear explainer needs a background; " + BACKGROUND_HINT, field=f"{where}.background")
     masker = shap.maskers.Independent(background, max_samples=background.shape[0])
     explainer = shap.LinearExplainer(binding.model, masker)
 
@@ -356,7 +359,8 @@ def _generic_engine(binding: Binding, background: FloatArray | None, method: str
     import shap
 
     if background is None:
-        raise ConfigError("a model-agnostic explainer needs a background", field=f"{where}.background")
+        raise ConfigError("a model-agnostic explainer needs a background; " + BACKGROUND_HINT,
+                          field=f"{where}.background")
     k = min(k, background.shape[0])
     summary = shap.kmeans(background, k)
     fn = binding.explained_output
