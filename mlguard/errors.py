@@ -24,6 +24,7 @@ from names, paths, limits and counts, because the request body may hold personal
     │   ├── ExplainError
     │   └── FairnessError
     ├── KeyringError                keyring missing, unreadable, too open, or a key is unknown
+    ├── RetentionRefused            a shred or purge would destroy records a policy must keep
     └── IntegrityError              a verified log is not intact (seq, expected, calculated)
 """
 
@@ -135,6 +136,10 @@ class FairnessError(StageError):
 
 class KeyringError(MLGuardError):
     """The keyring is missing, unreadable, readable by others, or lacks a requested key."""
+
+
+class RetentionRefused(MLGuardError):
+    """A shred or purge would destroy records a policy obliges us to keep; the message names the policy."""
 
 
 class IntegrityError(MLGuardError):

@@ -11,11 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mlguard.errors import MLGuardError
-
-
-class RetentionRefused(MLGuardError):
-    """A shred or purge would destroy records a policy obliges us to keep."""
+from mlguard.errors import RetentionRefused
 
 
 @dataclass(frozen=True, slots=True)
