@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from mlguard.cli._root import cli
-from mlguard.errors import MLGuardError
+from mlguard.errors import MLGuardError, RetentionRefused
 
 STORE_HELP = "Audit store URL: sqlite:///PATH or postgresql://... (?schema=NAME)."
 
@@ -209,7 +209,7 @@ def _writer(store: Any, keys: Any, witness: Path | None) -> Any:
 def shred(ctx: click.Context, store_url: str, keyring: Path | None, subject: str, witness: Path | None,
           config: Path | None, policies: tuple[str, ...], override_retention: bool) -> None:
     from mlguard.audit.record import event, pseudonym
-    from mlguard.audit.retention import RetentionRefused, check_shred
+    from mlguard.audit.retention import check_shred
     from mlguard.ids import uuid7
 
     keys = _keyring(keyring)
@@ -249,7 +249,7 @@ def purge(ctx: click.Context, store_url: str, keyring: Path | None, config: Path
           policies: tuple[str, ...], configured_max: str | None, before: str | None, witness: Path | None,
           dry_run: bool) -> None:
     from mlguard.audit.record import event
-    from mlguard.audit.retention import RetentionRefused, purge_plan
+    from mlguard.audit.retention import purge_plan
     from mlguard.ids import uuid7
 
     policy, cfg_max = _policy(config, policies)

@@ -15,6 +15,17 @@ re-exported here, to keep this import light.
 from __future__ import annotations
 
 from mlguard.policy.compose import ResolvedPolicy, compose, effective_view
+from mlguard.policy.effective import (
+    Conflict,
+    EffectiveAudit,
+    EffectiveExplanations,
+    EffectiveFairness,
+    EffectiveOversight,
+    EffectivePII,
+    EffectivePolicy,
+    EffectiveRetention,
+    PolicySource,
+)
 from mlguard.policy.load import (
     BASE_POLICY,
     bundled_policies,
@@ -27,20 +38,11 @@ from mlguard.policy.load import (
 from mlguard.policy.model import (
     KNOWN_ENTITIES,
     OPERATOR_STRENGTH,
-    Conflict,
     CustomRecognizer,
-    EffectiveAudit,
-    EffectiveExplanations,
-    EffectiveFairness,
-    EffectiveOversight,
-    EffectivePII,
-    EffectivePolicy,
-    EffectiveRetention,
     EntityRule,
     IsoDuration,
     Operator,
     PolicyDoc,
-    PolicySource,
     parse_duration,
 )
 

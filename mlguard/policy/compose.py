@@ -28,17 +28,19 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from mlguard.policy.effective import (
+    Conflict,
+    ConflictValue,
+    EffectivePolicy,
+    PolicySource,
+    SourcedCite,
+)
 from mlguard.policy.model import (
     OPERATOR_STRENGTH,
     SECTIONS,
-    Conflict,
-    ConflictValue,
     CustomRecognizer,
-    EffectivePolicy,
     EntityRule,
     PolicyDoc,
-    PolicySource,
-    SourcedCite,
     parse_duration,
 )
 

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 
 from mlguard.errors import PolicyError
 from mlguard.policy.compose import ResolvedPolicy, compose, merge_extends
-from mlguard.policy.model import EffectivePolicy, PolicyDoc, PolicySource
+from mlguard.policy.effective import EffectivePolicy, PolicySource
+from mlguard.policy.model import PolicyDoc
 
 __all__ = [
     "BASE_POLICY",

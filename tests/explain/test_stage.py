@@ -178,7 +178,7 @@ async def test_adverse_decision_gets_reasons_never_a_prohibited_basis(build: Any
 
 
 async def test_cutoff_baseline(build: Any, data: Any, models: dict[str, Any], monkeypatch: Any) -> None:
-    from mlguard.policy.model import EffectiveExplanations
+    from mlguard.policy.effective import EffectiveExplanations
 
     mw, _, stage = build(cutoff=0.5, cutoff_delta=0.1)
     rx = stage.routes[0]
