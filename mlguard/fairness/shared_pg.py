@@ -63,6 +63,30 @@ WHERE route = %(route)s AND bucket = %(bucket)s AND grp = ANY(%(groups)s::text[]
 """
 
 
+_TABLES_READY = """
+SELECT to_regclass('mlguard_fairness_counts') IS NOT NULL AND to_regclass('mlguard_fairness_decisions') IS NOT NULL
+   AND to_regclass('mlguard_fairness_decisions_route_bucket') IS NOT NULL
+"""
+
+
+def _create_tables(conn: Any) -> None:
+    """Create the tables once, whatever the number of processes starting at the same moment.
+
+    Why the advisory lock: ``CREATE TABLE IF NOT EXISTS`` is not safe against itself. Two sessions that both
+    find the table missing both insert its catalog rows, and the second fails with a UniqueViolation (on
+    pg_type): under ``--workers N`` on a fresh database a worker could fail to build its guard (4 windows opened
+    at the same instant failed 10 times in 10 here). Why look first: when the tables exist (every start but the
+    first), no DDL runs, so a worker (re)starting never waits for the table lock ``CREATE INDEX IF NOT EXISTS``
+    takes, behind the other workers' open inserts and ahead of their next ones.
+    """
+    if conn.execute(_TABLES_READY).fetchone()[0]:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('mlguard.fairness.ddl'))")
+        if not conn.execute(_TABLES_READY).fetchone()[0]:
+            conn.execute(_SCHEMA)
+
+
 def _label_delta(pred: bool, label: bool, sign: int) -> dict[str, int]:
     d = {"dl": sign, "tp": 0, "fp": 0, "tn": 0, "fn": 0}
     d["tp" if pred and label else "fp" if pred else "fn" if label else "tn"] = sign
@@ -99,7 +123,7 @@ class SharedWindow:
         try:
             self._conn = psycopg.connect(url, autocommit=True)
             with self._lock:
-                self._conn.execute(_SCHEMA)
+                _create_tables(self._conn)
         except psycopg.Error as exc:
             raise FairnessError(f"shared fairness store unavailable ({type(exc).__name__})") from None
 

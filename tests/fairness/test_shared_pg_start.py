@@ -1,0 +1,89 @@
+"""Several processes start on one shared-window database at once (``mlguard serve --workers N``).
+
+Before: every SharedWindow ran ``CREATE TABLE IF NOT EXISTS`` at start. Two sessions that both find a table
+missing both create it and the second fails (UniqueViolation on pg_type): on a fresh database one of two workers
+failed to build its guard, every time here. And when the tables existed, ``CREATE INDEX IF NOT EXISTS`` still
+waited for the table lock behind any in-flight decision insert.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from mlguard.fairness.shared_pg import SharedWindow
+
+PG_URL = os.environ.get("MLGUARD_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def schema_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema of this test (dropped afterwards): the tables start missing."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL unreachable in CI: {type(exc).__name__}")
+        pytest.skip(f"PostgreSQL unreachable at MLGUARD_TEST_PG ({type(exc).__name__}); CI unset")
+    schema = f"mlg_fair_start_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _open(url: str) -> SharedWindow:
+    return SharedWindow(url, route="/r", attributes=["sex"], size=100, secret=b"s" * 32)
+
+
+def test_simultaneous_first_starts_all_succeed(schema_url: str) -> None:
+    n = 6
+    barrier = threading.Barrier(n)
+    errors: list[str] = []
+    windows: list[SharedWindow] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            windows.append(_open(schema_url))
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=start) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(windows) == n
+    windows[0].add({"sex": "F"}, pred=True, audit_id="a1")
+    assert all(len(w) == 1 for w in windows)  # one set of tables, seen by all
+    for w in windows:
+        w.close()
+
+
+def test_start_does_not_wait_for_a_writer_when_the_tables_exist(schema_url: str) -> None:
+    import psycopg
+
+    _open(schema_url).close()
+    writer = psycopg.connect(schema_url)  # another worker, in the middle of recording a decision
+    try:
+        writer.execute("INSERT INTO mlguard_fairness_decisions (audit_id, route, bucket, groups, pred) "
+                       "VALUES ('x', '/r', 1, '\\x00', true)")
+        # lock_timeout turns "waits behind the writer" into an error instead of a hang
+        _open(schema_url + "%20-clock_timeout%3D2000").close()
+    finally:
+        writer.rollback()
+        writer.close()
