@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -149,19 +150,41 @@ class Keyring:
 
     @classmethod
     def create(cls, path: str | Path) -> Keyring:
-        """Create a new keyring file with mode 0600; refuse to overwrite an existing one."""
+        """Create a new keyring file with mode 0600; refuse to overwrite an existing one.
+
+        Why write a temporary file and ``link`` it into place: several worker processes may start together, and
+        one that finds the file must never read it half written. ``link`` publishes the complete file in one
+        step and fails if the name exists, so exactly one creator wins and nobody sees a partial keyring.
+        """
         path = Path(path)
         doc = cls.new_document()
+        if path.exists():
+            raise KeyringError(f"keyring {path} already exists; not overwritten")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{random_bytes(4).hex()}.tmp")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise KeyringError(f"keyring {path} already exists; not overwritten") from None
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise KeyringError(f"keyring {path} already exists; not overwritten") from None
+            except OSError as exc:
+                raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        with contextlib.suppress(OSError):  # make the new name durable too
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
         return cls(doc, path=path)
 
     @classmethod
@@ -289,9 +312,14 @@ def keyring_for(ctx: BuildContext) -> Keyring:
             raise KeyringError(f"no keyring: set audit.keyring or env {ENV_VAR}")
         if not path.is_absolute() and ctx.config.base_dir is not None:
             path = ctx.config.base_dir / path
-        ring = Keyring.load(path) if path.exists() else _create_or_load(path)
+        ring = open_or_create(path)
     ctx.shared["keyring"] = ring
     return ring
+
+
+def open_or_create(path: Path) -> Keyring:
+    """What a starting worker does with ``audit.keyring``: load it, or create it when absent (0600)."""
+    return Keyring.load(path) if path.exists() else _create_or_load(path)
 
 
 def _create_or_load(path: Path) -> Keyring:

@@ -87,3 +87,40 @@ def test_describe_has_no_material(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "k").read_text())
     text = json.dumps(ring.describe())
     assert doc["root"]["key"] not in text and doc["keks"][0]["key"] not in text
+
+
+def _start_worker(path: str, barrier: object, out: object) -> None:
+    """One worker process starting up: wait for the others, then take the keyring (create or load)."""
+    from mlguard.keys import open_or_create
+
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        ring = open_or_create(Path(path))
+        out.put((ring.active_kek_id(), ring.signing_key_id()))  # type: ignore[attr-defined]
+    except Exception as exc:  # reported to the test, which fails on it
+        out.put(("error", type(exc).__name__))  # type: ignore[attr-defined]
+
+
+def test_workers_starting_together_share_one_complete_keyring(tmp_path: Path) -> None:
+    """N workers at first start: exactly one creates the keyring, every other loads that same, complete file
+    (never a half-written one), and no temporary file is left behind."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    n = 6
+    path = tmp_path / "ring.json"
+    for _ in range(5):  # several rounds: the race is narrow
+        if path.exists():
+            path.unlink()
+        barrier, out = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_start_worker, args=(str(path), barrier, out)) for _ in range(n)]
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+        assert all(r[0] != "error" for r in results), results
+        assert len(set(results)) == 1  # one keyring for all
+        assert set(results) == {(Keyring.load(path).active_kek_id(), Keyring.load(path).signing_key_id())}
+        assert sorted(x.name for x in tmp_path.iterdir()) == ["ring.json"]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
