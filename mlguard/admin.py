@@ -40,6 +40,7 @@ class Admin:
         routes: list[AdminRoute] = [
             AdminRoute("GET", "/health", self._health, public=True),
             AdminRoute("GET", "/policy", self._policy),
+            AdminRoute("GET", "/metrics", self._metrics),
             AdminRoute("POST", "/routes/{index}/stop", self._stop),
             AdminRoute("POST", "/routes/{index}/resume", self._resume),
         ]
@@ -102,6 +103,13 @@ class Admin:
         return json_response(200, {"status": "ok", "stages": [s.name for s in self.guard.stages],
                                    "unavailable": self.guard.unavailable})
 
+    async def _metrics(self, req: AdminRequest) -> AdminResponse:
+        """Prometheus exposition of the guard's registry (mlguard/metrics.py): present whenever admin is on,
+        whichever stages are built, so a scrape config does not depend on the policy."""
+        from mlguard.metrics import CONTENT_TYPE, render
+
+        return AdminResponse(200, render(self.guard.context.shared), content_type=CONTENT_TYPE)
+
     async def _policy(self, req: AdminRequest) -> AdminResponse:
         return json_response(200, {"ids": self.guard.policy.ids, "failure_mode": self.guard.policy.failure_mode})
 
@@ -135,10 +143,15 @@ class Admin:
                 log.error("oversight action not audited", extra={"action": action, "error": type(exc).__name__})
                 return json_response(503, {"detail": f"the {action} could not be recorded in the audit trail; "
                                                      "nothing changed"})
-        if action == "stop":
-            self.guard.halt(index)
-        else:
-            self.guard.resume(index)
+        try:  # applies here at once; shared with every worker on the audit store (mlguard/oversight.py)
+            if action == "stop":
+                self.guard.halt(index)
+            else:
+                self.guard.resume(index)
+        except Exception as exc:
+            log.error("oversight action not shared", extra={"action": action, "error": type(exc).__name__})
+            return json_response(503, {"detail": f"the {action} applies to this worker only: the shared oversight "
+                                                 "state could not be written", "audit_event": event_id})
         return json_response(200, {"route": index, "halted": action == "stop", "audit_event": event_id})
 
 

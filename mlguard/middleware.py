@@ -3,17 +3,20 @@
 Why pure ASGI (no BaseHTTPMiddleware): unguarded traffic must cost nothing, so the first thing ``__call__``
 does is hand through what it does not guard (lifespan, websocket, other paths, other methods) with the
 original receive and send, untouched. Guarded requests get one Exchange each; nothing per-request lives on
-``self``.
+``self``. Every guarded exchange is counted exactly once in the guard's metrics (``GuardMetrics.observe``)
+after it has ended, whatever its outcome: served, refused, rejected, failed or abandoned by the client.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from mlguard.admin import Admin
 from mlguard.config import GuardConfig
 from mlguard.exchange import Exchange
+from mlguard.metrics import GuardMetrics
 from mlguard.runtime import Guard
 from mlguard.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +38,7 @@ class GuardMiddleware:
         self.guard = guard
         self.admin = Admin(guard) if guard.config.admin.enabled else None
         self._table = guard.table
+        self._metrics = GuardMetrics.of(guard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +55,14 @@ class GuardMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        await Exchange(self.guard, route, scope).run(self.app, receive, send)
+        ex = Exchange(self.guard, route, scope)
+        timed = _TimedApp(self.app)
+        try:
+            await ex.run(timed, receive, send)
+        except BaseException as exc:
+            self._metrics.observe(ex, timed.seconds, exc)
+            raise
+        self._metrics.observe(ex, timed.seconds)
 
     def _lifespan_send(self, send: Send) -> Send:
         """Forward the app's lifespan messages unchanged; before the server hears that shutdown is complete,
@@ -63,3 +74,24 @@ class GuardMiddleware:
             await send(message)
 
         return _send
+
+
+class _TimedApp:
+    """The wrapped app, timed: the metrics subtract its time from the exchange's to give the guard's overhead.
+
+    Why here and not in the Exchange: the Exchange knows nothing of metrics; one small object per guarded
+    request (two clock reads) is what the overhead histogram costs.
+    """
+
+    __slots__ = ("app", "seconds")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.seconds = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.seconds = time.perf_counter() - t0

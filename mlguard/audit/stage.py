@@ -25,10 +25,12 @@ from mlguard.audit.writer import AuditWriter
 from mlguard.errors import AuditError, AuditUnavailable, MLGuardError
 from mlguard.ids import uuid7
 from mlguard.keys import keyring_for
+from mlguard.metrics import register_gauges, single
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
 
 if TYPE_CHECKING:
     from mlguard.exchange import Exchange
+    from mlguard.metrics import Family
 
 log = logging.getLogger("mlguard.audit.stage")
 
@@ -71,6 +73,27 @@ class AuditStage(BaseStage):
         self.writer.start()
         self.reader = AuditReader(self.store, self.keys, cache_keys=False)
         ctx.shared["audit_events"] = self
+        ctx.shared["audit_store"] = self.store  # the Guard shares human-oversight stops through it (oversight.py)
+        register_gauges(ctx.shared, self._gauges)
+
+    def _gauges(self) -> list[Family]:
+        """Scrape-time metrics read from the writer (no lock: ints and a deque length read across threads)."""
+        w = self.writer
+        stats = w.stats
+        return [
+            ("mlguard_audit_queue_depth", "Audit records queued, not yet committed", single(float(w.depth))),
+            ("mlguard_audit_seconds_since_checkpoint",
+             "Seconds since this process last wrote a signed checkpoint (since start before the first)",
+             single(w.seconds_since_checkpoint)),
+            ("mlguard_audit_records_total", "Audit records committed by this process",
+             single(float(stats["records"])), "counter"),
+            ("mlguard_audit_checkpoints_total", "Signed checkpoints written by this process",
+             single(float(stats["checkpoints"])), "counter"),
+            ("mlguard_audit_gaps_total", "Exchanges served but not recorded (listed in gap records)",
+             single(float(stats["gaps"])), "counter"),
+            ("mlguard_audit_errors_total", "Audit writer errors (store or housekeeping failures)",
+             single(float(stats["errors"])), "counter"),
+        ]
 
     async def finish(self, ex: Exchange) -> None:
         pending = from_exchange(ex, self.keys)

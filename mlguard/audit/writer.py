@@ -74,6 +74,7 @@ class AuditWriter:
         self._gaps: list[tuple[str, str]] = []
         self._since_cp = 0
         self._last_cp = time.monotonic()
+        self._last_cp_signed = self._last_cp  # only ever moved by a checkpoint written (``_last_cp`` also by a retry)
         self._thread: threading.Thread | None = None
         self._committer: threading.Thread | None = None
         # Pipeline hand-off: at most two sealed batches wait for the committer (bounded memory; the writer
@@ -133,6 +134,11 @@ class AuditWriter:
     def depth(self) -> int:
         return len(self._dq)
 
+    @property
+    def seconds_since_checkpoint(self) -> float:
+        """Seconds since this writer last wrote a checkpoint (since it was built, before the first one)."""
+        return time.monotonic() - self._last_cp_signed
+
     def close(self, timeout: float = 30.0) -> None:
         """Drain the queue, write pending gaps and a final checkpoint, stop the thread."""
         if self._thread is not None:
@@ -157,7 +163,7 @@ class AuditWriter:
         if self.witness is not None:
             self.witness.append(cp)
         self._since_cp = 0
-        self._last_cp = time.monotonic()
+        self._last_cp = self._last_cp_signed = time.monotonic()
         self.stats["checkpoints"] += 1
         return cp
 

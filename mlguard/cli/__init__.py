@@ -24,15 +24,15 @@ __all__ = ["cli", "main"]
 
 
 def _log_to_stderr() -> None:
-    """Give mlguard's log records (never input values) a readable home on stderr, once."""
+    """Give mlguard's warnings a readable home on stderr, once, through the formatter that drops input values
+    (mlguard/logs.py); ``mlguard serve`` replaces it with its ``--log-format``."""
     import logging
 
-    logger = logging.getLogger("mlguard")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler.setLevel(logging.WARNING)
-        logger.addHandler(handler)
+    from mlguard.logs import configure_logging
+
+    if not logging.getLogger("mlguard").handlers:
+        handler = configure_logging("text", logging.WARNING, logger="mlguard")
+        handler.setLevel(logging.WARNING)  # a Guard built later raises the logger's level to log_level (INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

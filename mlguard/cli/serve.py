@@ -18,16 +18,29 @@ from mlguard.cli._root import cli
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes; each builds its own guard.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(config: Path, app: str, host: str, port: int, workers: int, log_level: str) -> None:
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="uvicorn's log level (mlguard's own is log_level in CONFIG).")
+@click.option("--log-format", default="json", show_default=True, type=click.Choice(["json", "text"]),
+              help="json: one JSON object per line (ts, level, logger, message, value-free fields); text: the "
+                   "same fields on one readable line. Both never print input values, query strings or client "
+                   "addresses.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One line per request (method, path without its query string, status).")
+def serve(config: Path, app: str, host: str, port: int, workers: int, log_level: str, log_format: str,
+          access_log: bool) -> None:
     import uvicorn
 
     from mlguard.config import load_config
+    from mlguard.logs import LogFormat, configure_logging, uvicorn_log_config
     from mlguard.serving import ENV_APP, ENV_CONFIG, import_app
+
+    fmt: LogFormat = "json" if log_format == "json" else "text"
+    # what is logged before uvicorn takes over (config load, app import); replaces the CLI's text handler
+    configure_logging(fmt, "WARNING", logger="mlguard")
 
     load_config(config)  # fail fast, with file and field, before any worker starts
     import_app(app)
     os.environ[ENV_CONFIG] = str(config.resolve())
     os.environ[ENV_APP] = app
     uvicorn.run("mlguard.serving:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+                log_level=log_level, log_config=uvicorn_log_config(fmt, log_level), access_log=access_log)

@@ -21,10 +21,12 @@ import anyio.to_thread
 from mlguard.errors import ExplainError
 from mlguard.explain.route import ReasonPolicy, RouteExplainer, build_route_explainer
 from mlguard.explain.worker import DeferredWorker, Entry, Job, ResultStore
+from mlguard.metrics import register_gauges, single
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
 
 if TYPE_CHECKING:
     from mlguard.exchange import Exchange
+    from mlguard.metrics import Family
 
 __all__ = ["ExplainStage", "ReasonPolicy", "RouteExplainer", "build_route_explainer", "create"]
 
@@ -47,10 +49,14 @@ class ExplainStage(BaseStage):
         self.store = ResultStore(self.settings.keep_results)
         self.worker: DeferredWorker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Counted here (plain ints, on the event loop) and read at scrape time: see _gauges.
+        self.deferred_count = 0
+        self.queue_full_count = 0
         if any(r.deferred for r in routes.values()):
             self.worker = DeferredWorker(self._process, self.store, queue_size=self.settings.deferred_queue_size,
                                          batch_max=self.settings.deferred_batch_max, on_ready=self._on_ready,
                                          linger_s=self.settings.deferred_linger_ms / 1000.0)
+        register_gauges(ctx.shared, self._gauges)
 
     # ------------------------------------------------------------------ hooks
 
@@ -72,8 +78,10 @@ class ExplainStage(BaseStage):
             job = Job(ex.audit_id, rx.binding.route_index, row.values, {"route": ex.path, "adverse": adverse,
                                                                     "outcome": outcome})
             if not self.worker.submit(job):
+                self.queue_full_count += 1
                 self._skip(ex, rx, "explanation queue full")
                 return
+            self.deferred_count += 1
             ref = f"{self.prefix}/explanations/{ex.audit_id}"
             doc = {"status": "pending", "deferred": True, "ref": ref}
             ex.record["explanation"] = dict(doc)
@@ -114,6 +122,17 @@ class ExplainStage(BaseStage):
     async def aclose(self) -> None:
         if self.worker is not None:
             await anyio.to_thread.run_sync(self.worker.close)
+
+    def _gauges(self) -> list[Family]:
+        """Scrape-time metrics: the deferred queue's depth and how many explanations were deferred or dropped."""
+        depth = float(self.worker.pending) if self.worker is not None else 0.0
+        return [
+            ("mlguard_explain_queue_depth", "Deferred explanations waiting for the worker", single(depth)),
+            ("mlguard_explain_deferred_total", "Explanations handed to the deferred worker",
+             single(float(self.deferred_count)), "counter"),
+            ("mlguard_explain_queue_full_total", "Explanations skipped because the deferred queue was full",
+             single(float(self.queue_full_count)), "counter"),
+        ]
 
     # ------------------------------------------------------------------ helpers
 

@@ -5,7 +5,7 @@ against ``fairness.score_threshold``), count it in the route's window under the 
 evaluate the window against ``policy.fairness`` and act:
 
 * annotate: ``MLGuard-Fairness: ok|warn|violation|insufficient`` and ``ex.record["fairness"]`` (always);
-* alert: also a structured log line and a webhook POST when the status changes; gauges at ``GET /metrics``;
+* alert: also a structured log line and a webhook POST when the status changes; gauges at ``GET /metrics`` (core admin);
 * block: also the EU AI Act Art 14 "stop": on entering "violation" the route is halted (new decisions answer 503)
   until a human resumes it (``POST /fairness/resume`` or ``mlguard fairness resume``). Stop and resume are
   appended to the audit trail. A resume while the window still violates is a logged human override: the route is
@@ -195,8 +195,11 @@ class FairnessStage(BaseStage):
 
     async def _act(self, st: RouteState, report: FairnessReport) -> None:
         status = report.status
+        guard = self.shared.get("guard")
         if status != "violation":
             st.overridden = False
+            if guard is not None and guard.oversight.overridden(st.route.index):
+                guard.resume(st.route.index, override=False)  # the override ends with the violation, everywhere
         if st.action in ("alert", "block") and status != st.alerted:
             # Alert at once when the status gets worse; otherwise (recovery, flapping around a threshold) at most
             # once per alert_min_interval_s, so a window hovering at a threshold does not flood the webhook.
@@ -209,16 +212,17 @@ class FairnessStage(BaseStage):
                 st.alerted, st.alerted_at = status, now
             elif not relevant:
                 st.alerted = status
-        if st.action == "block" and status == "violation" and not st.overridden:
-            guard = self.shared.get("guard")
-            if guard is not None and not guard.is_halted(st.route):
-                guard.halt(st.route.index)
-                st.halted_by_fairness = True
-                log.error("route halted: fairness violation", extra={"route": st.route.path})
-                await self._audit_event("oversight", {
-                    "action": "stop", "route": st.route.path, "route_index": st.route.index,
-                    "reason": "fairness_violation", "by": "mlguard.fairness",
-                    "breaches": report.summary()["breaches"]}, required=False)
+        # A human who resumed this route despite the violation (maybe through another worker) is not overruled.
+        overridden = st.overridden or (guard is not None and guard.oversight.overridden(st.route.index))
+        if (st.action == "block" and status == "violation" and not overridden and guard is not None
+                and not guard.is_halted(st.route)):
+            guard.halt(st.route.index)
+            st.halted_by_fairness = True
+            log.error("route halted: fairness violation", extra={"route": st.route.path})
+            await self._audit_event("oversight", {
+                "action": "stop", "route": st.route.path, "route_index": st.route.index,
+                "reason": "fairness_violation", "by": "mlguard.fairness",
+                "breaches": report.summary()["breaches"]}, required=False)
 
     async def _audit_event(self, kind: str, data: dict[str, Any], *, required: bool) -> str | None:
         """Append an event to the audit trail when audit is on; ``required`` re-raises a failure."""
@@ -241,7 +245,6 @@ class FairnessStage(BaseStage):
             AdminRoute("POST", "/feedback", self._feedback),
             AdminRoute("POST", "/fairness/resume", self._resume),
             AdminRoute("GET", "/fairness", self._status),
-            AdminRoute("GET", "/metrics", self._metrics),
         ]
 
     async def _feedback(self, req: AdminRequest) -> AdminResponse:
@@ -320,13 +323,19 @@ class FairnessStage(BaseStage):
             except Exception:
                 return _json(503, {"title": "Audit unavailable",
                                    "detail": "the resume could not be audited; the route stays stopped"})
-            if guard is not None:
-                guard.resume(st.route.index)
             st.halted_by_fairness = False
             if reset:
                 st.window.clear()
                 await self._evaluate(st)
             st.overridden = st.status == "violation"
+            if guard is not None:
+                try:  # every worker on the audit store resumes (and keeps the override) within a second
+                    guard.resume(st.route.index, override=st.overridden)
+                except Exception as exc:
+                    log.error("resume not shared", extra={"route": st.route.path, "error": type(exc).__name__})
+                    return _json(503, {"title": "Audit unavailable",
+                                       "detail": "the resume applies to this worker only: the shared oversight "
+                                                 "state could not be written"})
             log.warning("route resumed by admin", extra={"route": st.route.path, "reset_window": reset})
             resumed.append({"route": st.route.index, "path": st.route.path, "audit_event": event,
                             "status": st.status, "override": st.overridden})
@@ -341,11 +350,6 @@ class FairnessStage(BaseStage):
                              "halted": bool(guard is not None and guard.is_halted(st.route)),
                              "report": report.as_dict()}
         return _json(200, {"routes": out})
-
-    async def _metrics(self, req: AdminRequest) -> AdminResponse:
-        from mlguard.metrics import CONTENT_TYPE, render
-
-        return AdminResponse(200, render(self.shared), content_type=CONTENT_TYPE)
 
     def _gauges(self) -> list[tuple[str, str, list[tuple[dict[str, str], float]]]]:
         status: list[tuple[dict[str, str], float]] = []

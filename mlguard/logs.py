@@ -1,0 +1,191 @@
+"""Log lines that never carry an input value: a JSON formatter (one object per line) and a text one, same rules.
+
+Why a formatter and not discipline alone: mlguard's own calls pass only value-free fields, but a log line is also
+made of things nobody reviewed: a library's message arguments, an exception's text (``KeyError('ada@x.org')``),
+an ``extra`` field someone adds later, the server's access line with its query string. The formatter is the last
+place where all of that passes, so it enforces the rules:
+
+* ``extra`` fields are emitted only when their name is in :data:`SAFE_FIELDS` (known to hold identifiers,
+  counts, classes, statuses, never an input value); any other ``extra`` is dropped;
+* an exception is emitted as its class and its frames (file, line, function); its text only when it is one of
+  mlguard's own errors (:class:`mlguard.errors.MLGuardError`, whose messages are kept free of input values);
+* the message is interpolated (``msg % args``) for mlguard's and uvicorn's lifecycle loggers, whose arguments are
+  known; any other logger's line keeps its template and loses its arguments;
+* uvicorn's access line becomes ``method``, ``path`` (query string removed) and ``status``: no client address,
+  no query string.
+
+``configure_logging`` installs it on the root logger (CLI commands, tests, apps); ``uvicorn_log_config`` gives the
+same formatter to uvicorn (``mlguard serve --log-format json|text``), in every worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from typing import IO, Any, Literal
+
+import orjson
+
+LogFormat = Literal["json", "text"]
+
+SAFE_FIELDS: frozenset[str] = frozenset({
+    # identifiers the guard makes, and where in the pipeline
+    "audit_id", "route", "stage", "phase", "method", "kind", "action",
+    # classes, statuses and counts
+    "error", "status", "count", "records", "jobs", "attempt", "attempts", "reset_window",
+    # start-up identity (config and engines, no request data)
+    "routes", "policies", "stages", "output", "predicted_ms", "deferred",
+    "pii_model", "pii_model_version", "pii_model_sha256", "pii_components",
+    # the fairness alert: route, statuses and aggregate metrics per group category, the same document the
+    # webhook receives (no single decision, no input value)
+    "fairness_alert",
+})
+"""``extra`` names a log line may carry. Adding one is a review: it must never hold an input value."""
+
+_INTERPOLATED = ("mlguard", "uvicorn")
+"""Loggers whose message arguments are known to be value-free: mlguard passes none that are input values;
+uvicorn's carry addresses, pids and signal names, and request paths (websocket lines), whose query string the
+formatter cuts off as it does in the access line."""
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+def _utc(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+def _interpolate(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in _INTERPOLATED)
+
+
+def _message(record: logging.LogRecord) -> str:
+    if not record.args or not _interpolate(record.name):
+        return str(record.msg)
+    args = record.args
+    if record.name.startswith("uvicorn") and isinstance(args, tuple):
+        args = tuple(a.split("?", 1)[0] if isinstance(a, str) else a for a in args)
+    try:
+        return str(record.msg) % args
+    except Exception:  # a bad format string must not lose the line
+        return str(record.msg)
+
+
+def _access(record: logging.LogRecord, doc: dict[str, Any]) -> bool:
+    """uvicorn.access: ``'%s - "%s %s HTTP/%s" %d'`` with (client, method, path?query, version, status)."""
+    args = record.args
+    if record.name != "uvicorn.access" or not isinstance(args, tuple) or len(args) != 5:
+        return False
+    _client, method, full_path, version, status = args
+    doc["message"] = "request"
+    doc["method"] = str(method)
+    doc["path"] = str(full_path).split("?", 1)[0]
+    doc["http_version"] = str(version)
+    doc["status"] = status
+    return True
+
+
+def _exception(exc_info: Any) -> dict[str, Any]:
+    from mlguard.errors import MLGuardError
+
+    exc_type, exc, tb = exc_info
+    out: dict[str, Any] = {"exc_type": exc_type.__name__ if exc_type is not None else None}
+    if isinstance(exc, MLGuardError):
+        out["exc_message"] = str(exc)
+    if tb is not None:
+        out["exc_frames"] = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
+    return out
+
+
+def safe_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields of one line, in order: ts, level, logger, message, then the allowed extras and the error."""
+    doc: dict[str, Any] = {"ts": _utc(record.created), "level": record.levelname, "logger": record.name}
+    if not _access(record, doc):
+        doc["message"] = _message(record).rstrip()
+    for key, value in record.__dict__.items():
+        if key in SAFE_FIELDS and key not in _RESERVED and key not in doc:
+            doc[key] = value
+    if record.exc_info and record.exc_info[0] is not None:
+        doc.update(_exception(record.exc_info))
+    return doc
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (UTC, ms), ``level``, ``logger``, ``message``, then allowed fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps(safe_fields(record), default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``ts LEVEL logger: message key=value ...``: the JSON line's fields, for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = safe_fields(record)
+        head = f"{doc.pop('ts')} {doc.pop('level')} {doc.pop('logger')}: {doc.pop('message')}"
+        frames = doc.pop("exc_frames", None)
+        rest = " ".join(f"{k}={orjson.dumps(v, default=str).decode() if not isinstance(v, str) else v}"
+                        for k, v in doc.items())
+        text = f"{head} {rest}" if rest else head
+        if frames:
+            text += "".join(f"\n    {f}" for f in frames)
+        return text
+
+
+def formatter(fmt: LogFormat) -> logging.Formatter:
+    if fmt == "json":
+        return JsonFormatter()
+    if fmt == "text":
+        return TextFormatter()
+    raise ValueError(f"log format must be json or text, got {fmt!r}")
+
+
+_HANDLER_MARK = "_mlguard_handler"
+
+
+def configure_logging(fmt: LogFormat = "json", level: int | str = "INFO", *, stream: IO[str] | None = None,
+                      logger: str = "") -> logging.Handler:
+    """Send ``logger``'s records (the root logger by default: everything) to ``stream`` (stderr) through the
+    formatter of ``fmt``. Calling it again replaces the handler it installed before, not anyone else's."""
+    target = logging.getLogger(logger or None)
+    for h in list(target.handlers):
+        if getattr(h, _HANDLER_MARK, False):
+            target.removeHandler(h)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter(fmt))
+    setattr(handler, _HANDLER_MARK, True)
+    target.addHandler(handler)
+    target.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
+
+
+def uvicorn_log_config(fmt: LogFormat = "json", level: str = "info") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for ``uvicorn.run(log_config=...)``: uvicorn's loggers, mlguard's and the
+    root logger all write through the formatter of ``fmt`` to stderr. uvicorn applies it in every worker.
+
+    ``disable_existing_loggers`` is off: mlguard's module loggers exist before uvicorn configures logging.
+    mlguard's level is left to ``log_level`` in mlguard.yaml (the Guard sets it when it is built).
+    """
+    cls = "mlguard.logs.JsonFormatter" if fmt == "json" else "mlguard.logs.TextFormatter"
+    if fmt not in ("json", "text"):
+        raise ValueError(f"log format must be json or text, got {fmt!r}")
+    lvl = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"mlguard_safe": {"()": cls}},
+        "handlers": {"mlguard_stderr": {"class": "logging.StreamHandler", "formatter": "mlguard_safe",
+                                        "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["mlguard_stderr"], "level": lvl, "propagate": False},
+            "uvicorn.error": {"level": lvl},
+            "uvicorn.access": {"handlers": ["mlguard_stderr"], "level": lvl, "propagate": False},
+            "mlguard": {"handlers": ["mlguard_stderr"], "propagate": False},
+        },
+        "root": {"handlers": ["mlguard_stderr"], "level": "WARNING"},
+    }
+
+
+__all__ = ["SAFE_FIELDS", "JsonFormatter", "LogFormat", "TextFormatter", "configure_logging", "formatter",
+           "safe_fields", "uvicorn_log_config"]
