@@ -14,6 +14,7 @@ from typing import Any
 
 from mlguard.config import GuardConfig, load_config
 from mlguard.errors import ConfigError
+from mlguard.oversight import Oversight
 from mlguard.policy import EffectivePolicy, resolve_policies
 from mlguard.routes import CompiledRoute, RouteTable, compile_route
 from mlguard.stage import STAGE_ORDER, BuildContext, Stage
@@ -37,7 +38,7 @@ class Guard:
                       if route.policies is not None else self.policy)
             routes.append(compile_route(i, route, policy))
         self.table = RouteTable(routes)
-        self._halted: set[int] = set()
+        self.oversight = Oversight(routes)
         self._closed = False
         ctx = BuildContext(config=self.config, policy=self.policy, routes=routes, shared=shared or {})
         ctx.shared.setdefault("guard", self)
@@ -48,6 +49,9 @@ class Guard:
             stage = _build_stage(name, ctx, self.unavailable)
             if stage is not None:
                 self.stages.append(stage)
+        store = ctx.shared.get("audit_store")
+        if store is not None:  # every worker on this audit store shares stop/resume (see oversight.py)
+            self.oversight.attach(store)
         if self.config.freeze_gc:
             # The engines built above (spaCy, shap, sklearn, presidio) are hundreds of thousands of long-lived
             # objects; without this, every full collection walks them all, a cost paid by every request,
@@ -57,15 +61,16 @@ class Guard:
         log.info("guard ready", extra={"routes": len(routes), "policies": self.policy.ids,
                                        "stages": [s.name for s in self.stages]})
 
-    # Human oversight (EU AI Act Art 14 "stop"): stages and the admin API halt and resume routes.
+    # Human oversight (EU AI Act Art 14 "stop"): stages and the admin API halt and resume routes; the state is
+    # shared by every worker on the same audit store (mlguard/oversight.py).
     def is_halted(self, route: CompiledRoute) -> bool:
-        return route.index in self._halted
+        return self.oversight.is_halted(route.index)
 
     def halt(self, route_index: int) -> None:
-        self._halted.add(route_index)
+        self.oversight.halt(route_index)
 
-    def resume(self, route_index: int) -> None:
-        self._halted.discard(route_index)
+    def resume(self, route_index: int, *, override: bool = False) -> None:
+        self.oversight.resume(route_index, override=override)
 
     def describe(self) -> dict[str, Any]:
         """Identities of the policies and stages, for the audit record and the demo."""
@@ -80,6 +85,7 @@ class Guard:
         if self._closed:
             return
         self._closed = True
+        self.oversight.close()
         for stage in reversed(self.stages):
             await stage.aclose()
 

@@ -238,3 +238,20 @@ def test_uncached_reader_sees_shred_at_once(store: AuditStore, keyring: Keyring)
     assert live.get("id-000001")["shredded"] is False  # type: ignore[index]
     store.delete_data_keys(subject=pseudonym(keyring, "dave"))
     assert live.get("id-000001")["shredded"] is True  # type: ignore[index]
+
+
+def test_oversight_state_is_shared_between_store_objects(store_url: str, store: AuditStore) -> None:
+    """A stop written through one store object (one worker) is read by another (another worker), and a later
+    resume replaces it; nothing else is touched (the chain stays empty and intact)."""
+    other = open_store(store_url)
+    try:
+        assert store.oversight() == {}
+        store.put_oversight("0:/predict", True, False, iso(T0))
+        assert other.oversight() == {"0:/predict": (True, False)}
+        other.put_oversight("0:/predict", False, True, iso(T0 + 1))
+        other.put_oversight("1:/screen", True, False, iso(T0 + 2))
+        assert store.oversight() == {"0:/predict": (False, True), "1:/screen": (True, False)}
+        assert store.count() == 0
+        check(store)
+    finally:
+        other.close()

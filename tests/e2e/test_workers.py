@@ -59,7 +59,6 @@ from mlguard.audit.chain import Witness
 from mlguard.audit.reader import AuditReader
 from mlguard.audit.store.base import open_store
 from mlguard.cli import main as mlguard_main
-from mlguard.keys import Keyring
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "credit_scoring"
@@ -143,9 +142,8 @@ def _config(tmp: Path, store: str, shared_fairness: str | None, durability: str)
     """The example's mlguard.yaml with the audit trail (store, keyring, witness) in ``tmp``; the model's
     background data, relative in the example, made absolute (relative paths resolve against the config file)."""
     cfg: dict[str, Any] = yaml.safe_load((EXAMPLE / "mlguard.yaml").read_text(encoding="utf-8"))
-    # Created here, not by the workers: the first start of two workers would race to create it (see the report
-    # of keys.keyring_for); the log and the witness are still created by the workers.
-    Keyring.create(tmp / "mlguard.keyring")
+    # Nothing is created here: the two workers starting together create the keyring (one wins, the other loads
+    # the complete file), the log and the witness.
     cfg["audit"] = {**cfg["audit"], "store": store, "keyring": str(tmp / "mlguard.keyring"),
                     "witness": str(tmp / "witness.jsonl"), "checkpoint_every": CHECKPOINT_EVERY,
                     "checkpoint_seconds": CHECKPOINT_SECONDS, "durability": durability}
@@ -285,37 +283,43 @@ def _count(run: Run, r: httpx.Response, pid: int) -> None:
         run.served[pid] += 1
 
 
-async def _drive(server: Server, bodies: list[bytes], sig: signal.Signals) -> Run:
-    run = Run()
+async def _place(server: Server, bodies: list[bytes], run: Run, pinned: dict[int, list[httpx.AsyncClient]],
+                 per_worker: int) -> None:
+    """Open clients until each of the two workers holds ``per_worker`` of them (into ``pinned``, by PID). Each
+    client holds one keep-alive connection to whichever worker accepted it. A worker still building its guard
+    accepts nothing yet, so this also waits until both serve."""
     base = f"http://127.0.0.1:{server.port}"
     deadline = time.monotonic() + START_TIMEOUT
-    pinned: dict[int, list[httpx.AsyncClient]] = {}
     k = 0
+    while not (len(pinned) == 2 and all(len(v) >= per_worker for v in pinned.values())):
+        if server.proc.poll() is not None:
+            raise AssertionError(f"mlguard serve exited with {server.proc.returncode}:\n{server.output()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers holding connections: { {p: len(v) for p, v in pinned.items()} } "
+                                 f"after {START_TIMEOUT} s:\n{server.output()}")
+        client = httpx.AsyncClient(base_url=base, timeout=60.0,
+                                   limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        try:
+            r = await client.post("/predict", content=bodies[k % len(bodies)], headers=HEADERS)
+        except httpx.TransportError:  # not listening yet
+            await client.aclose()
+            await asyncio.sleep(0.2)
+            continue
+        k += 1
+        port = int(r.extensions["network_stream"].get_extra_info("client_addr")[1])
+        pid = _worker_of(server, port)
+        _count(run, r, pid)
+        if len(pinned.get(pid, ())) < per_worker:
+            pinned.setdefault(pid, []).append(client)
+        else:
+            await client.aclose()  # that worker holds enough; its answer is counted all the same
+
+
+async def _drive(server: Server, bodies: list[bytes], sig: signal.Signals) -> Run:
+    run = Run()
+    pinned: dict[int, list[httpx.AsyncClient]] = {}
     try:
-        # Place connections: each client holds one keep-alive connection to whichever worker accepted it. A
-        # worker still building its guard accepts nothing yet, so this also waits until both serve.
-        while not (len(pinned) == 2 and all(len(v) >= PER_WORKER for v in pinned.values())):
-            if server.proc.poll() is not None:
-                raise AssertionError(f"mlguard serve exited with {server.proc.returncode}:\n{server.output()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"workers holding connections: { {p: len(v) for p, v in pinned.items()} } "
-                                     f"after {START_TIMEOUT} s:\n{server.output()}")
-            client = httpx.AsyncClient(base_url=base, timeout=60.0,
-                                       limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
-            try:
-                r = await client.post("/predict", content=bodies[k % len(bodies)], headers=HEADERS)
-            except httpx.TransportError:  # not listening yet
-                await client.aclose()
-                await asyncio.sleep(0.2)
-                continue
-            k += 1
-            port = int(r.extensions["network_stream"].get_extra_info("client_addr")[1])
-            pid = _worker_of(server, port)
-            _count(run, r, pid)
-            if len(pinned.get(pid, ())) < PER_WORKER:
-                pinned.setdefault(pid, []).append(client)
-            else:
-                await client.aclose()  # that worker holds enough; its answer is counted all the same
+        await _place(server, bodies, run, pinned, PER_WORKER)
 
         async def one(client: httpx.AsyncClient, pid: int, start: int) -> None:
             for i in range(REQUESTS_PER_CONNECTION):
@@ -487,3 +491,54 @@ def test_two_workers_postgres_one_log_shared_fairness(
 
     _check_log(store, tmp_path / "witness.jsonl", run, capsys)
     _check_records(store, tmp_path / "mlguard.keyring", run)
+
+
+def test_a_stop_through_one_worker_stops_both(tmp_path: Path, model_cache: Path, bodies: list[bytes],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Human oversight (EU AI Act Art 14) with two workers: ``POST {prefix}/routes/0/stop`` sent to one worker
+    stops the route in the other too (it reads the shared state from the audit store every second), and a resume
+    sent to the other worker resumes both. Both actions are audited; the log verifies."""
+    store = f"sqlite:///{tmp_path / 'audit.db'}"
+    server = _start(_config(tmp_path, store, None, "sync"), tmp_path, model_cache)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+
+    async def until(client: httpx.AsyncClient, status: int) -> int:
+        deadline = time.monotonic() + 20.0  # generous: the refresh is every second, the machine may be busy
+        while True:
+            r = await client.post("/predict", content=bodies[0], headers=HEADERS)
+            if r.status_code == status or time.monotonic() > deadline:
+                return r.status_code
+            await asyncio.sleep(0.2)
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        pinned: dict[int, list[httpx.AsyncClient]] = {}
+        try:
+            await _place(server, bodies, Run(), pinned, 1)
+            (a,), (b,) = pinned.values()
+            stop = await a.post("/mlguard/routes/0/stop", headers=auth)
+            stopped = [stop.status_code, (await a.post("/predict", content=bodies[0], headers=HEADERS)).status_code,
+                       await until(b, 503)]
+            resume = await b.post("/mlguard/routes/0/resume", headers=auth)
+            resumed = [resume.status_code,
+                       (await b.post("/predict", content=bodies[0], headers=HEADERS)).status_code,
+                       await until(a, 200)]
+            return stopped, resumed
+        finally:
+            for c in [c for cs in pinned.values() for c in cs]:
+                await c.aclose()
+
+    try:
+        stopped, resumed = asyncio.run(scenario())
+    finally:
+        code = _stop(server, signal.SIGTERM)
+    assert code == 0, server.output()
+    assert stopped == [200, 503, 503], stopped  # the stop: this worker at once, the other one too
+    assert resumed == [200, 200, 200], resumed
+    capsys.readouterr()
+    assert mlguard_main(["audit", "verify", "--store", store, "--witness", str(tmp_path / "witness.jsonl")]) == 0
+    st = open_store(store)
+    try:
+        kinds = collections.Counter(r.kind for r in st.iter_rows())
+    finally:
+        st.close()
+    assert kinds["oversight"] == 2, kinds  # the stop and the resume, each audited by the worker that took it

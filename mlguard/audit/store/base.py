@@ -135,6 +135,15 @@ class AuditStore(ABC):
         """Days (YYYY-MM-DD) for which ``subject`` has data keys."""
 
     @abstractmethod
+    def oversight(self) -> dict[str, tuple[bool, bool]]:
+        """Route key -> (halted, override): the human-oversight state every worker on this store shares."""
+
+    @abstractmethod
+    def put_oversight(self, route_key: str, halted: bool, override: bool, ts: str) -> None:
+        """Record that a route was stopped or resumed (``override``: resumed by a human despite a fairness
+        violation, so a block must not stop it again until the status has left violation)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS {s}.public_keys (kid TEXT PRIMARY KEY, pub BYTEA NOT 
 CREATE TABLE IF NOT EXISTS {s}.data_keys (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, domain TEXT NOT NULL,
   period TEXT NOT NULL, kek_id TEXT NOT NULL, wrapped BYTEA NOT NULL);
 CREATE INDEX IF NOT EXISTS data_keys_slot ON {s}.data_keys (subject, domain, period);
+CREATE TABLE IF NOT EXISTS {s}.oversight (route TEXT PRIMARY KEY, halted BOOLEAN NOT NULL, override BOOLEAN NOT NULL,
+  ts TEXT NOT NULL);
 """
 
 
@@ -110,7 +112,7 @@ class PostgresStore(AuditStore):
                                                                 "'\\x" + GENESIS.hex() + "'::bytea"))
 
     def _ready(self, tx: _Tx) -> bool:
-        tx.cur.execute("SELECT to_regclass(%s)", (f"{self.s}.data_keys",))
+        tx.cur.execute("SELECT to_regclass(%s)", (f"{self.s}.oversight",))  # the last table the DDL makes
         row = tx.cur.fetchone()
         return row is not None and row[0] is not None
 
@@ -244,6 +246,17 @@ class PostgresStore(AuditStore):
         """Drop this store's schema (tests and benchmarks clean up with it)."""
         with self._txn() as tx:
             tx.cur.execute(f"DROP SCHEMA IF EXISTS {self.s} CASCADE")
+
+    def oversight(self) -> dict[str, tuple[bool, bool]]:
+        with self._read() as cur:
+            cur.execute(f"SELECT route, halted, override FROM {self.s}.oversight")
+            return {str(r[0]): (bool(r[1]), bool(r[2])) for r in cur.fetchall()}
+
+    def put_oversight(self, route_key: str, halted: bool, override: bool, ts: str) -> None:
+        with self._txn() as tx:
+            tx.cur.execute(f"INSERT INTO {self.s}.oversight VALUES (%s, %s, %s, %s) ON CONFLICT (route) DO UPDATE "
+                           "SET halted = excluded.halted, override = excluded.override, ts = excluded.ts",
+                           (route_key, halted, override, ts))
 
     def close(self) -> None:
         with self._wlock:

@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER NOT NULL, doc TEXT NOT NULL)
 CREATE TABLE IF NOT EXISTS public_keys (kid TEXT PRIMARY KEY, pub BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS data_keys (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, domain TEXT NOT NULL,
   period TEXT NOT NULL, kek_id TEXT NOT NULL, wrapped BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS oversight (route TEXT PRIMARY KEY, halted INTEGER NOT NULL, override INTEGER NOT NULL,
+  ts TEXT NOT NULL);
 """
 
 
@@ -226,6 +228,16 @@ class SQLiteStore(AuditStore):
         rows = self._r().execute("SELECT DISTINCT period FROM data_keys WHERE subject = ? ORDER BY period",
                                  (subject,)).fetchall()
         return [str(r[0]) for r in rows]
+
+    def oversight(self) -> dict[str, tuple[bool, bool]]:
+        rows = self._r().execute("SELECT route, halted, override FROM oversight").fetchall()
+        return {str(r[0]): (bool(r[1]), bool(r[2])) for r in rows}
+
+    def put_oversight(self, route_key: str, halted: bool, override: bool, ts: str) -> None:
+        with self._txn() as tx:
+            tx.c.execute("INSERT INTO oversight VALUES (?, ?, ?, ?) ON CONFLICT (route) DO UPDATE SET "
+                         "halted = excluded.halted, override = excluded.override, ts = excluded.ts",
+                         (route_key, int(halted), int(override), ts))
 
     def close(self) -> None:
         with self._wlock:
