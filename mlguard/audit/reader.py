@@ -38,7 +38,7 @@ class AuditReader:
 
     def __init__(self, store_url: str | AuditStore, keyring_path: str | Path | KeyProvider | None = None, *,
                  cache_keys: bool = True) -> None:
-        self.store = open_store(store_url) if isinstance(store_url, str) else store_url
+        self.store = open_store(store_url, create=False) if isinstance(store_url, str) else store_url
         self._own_store = isinstance(store_url, str)
         self.keys: KeyProvider = (keyring_path if isinstance(keyring_path, KeyProvider)
                                   else load_keyring(keyring_path))

@@ -134,7 +134,7 @@ def verify_store(url: str, *, witness: list[dict[str, Any]] | None = None,
     """Open the store at ``url`` and verify it end to end (no decryption key); the store is closed after."""
     from mlguard.audit.store.base import open_store
 
-    store = open_store(url)
+    store = open_store(url, create=False)
     try:
         head = store.head()
         return verify_log(store.iter_rows(), head=head, checkpoints=store.checkpoints(),

@@ -36,10 +36,8 @@ def _progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
 def _open(url: str) -> Any:
     from mlguard.audit.store.base import open_store
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise click.UsageError(f"no audit store at {url}")
     try:
-        return open_store(url)
+        return open_store(url, create=False)
     except MLGuardError as exc:
         raise click.UsageError(str(exc)) from None
 

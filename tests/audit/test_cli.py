@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mlguard.audit.reader import AuditReader
 from mlguard.audit.record import Pending, canonical, iso, pseudonym
 from mlguard.audit.store.base import open_store
 from mlguard.audit.writer import AuditWriter
 from mlguard.cli import cli
+from mlguard.errors import AuditUnavailable
 from mlguard.keys import Keyring
 
 T0 = 1_790_000_000.0
@@ -180,3 +182,27 @@ def test_purge_reads_config(log: tuple[str, Path, Keyring], tmp_path: Path) -> N
     cfg.write_text("policies: [base]\n")
     code, out = run("audit", "purge", "--store", url, "--keyring", str(kpath), "--config", str(cfg))
     assert code == 0 and "nothing to purge" in out
+
+
+def test_readers_never_create_a_missing_log(store_url: str, tmp_path: Path) -> None:
+    """verify, export and the reader on a log that does not exist (a mistyped path or PostgreSQL schema): exit 2
+    naming it, and nothing is created; an intact empty log must never be reported for a log that is not there."""
+    code, out = run("audit", "verify", "--store", store_url)
+    assert code == 2 and "no audit log" in out, out
+    k = tmp_path / "k.json"
+    Keyring.create(k)
+    code, out = run("audit", "export", "--store", store_url, "--keyring", str(k), "--format", "jsonl",
+                    "--out", str(tmp_path / "x.jsonl"))
+    assert code == 2 and "no audit log" in out, out
+    with pytest.raises(AuditUnavailable):
+        AuditReader(store_url, k)
+    if store_url.startswith("sqlite"):
+        assert not (tmp_path / "audit.db").exists()
+    else:
+        import psycopg
+
+        from tests.audit.conftest import PG_URL
+
+        schema = store_url.rsplit("schema=", 1)[1]
+        with psycopg.connect(PG_URL) as conn:
+            assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.records",)).fetchone() == (None,)

@@ -152,14 +152,18 @@ def cp_from_json(text: str) -> dict[str, Any]:
     return doc
 
 
-def open_store(url: str) -> AuditStore:
-    """Open ``sqlite:///PATH`` or ``postgresql://...`` (``?schema=NAME`` picks a PostgreSQL schema)."""
+def open_store(url: str, *, create: bool = True) -> AuditStore:
+    """Open ``sqlite:///PATH`` or ``postgresql://...`` (``?schema=NAME`` picks a PostgreSQL schema).
+
+    ``create=False`` (readers: verify, export, the CLI) refuses a log that does not exist instead of creating an
+    empty one: verifying a mistyped path or schema must fail, not report an intact empty log.
+    """
     if url.startswith("sqlite:///"):
         from mlguard.audit.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, create=create)
     if url.startswith(("postgresql://", "postgres://")):
         from mlguard.audit.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     raise ConfigError("audit store URL must start with sqlite:/// or postgresql://", field="audit.store")

@@ -89,7 +89,7 @@ class _Tx(WriteTx):
 
 
 class PostgresStore(AuditStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
@@ -105,14 +105,20 @@ class PostgresStore(AuditStore):
         # DDL only when the tables are missing, under an advisory lock: CREATE INDEX IF NOT EXISTS still takes
         # table locks, which would deadlock against another process already appending.
         with self._txn() as tx:
-            if not self._ready(tx):
+            if not create:
+                if not self._exists(tx, "data_keys"):  # a log made before the oversight table is still a log
+                    raise AuditUnavailable(f"no audit log in PostgreSQL schema {schema}")
+            elif not self._ready(tx):
                 tx.cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mlguard.ddl.{schema}",))
                 if not self._ready(tx):
                     tx.cur.execute(DDL.format(s=schema).replace("%(genesis)s",
                                                                 "'\\x" + GENESIS.hex() + "'::bytea"))
 
     def _ready(self, tx: _Tx) -> bool:
-        tx.cur.execute("SELECT to_regclass(%s)", (f"{self.s}.oversight",))  # the last table the DDL makes
+        return self._exists(tx, "oversight")  # the last table the DDL makes
+
+    def _exists(self, tx: _Tx, table: str) -> bool:
+        tx.cur.execute("SELECT to_regclass(%s)", (f"{self.s}.{table}",))
         row = tx.cur.fetchone()
         return row is not None and row[0] is not None
 

@@ -114,12 +114,14 @@ class _Tx(WriteTx):
 
 
 class SQLiteStore(AuditStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         self.path = Path(url[len("sqlite:///"):])
         self._wlock = threading.Lock()
         self._local = threading.local()
         fresh = not self.path.exists()
+        if fresh and not create:
+            raise AuditUnavailable(f"no audit log at {self.path}")
         self._w = self._connect()
         if fresh:
             os.chmod(self.path, 0o600)
