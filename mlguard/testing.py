@@ -7,6 +7,7 @@ stand-in model app; one tested helper serves all of them.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -43,3 +44,10 @@ def json_app(handler: Callable[[Any], Any]) -> ASGIApp:
         await send_json(send, handler(json.loads(await receive_body(receive))))
 
     return app
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now, for a test or benchmark server started in a subprocess."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from mlguard.logs import JsonFormatter, TextFormatter, configure_logging, uvicor
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
 from mlguard.stage import BaseStage
+from mlguard.testing import free_port
 from tests.core.conftest import RecordingApp, base_config, client
 
 NAME = "Quentin Logplantson"
@@ -245,27 +245,18 @@ async def test_planted_values_never_reach_the_log(tmp_path: Path, json_log: io.S
 APP = '''
 import json
 
+from mlguard.testing import receive_body
+
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        msg = await receive()
-        body += msg.get("body", b"")
-        if not msg.get("more_body"):
-            break
+    body = await receive_body(receive)
     if b"boom" in body:
         raise RuntimeError("model failed on " + body.decode())
     out = json.dumps({"score": 0.9, "approved": True}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": out})
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_serve_logs_json_without_input_values(tmp_path: Path) -> None:
@@ -277,7 +268,7 @@ def test_serve_logs_json_without_input_values(tmp_path: Path) -> None:
         "routes": [{"path": "/predict", "scan_undeclared": False,
                     "pii": {"$.name": "PERSON", "$.email": "EMAIL_ADDRESS", "$.ssn": "US_SSN"}}],
     }))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "mlguard", "serve", str(cfg), "logapp:app", "--port", str(port),
                              "--log-format", "json"],

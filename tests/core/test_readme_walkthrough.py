@@ -23,6 +23,7 @@ import pytest
 
 from mlguard.cli import main
 from mlguard.serving import ENV_APP, ENV_CONFIG, create_app
+from mlguard.testing import receive_body
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PLANTED = ("Maria Lopez", "212-555-0199", "Female")
@@ -99,12 +100,7 @@ async def test_the_readme_walkthrough_works_as_written(workdir: Path, monkeypatc
 
     async def spy(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            body = b""
-            while True:
-                msg = await receive()
-                body += msg.get("body", b"")
-                if not msg.get("more_body"):
-                    break
+            body = await receive_body(receive)
             received.append(body)
 
             async def replay() -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,29 +13,21 @@ import httpx
 import pytest
 
 from mlguard.cli import main
+from mlguard.testing import free_port
 
 APP = '''
 import json
 
+from mlguard.testing import receive_body
+
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        msg = await receive()
-        body += msg.get("body", b"")
-        if not msg.get("more_body"):
-            break
+    body = await receive_body(receive)
     out = json.dumps({"score": 0.9, "approved": True, "echo": body.decode()}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": out})
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_serve_wraps_an_unchanged_app(tmp_path: Path) -> None:
@@ -49,7 +40,7 @@ def test_serve_wraps_an_unchanged_app(tmp_path: Path) -> None:
         "fairness": {"enabled": False},
         "routes": [{"path": "/predict", "protected": {"sex": "$.sex"}, "scan_undeclared": False}],
     }))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "mlguard", "serve", str(cfg), "plainapp:app", "--port", str(port)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -41,7 +41,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,6 +58,7 @@ from mlguard.audit.chain import Witness
 from mlguard.audit.reader import AuditReader
 from mlguard.audit.store.base import open_store
 from mlguard.cli import main as mlguard_main
+from mlguard.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "credit_scoring"
@@ -158,12 +158,6 @@ def _config(tmp: Path, store: str, shared_fairness: str | None, durability: str)
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     proc: subprocess.Popen[bytes]
@@ -176,7 +170,7 @@ class Server:
 
 
 def _start(config: Path, tmp: Path, model_cache: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     log = tmp / "server.log"
     env = {**os.environ, "MLGUARD_ADMIN_TOKEN": TOKEN, "MLGUARD_EXAMPLE_CACHE": str(model_cache)}
     env.pop("MLGUARD_KEYRING", None)
