@@ -11,26 +11,7 @@ import pytest
 
 from mlguard.audit.store.base import AuditStore, open_store
 from mlguard.keys import Keyring
-
-PG_URL = os.environ.get("MLGUARD_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
-
-
-def pg_reachable() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=2):
-            return True
-    except Exception:
-        return False
-
-
-def require_pg() -> None:
-    if pg_reachable():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL at {PG_URL} is unreachable and CI is set: PostgreSQL tests must run in CI")
-    pytest.skip(f"PostgreSQL at {PG_URL} is unreachable (set CI=1 to make this a failure)")
+from tests.pg import PG_URL, require_pg
 
 
 def pg_url(schema: str) -> str:

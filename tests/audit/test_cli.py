@@ -201,7 +201,7 @@ def test_readers_never_create_a_missing_log(store_url: str, tmp_path: Path) -> N
     else:
         import psycopg
 
-        from tests.audit.conftest import PG_URL
+        from tests.pg import PG_URL
 
         schema = store_url.rsplit("schema=", 1)[1]
         with psycopg.connect(PG_URL) as conn:

@@ -59,10 +59,10 @@ from mlguard.audit.reader import AuditReader
 from mlguard.audit.store.base import open_store
 from mlguard.cli import main as mlguard_main
 from mlguard.testing import free_port
+from tests.pg import PG_URL, require_pg
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "credit_scoring"
-PG_URL = os.environ.get("MLGUARD_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 
 # Which worker holds a connection is read from /proc (Linux); CI runs Linux.
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
@@ -100,18 +100,6 @@ def bodies() -> list[bytes]:
     return [line.encode() for line in lines if line.strip()]
 
 
-def _require_pg() -> None:
-    try:
-        import psycopg
-
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable and CI is set: PostgreSQL tests must run in CI "
-                        f"({type(exc).__name__})")
-        pytest.skip(f"PostgreSQL unreachable at MLGUARD_TEST_PG ({type(exc).__name__}); set CI=1 to fail instead")
-
-
 @pytest.fixture
 def pg_schemas() -> Iterator[tuple[str, str]]:
     """(audit store URL, fairness shared-store URL), each in a schema of its own, dropped afterwards.
@@ -119,7 +107,7 @@ def pg_schemas() -> Iterator[tuple[str, str]]:
     The audit store takes ``?schema=``; the shared fairness window uses the connection's search_path, set with
     the libpq ``options`` parameter, in a schema created here (so its tables, keyed by route ``/predict``, are
     this test's alone)."""
-    _require_pg()
+    require_pg()
     import psycopg
 
     tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"

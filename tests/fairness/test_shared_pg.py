@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -11,7 +10,8 @@ from typing import Any
 
 import pytest
 
-PG_URL = os.environ.get("MLGUARD_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+from tests.pg import PG_URL, require_pg
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.postgres
@@ -19,14 +19,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def pg() -> str:
-    try:
-        import psycopg
-
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL unreachable in CI: {type(exc).__name__}")
-        pytest.skip(f"PostgreSQL unreachable at MLGUARD_TEST_PG ({type(exc).__name__}); CI unset")
+    require_pg()
     return PG_URL
 
 

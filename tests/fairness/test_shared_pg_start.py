@@ -16,8 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlguard.fairness.shared_pg import SharedWindow
-
-PG_URL = os.environ.get("MLGUARD_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+from tests.pg import PG_URL, require_pg
 
 pytestmark = pytest.mark.postgres
 
@@ -25,14 +24,9 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def schema_url() -> Iterator[str]:
     """A URL whose search_path is a fresh schema of this test (dropped afterwards): the tables start missing."""
-    try:
-        import psycopg
+    require_pg()
+    import psycopg
 
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL unreachable in CI: {type(exc).__name__}")
-        pytest.skip(f"PostgreSQL unreachable at MLGUARD_TEST_PG ({type(exc).__name__}); CI unset")
     schema = f"mlg_fair_start_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
