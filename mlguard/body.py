@@ -22,6 +22,7 @@ from mlguard.errors import (
 from mlguard.types import Message, Receive, Scope, Send
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_INF = float("inf")
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -91,7 +92,8 @@ def parse_json(raw: bytes, limits: LimitSettings) -> Any:
         raise MalformedBody(f"{token} is not valid JSON", limit="json")
 
     try:
-        doc = json.loads(text, parse_int=parse_int, parse_constant=parse_constant)
+        doc = json.loads(text, parse_int=parse_int, parse_float=_parse_float, parse_constant=parse_constant,
+                         object_pairs_hook=_unique_members)
     except RecursionError:
         raise BodyLimitExceeded(f"nesting deeper than max_depth={limits.max_depth}", limit="max_depth") from None
     except json.JSONDecodeError as exc:
@@ -100,6 +102,30 @@ def parse_json(raw: bytes, limits: LimitSettings) -> Any:
                             limit="json") from None
     _check_limits(doc, limits)
     return doc
+
+
+def _parse_float(token: str) -> float:
+    """A JSON number with a fraction or exponent. One that overflows a double (``1e400``) would become
+    infinity, which JSON cannot carry: the app would receive a different number than the client sent, or the
+    re-serialised body would not be JSON at all. Refused (422), never rounded."""
+    value = float(token)
+    if value in (_INF, -_INF):
+        raise BodyLimitExceeded("a number is outside the range of a 64-bit float", limit="number_range")
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build one JSON object, refusing a member name given twice.
+
+    Why refuse (RFC 8259 4: names SHOULD be unique; behaviour with duplicates is unpredictable): the guard
+    keeps the last value, another parser may keep the first. When redaction changes nothing the app receives
+    the original bytes, so ``{"ssn": "<value>", "ssn": null}`` would carry the first value past the guard
+    unredacted. One meaning per document, or a 400."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise MalformedBody("an object has the same member name twice", limit="duplicate_member")
+    return doc
+
 
 
 def _check_limits(doc: Any, limits: LimitSettings) -> None:

@@ -140,3 +140,43 @@ async def test_bad_content_length_is_400(make_guarded: Any) -> None:
     await mw(scope, receive, send)
     assert sent[0]["status"] == 400
     assert not app.called
+
+
+# --- found by fuzzing (tests/fuzz) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"applicant": {"ssn": "' + SECRET.encode() + b'", "ssn": null}}',
+        b'{"a": 1, "a": 1}',
+        b'{"x": [{"k": {"n": "' + SECRET.encode() + b'", "n": "y"}}]}',
+    ],
+    ids=["planted-then-null", "same-value-twice", "nested"],
+)
+async def test_duplicate_member_names_are_400(make_guarded: Any, body: bytes) -> None:
+    """A member given twice: the guard's parser keeps the last, the app's may keep the first. With nothing to
+    redact in the last value the original bytes (first value in clear) used to reach the app."""
+    mw, app = make_guarded()
+    resp = await _post(mw, body)
+    doc = _assert_problem(resp, 400, "same member name twice")
+    assert doc["limit"] == "duplicate_member"
+    assert not app.called
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1E+999999", b"17976931348623159" + b"0" * 292 + b".0"])
+async def test_numbers_beyond_a_double_are_422(make_guarded: Any, number: bytes) -> None:
+    """1e400 parsed to infinity, which JSON cannot carry: a rewritten body failed to serialise (an exception out
+    of the guard), an unrewritten one reached the app as a different number."""
+    mw, app = make_guarded()
+    resp = await _post(mw, b'{"score": ' + number + b', "note": "' + SECRET.encode() + b'"}')
+    doc = _assert_problem(resp, 422, "64-bit float")
+    assert doc["limit"] == "number_range"
+    assert not app.called
+
+
+async def test_tiny_and_large_finite_numbers_pass(make_guarded: Any) -> None:
+    mw, app = make_guarded()
+    resp = await _post(mw, b'{"a": 1e-400, "b": 1.7976931348623157e308, "c": -0.0}')
+    assert resp.status_code == 200
+    assert app.json() == {"a": 0.0, "b": 1.7976931348623157e308, "c": -0.0}
