@@ -255,9 +255,15 @@ class Redactor:
         if isinstance(node, dict):
             new: dict[str, Any] = {}
             container[key] = new
+            # Under a declared entity the member NAMES are part of the value too ({"<ssn>": 1} is an SSN):
+            # each is replaced by the entity's operator, and the redacted name is what paths show from here on.
+            op = None if rule in (KEEP, SCAN) else self.operator_for(rule)
+            if op is not None and op.kind == KEEP:
+                op = None
             for k, v in node.items():
-                here = (*loc, k)
-                self._walk(v, here, new, k, _match_rules(rules, here) or rule, rules, default, plan)
+                name = k if op is None else self._redact_name(k, op, new, loc, rule, plan)
+                here = (*loc, name)
+                self._walk(v, here, new, name, _match_rules(rules, here) or rule, rules, default, plan)
             return
         if isinstance(node, list):
             new_list: list[Any] = [None] * len(node)
@@ -277,7 +283,9 @@ class Redactor:
         op = self.operator_for(rule)
         if op.kind == KEEP:
             return
-        if not isinstance(node, str) and op.kind == "generalize" and isinstance(node, bool):
+        if isinstance(node, bool):
+            # true/false carry no identifier; replacing one with a string changed the request's type (a value
+            # the app would refuse became one it accepts). Found by fuzzing.
             return
         out = op.apply(node)
         path = format_location(loc)
@@ -288,6 +296,19 @@ class Redactor:
             plan.drops.append((container, key))
         else:
             container[key] = out
+
+    def _redact_name(self, name: str, op: Operator, taken: dict[str, Any], loc: Location, entity: str,
+                     plan: Plan) -> str:
+        """The redacted form of a member name inside a declared entity; made unique (``#2``...) when the
+        operator maps several names to one (``replace`` does), so no member is lost."""
+        out = op.apply_span(name)
+        candidate, n = out, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{out}#{n}"
+        plan.findings.append(Finding(entity, format_location((*loc, candidate)), None, None, "declared-name", 1.0,
+                                     op.kind))
+        return candidate
 
     def _queue(self, text: str, loc: Location, container: Any, key: str | int, plan: Plan) -> None:
         path = format_location(loc)
