@@ -62,13 +62,17 @@ class Applicant(BaseModel):
     race: str | None = None
 
 
+#: scikit-learn's trees cast their input to float32; a larger value becomes infinity there and the model fails.
+FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
+
 # One required, finite float per model feature, built from FEATURES so the schema can never drift from the
 # model. Unknown features are refused (422): a feature the model does not know is a client error, not
-# something to drop.
+# something to drop. Values beyond float32 are refused too (422), rather than crashing the model (500).
 Features = create_model(
     "Features",
     __config__=ConfigDict(extra="forbid"),
-    **{name: (float, Field(allow_inf_nan=False)) for name in FEATURES},  # type: ignore[call-overload]
+    **{name: (float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX))  # type: ignore[call-overload]
+       for name in FEATURES},
 )
 
 

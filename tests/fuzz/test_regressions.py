@@ -67,8 +67,6 @@ def test_a_boolean_in_a_declared_field_keeps_its_type() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason="example app bug: a feature beyond float32 range (e.g. 3.5e38) overflows in "
-                   "scikit-learn's float32 cast and the bare app answers 500, not 422 (examples/credit_scoring/app.py)")
 def test_the_example_app_refuses_features_beyond_float32(fuzz_env: FuzzEnv) -> None:
     body = json.dumps({"applicant": {"id": "APP-REG-2"},
                        "features": {**dict.fromkeys(FEATURES, 1.0), "capital_gain": 3.5e38}}).encode()
