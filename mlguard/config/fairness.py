@@ -23,6 +23,12 @@ class FairnessSettings(BaseModel):
     max_categories: int = Field(
         50, gt=0, description="Distinct values kept per protected attribute; later new ones count as `other`."
     )
+    categories: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Allowed values per protected attribute, e.g. {sex: [Female, Male]}; any other value counts as "
+                    "`other`, so free text sent in a protected field never becomes a group name in reports, "
+                    "metrics or the shared store. Attributes not listed keep their first max_categories values.",
+    )
     webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST, in seconds.")
     webhook_retries: int = Field(3, ge=0, le=10, description="Webhook retries after a failed POST (backoff).")
     evaluate_every: int = Field(

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlguard.errors import ConfigError
 from mlguard.fairness.alerts import AlertSink
 from mlguard.fairness.feedback import FeedbackInvalid, SubjectIndex, parse_feedback
 from mlguard.fairness.metrics import STATUS_ORDER, FairnessReport, Status, Thresholds, evaluate
@@ -92,6 +93,11 @@ def create(ctx: BuildContext) -> FairnessStage | None:
     routes = [r for r in ctx.routes if r.protected]
     if not routes:
         return None
+    declared = {name for r in routes for name in r.protected}
+    for name in settings.categories:
+        if name not in declared:
+            raise ConfigError(f"no route declares a protected attribute named {name!r}",
+                              field=f"fairness.categories.{name}")
     return FairnessStage(ctx, settings, routes)
 
 
@@ -132,9 +138,11 @@ class FairnessStage(BaseStage):
             return SharedWindow(s.shared_store, route=route.path, attributes=attributes, size=s.window_size,
                                 secret=secret,
                                 seconds=s.window_seconds, bucket_seconds=s.bucket_seconds,
-                                intersectional=intersectional, max_categories=s.max_categories)
+                                intersectional=intersectional, max_categories=s.max_categories,
+                                categories=s.categories)
         return FairnessWindow(attributes, size=s.window_size, seconds=s.window_seconds,
-                              intersectional=intersectional, max_categories=s.max_categories)
+                              intersectional=intersectional, max_categories=s.max_categories,
+                              categories=s.categories)
 
     # ------------------------------------------------------------------ per decision
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,9 @@ class FairnessWindow:
         Also count the combination of all attributes.
     max_categories : int
         Distinct values kept per attribute; later new values count as "other".
+    categories : mapping of str to collection of str, optional
+        Allowed values per attribute: any other value counts as "other" (a closed list keeps free text sent in a
+        protected field out of group names, which reports and metrics show in clear).
 
     Examples
     --------
@@ -127,8 +130,10 @@ class FairnessWindow:
 
     def __init__(self, attributes: Sequence[str], *, size: int, seconds: float | None = None,
                  intersectional: bool = True, max_categories: int = 50,
+                 categories: Mapping[str, Collection[str]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.attributes = tuple(attributes)
+        self.allowed = {a: frozenset(v) for a, v in (categories or {}).items()}
         self.size = size
         self.seconds = seconds
         self.intersectional = intersectional and len(self.attributes) > 1
@@ -154,8 +159,11 @@ class FairnessWindow:
         text = value.strip() if isinstance(value, str) else str(value)
         if not text or len(text) > MAX_VALUE_CHARS or "|" in text or "=" in text:
             return UNKNOWN
+        allowed = self.allowed.get(attribute)
         if text.lower() == UNKNOWN:
             cat = UNKNOWN
+        elif allowed is not None and text not in allowed:
+            return OTHER  # not remembered: hostile values must not grow the map
         elif len(known) >= self.max_categories:
             return OTHER
         else:

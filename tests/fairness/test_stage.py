@@ -198,3 +198,27 @@ async def test_status_is_reevaluated_every_n_decisions(tmp_path: Any, token: str
             await c.post("/screen", json=_cand(i, "Female", "Black", 70))
             seen.append(st.report.decisions if st.report else None)
     assert seen == [1, 1, 1, 1, 1, 6, 6, 6, 6, 6, 11, 11]
+
+
+def test_categories_must_name_a_declared_protected_attribute(tmp_path: Any) -> None:
+    from mlguard.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        build(make_config(tmp_path, categories={"gender": ["F", "M"]}))
+    assert err.value.field == "fairness.categories.gender"
+
+
+@pytest.mark.anyio
+async def test_categories_keep_free_text_out_of_reports_and_metrics(tmp_path: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGUARD_TEST_FAIRNESS_TOKEN", "t0k")
+    guard, mw, _ = build(make_config(tmp_path, categories={"sex": ["F", "M"]}))
+    auth = {"authorization": "Bearer t0k"}
+    async with client(mw) as c:
+        for sex in ("F", "M", "912-45-6789"):
+            r = await c.post("/screen", json={"candidate": {"id": "c1", "sex": sex, "race": "A"}, "x": 1})
+            assert r.status_code == 200
+        report = (await c.get("/mlguard/fairness", headers=auth)).text
+        metrics = (await c.get("/mlguard/metrics", headers=auth)).text
+    assert "912-45-6789" not in report and "912-45-6789" not in metrics
+    assert "sex=other" in report

@@ -57,6 +57,19 @@ def test_int_categories_and_bound_on_distinct_values() -> None:
     assert keys == ["code=1", "code=2", "code=c", "code=other", "code=1"]
 
 
+def test_allowed_categories_send_anything_else_to_other() -> None:
+    """A closed list of values: free text in a protected field (here an SSN) never becomes a group name, and a
+    flood of distinct hostile values neither grows the category map nor pushes allowed values into "other"."""
+    w = FairnessWindow(["sex", "race"], size=1000, categories={"sex": ["Female", "Male"]})
+    assert w.add({"sex": "912-45-6789", "race": "A"}, True) == ("sex=other", "race=A", "sex=other|race=A")
+    for i in range(500):
+        w.add({"sex": f"free text {i}", "race": "A"}, False)
+    assert w.add({"sex": "Female", "race": "B"}, True)[0] == "sex=Female"
+    assert w.add({"sex": "unknown", "race": "B"}, True)[0] == "sex=unknown"
+    assert "912-45-6789" not in repr([g.key for g in w.snapshot()])
+    assert len(w._values["sex"]) <= 2  # only allowed values are remembered
+
+
 def test_scoring_rate_counts_above_the_median() -> None:
     w = FairnessWindow(["g"], size=10)
     for g, s in [("a", 0.1), ("a", 0.9), ("b", 0.2), ("b", 0.3), ("b", 0.8)]:
