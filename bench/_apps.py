@@ -50,3 +50,23 @@ def guarded_app() -> Any:
     from mlguard.middleware import GuardMiddleware
 
     return GuardMiddleware(bare_app, config=guard_config())
+
+
+def example_guarded() -> Any:
+    """uvicorn factory: the example credit-scoring service (``model_app``) behind a guard built for one bench row.
+
+    The configuration comes from the file named by ``MLGUARD_BENCH_CONFIG`` (bench/e2e.py writes one variant of
+    examples/credit_scoring/mlguard.yaml per row), and ``MLGUARD_BENCH_STAGES`` picks the stages: a comma list,
+    ``none`` for the guard's core alone (route match, body limits, protected attributes, record of the
+    exchange, no stage), unset for every stage. Choosing stages through ``Guard(stages=...)`` rather than
+    ``enabled: false`` keys means a row that does not use presidio or shap never imports them, so each row's
+    memory and start-up time are those of what it runs.
+    """
+    from examples.credit_scoring.app import model_app
+    from mlguard.middleware import GuardMiddleware
+    from mlguard.runtime import Guard
+
+    config = os.environ["MLGUARD_BENCH_CONFIG"]
+    raw = os.environ.get("MLGUARD_BENCH_STAGES")
+    stages = None if raw is None else [s for s in raw.split(",") if s and s != "none"]
+    return GuardMiddleware(model_app, guard=Guard(config, stages=stages))

@@ -1,4 +1,8 @@
-"""Start and stop a uvicorn server in its own process, with the same settings for every side measured."""
+"""Start and stop a uvicorn server in its own process, with the same settings for every side measured.
+
+Settings (every side, every run): one worker, ``--loop asyncio --http h11`` (the pure-Python stack, so no side
+benefits from an optional accelerator the other lacks), access log off, log level warning, bound to 127.0.0.1.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+UVICORN_FLAGS = ["--workers", "1", "--no-access-log", "--log-level", "warning", "--loop", "asyncio", "--http", "h11"]
 
 
 def free_port() -> int:
@@ -21,15 +28,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def uvicorn_server(target: str, *, factory: bool = False, env: dict[str, str] | None = None,
-                   ready_path: str = "/health", timeout: float = 60.0) -> Iterator[tuple[str, float]]:
-    """Yield (base url, seconds from process start to the first served request)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--no-access-log", "--log-level", "warning", "--loop", "asyncio", "--http", "h11"]
+@dataclass
+class Server:
+    """A running server: its base URL, process id and the seconds from process start to the first answer."""
+
+    base: str
+    pid: int
+    ready_s: float
+    command: list[str]
+
+    def rss_mb(self) -> float | None:
+        """Resident set size of the server process now (``VmRSS`` in /proc, Linux only; None elsewhere)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+
+def uvicorn_command(target: str, port: int, *, factory: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS]
     if factory:
         cmd.append("--factory")
+    return cmd
+
+
+@contextmanager
+def serve(target: str, *, factory: bool = False, env: dict[str, str] | None = None, ready_path: str = "/health",
+          timeout: float = 90.0) -> Iterator[Server]:
+    """Run ``uvicorn target`` until the block ends; ready = the first 2xx answer on ``ready_path``.
+
+    The readiness time is measured from just before the process is spawned to that first answer (polled every
+    20 ms), so it includes interpreter start, imports, building the guard and the app's lifespan start-up.
+    """
+    port = free_port()
+    cmd = uvicorn_command(target, port, factory=factory)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
@@ -43,11 +78,20 @@ def uvicorn_server(target: str, *, factory: bool = False, env: dict[str, str] | 
             except OSError:
                 if time.perf_counter() - started > timeout:
                     raise RuntimeError(f"server {target} not ready in {timeout} s") from None
-                time.sleep(0.05)
-        yield base, time.perf_counter() - started
+                time.sleep(0.02)
+        yield Server(base, proc.pid, time.perf_counter() - started, cmd)
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def uvicorn_server(target: str, *, factory: bool = False, env: dict[str, str] | None = None,
+                   ready_path: str = "/health", timeout: float = 60.0) -> Iterator[tuple[str, float]]:
+    """Yield (base url, seconds from process start to the first served request)."""
+    with serve(target, factory=factory, env=env, ready_path=ready_path, timeout=timeout) as srv:
+        yield srv.base, srv.ready_s
