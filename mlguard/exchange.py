@@ -10,7 +10,6 @@ hold only what is built once. Nothing here logs or raises with an input value.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -172,18 +171,11 @@ class Exchange:
         for name, path in route.protected.items():
             self.protected[name] = path.first(self.original)
         if not route.policy.pii.protected_to_model:
-            doc = copy.deepcopy(self.document)
-            removed = False
-            for path in route.protected.values():
-                for location, _ in list(path.find(doc)):
-                    parent = doc
-                    for part in location[:-1]:
-                        parent = parent[part]
-                    if isinstance(parent, dict):
-                        del parent[location[-1]]
-                        removed = True
-            if removed:
-                self.set_document(doc)
+            locations = [loc for path in route.protected.values() for loc, _ in path.find(self.document) if loc]
+            if locations:
+                doc, removed = _without(self.document, locations)
+                if removed:
+                    self.set_document(doc)
 
     async def _run_hook(self, name: str, phase: str, hook: Any) -> None:
         t0 = time.perf_counter()
@@ -249,6 +241,42 @@ class Exchange:
         headers.append((b"mlguard-inspected", b"true" if self.inspected else b"false"))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _without(doc: JSON, locations: list[tuple[str | int, ...]]) -> tuple[JSON, bool]:
+    """``doc`` without the object members at ``locations``, copying only the containers on their paths (the
+    original stays untouched: it is what the client sent). Why not deepcopy: it copied the whole request, every
+    guarded request, to delete one or two members."""
+    copied: dict[int, Any] = {}
+
+    def own(node: Any) -> Any:
+        mine = copied.get(id(node))
+        if mine is None:
+            mine = copied[id(node)] = dict(node) if isinstance(node, dict) else list(node)
+            copied[id(mine)] = mine  # already ours
+        return mine
+
+    if not isinstance(doc, dict | list):
+        return doc, False
+    root = own(doc)
+    removed = False
+    for location in locations:
+        parent = root
+        for part in location[:-1]:
+            try:
+                child = parent[part]
+            except (KeyError, IndexError, TypeError):  # an enclosing member was removed by an earlier location
+                break
+            if not isinstance(child, dict | list):
+                break
+            parent[part] = child = own(child)
+            parent = child
+        else:
+            last = location[-1]
+            if isinstance(parent, dict) and last in parent:
+                del parent[last]
+                removed = True
+    return root, removed
 
 
 def _phase_of(hook_phase: str) -> Phase:
