@@ -15,10 +15,18 @@ anyway (it drops addresses whose TLD is not in that list).
 
 One NLP pass per request: ``analyze_many`` pipes every text of a request (or a CLI batch) through ``nlp.pipe``
 once and gives each text's artifacts to ``AnalyzerEngine.analyze``.
+
+Why every detection runs inside ``nlp.memory_zone()``: spaCy's Vocab interns every new word it tokenizes (a
+string in the StringStore, a lexeme, a tokenizer-cache entry) and keeps it for the life of the process. A
+service that sees unique free text (names, reference numbers, typos in a note) therefore grows without bound:
+about 10 new strings per 200-character note, several MB per 1,000 requests (bench/pii_soak.py). Inside a zone
+those entries are transient and are freed when the zone exits; the model's own vocabulary stays. The zone also
+stops the tokenizer from caching new words, which costs little next to NER (measured in bench/pii_soak.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import logging
@@ -87,6 +95,10 @@ def model_identity(nlp: Any, name: str) -> dict[str, Any]:
 
 class PIIEngine:
     """Presidio AnalyzerEngine + our recognizers; thread-safe for concurrent ``analyze_many`` calls."""
+
+    use_memory_zone: bool = True
+    """Run each ``analyze_many`` inside ``nlp.memory_zone()`` (module docstring: why). False exists only so that
+    the soak benchmark and the memory test can show the growth the zone prevents; never turn it off in service."""
 
     def __init__(self, settings: PIIEngineSettings, *, custom: Sequence[Mapping[str, Any]] = ()) -> None:
         try:
@@ -180,22 +192,36 @@ class PIIEngine:
     def _analyze_locked(self, texts: Sequence[str], wanted: list[str] | None, lang: str, threshold: float,
                         out: list[list[Span]]) -> list[list[Span]]:
         try:
-            docs = self.nlp.pipe(texts, batch_size=self.settings.batch_size)
-            engine = self._nlp_engine
-            for text, doc in zip(texts, docs, strict=True):
-                art = engine._doc_to_nlp_artifact(doc, lang)
-                results = self.analyzer.analyze(text=text, language=lang, entities=wanted, nlp_artifacts=art,
-                                                score_threshold=threshold)
-                spans = [Span(r.entity_type, r.start, r.end, float(r.score),
-                              str((r.recognition_metadata or {}).get("recognizer_name", "unknown")))
-                         for r in results]
-                out.append(merge_spans([s for s in spans if _specific(s, text)]))
+            # One zone per call (a request's texts, or a CLI batch), entered and left under the lock: the zone
+            # swaps the shared Vocab's allocator, so no other detection may run while it is open.
+            zone = self.nlp.memory_zone() if self.use_memory_zone else contextlib.nullcontext()
+            with zone:
+                self._detect(texts, wanted, lang, threshold, out)
         except PIIError:
             raise
         except Exception as exc:
             # The foreign message may quote the text: only the class name leaves this function.
             raise PIIError(f"detection engine failed ({type(exc).__name__})") from None
         return out
+
+    def _detect(self, texts: Sequence[str], wanted: list[str] | None, lang: str, threshold: float,
+                out: list[list[Span]]) -> None:
+        """The spaCy + Presidio pass; only plain ``Span`` values leave it.
+
+        A separate function so that every Doc, NlpArtifacts and RecognizerResult is a local of this frame and
+        is released when it returns, that is before the memory zone of the caller frees the strings and
+        lexemes those objects point to (touching them afterwards is undefined behaviour in spaCy).
+        """
+        docs = self.nlp.pipe(texts, batch_size=self.settings.batch_size)
+        engine = self._nlp_engine
+        for text, doc in zip(texts, docs, strict=True):
+            art = engine._doc_to_nlp_artifact(doc, lang)
+            results = self.analyzer.analyze(text=text, language=lang, entities=wanted, nlp_artifacts=art,
+                                            score_threshold=threshold)
+            spans = [Span(str(r.entity_type), int(r.start), int(r.end), float(r.score),
+                          str((r.recognition_metadata or {}).get("recognizer_name", "unknown")))
+                     for r in results]
+            out.append(merge_spans([s for s in spans if _specific(s, text)]))
 
 
 _NER = "SpacyRecognizer"

@@ -212,7 +212,7 @@ def test_categories_must_name_a_declared_protected_attribute(tmp_path: Any) -> N
 async def test_categories_keep_free_text_out_of_reports_and_metrics(tmp_path: Any,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLGUARD_TEST_FAIRNESS_TOKEN", "t0k")
-    guard, mw, _ = build(make_config(tmp_path, categories={"sex": ["F", "M"]}))
+    _, mw, _ = build(make_config(tmp_path, categories={"sex": ["F", "M"]}))
     auth = {"authorization": "Bearer t0k"}
     async with client(mw) as c:
         for sex in ("F", "M", "912-45-6789"):
