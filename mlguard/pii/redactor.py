@@ -201,7 +201,8 @@ class Redactor:
         default = SCAN if scan else KEEP
         plan = Plan(doc=None)
         holder: list[JSON] = [None]
-        self._walk(doc, (), holder, 0, _match_rules(rules, ()) or default, rules, default, plan)
+        match = _matcher(rules)
+        self._walk(doc, (), holder, 0, match(()) or default, match, default, plan)
         plan.doc = holder[0]
         for pending in plan.pending:
             hit = self.cache.get(self.cache.digest(pending.text))
@@ -250,8 +251,8 @@ class Redactor:
 
     # ------------------------------------------------------------------ walk
 
-    def _walk(self, node: JSON, loc: Location, container: Any, key: str | int, rule: str, rules: Rules,
-              default: str, plan: Plan) -> None:
+    def _walk(self, node: JSON, loc: Location, container: Any, key: str | int, rule: str,
+              match: Callable[[Location], str | None], default: str, plan: Plan) -> None:
         if isinstance(node, dict):
             new: dict[str, Any] = {}
             container[key] = new
@@ -263,14 +264,14 @@ class Redactor:
             for k, v in node.items():
                 name = k if op is None else self._redact_name(k, op, new, loc, rule, plan)
                 here = (*loc, name)
-                self._walk(v, here, new, name, _match_rules(rules, here) or rule, rules, default, plan)
+                self._walk(v, here, new, name, match(here) or rule, match, default, plan)
             return
         if isinstance(node, list):
             new_list: list[Any] = [None] * len(node)
             container[key] = new_list
             for i, v in enumerate(node):
                 here = (*loc, i)
-                self._walk(v, here, new_list, i, _match_rules(rules, here) or rule, rules, default, plan)
+                self._walk(v, here, new_list, i, match(here) or rule, match, default, plan)
             return
         container[key] = node
         if node is None or rule == KEEP:
@@ -335,6 +336,33 @@ def _match_rules(rules: Rules, loc: Location) -> str | None:
         if len(path.steps) == len(loc) and path.matches(loc):
             return rule
     return None
+
+
+_MATCHERS: dict[int, tuple[Rules, Callable[[Location], str | None]]] = {}
+
+
+def _matcher(rules: Rules) -> Callable[[Location], str | None]:
+    """``_match_rules`` for one route's rules, as a function of the location.
+
+    Why: the walk asks for every node of every request (about 90 calls for the example's request). When no rule
+    has a wildcard, which is the usual route, one dict lookup answers; otherwise the declared order decides, as
+    in ``_match_rules``. Built once per rules object (routes keep theirs for the life of the process)."""
+    hit = _MATCHERS.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    match: Callable[[Location], str | None]
+    if all(step is not None for path, _ in rules for step in path.steps):
+        exact: dict[Location, str] = {}
+        for path, rule in rules:
+            exact.setdefault(path.steps, rule)  # type: ignore[arg-type]  # no wildcard: steps are a location
+        match = exact.get
+    else:
+        def match(loc: Location) -> str | None:
+            return _match_rules(rules, loc)
+    if len(_MATCHERS) > 1024:  # rules built per call (CLI, tests) must not pile up
+        _MATCHERS.clear()
+    _MATCHERS[id(rules)] = (rules, match)
+    return match
 
 
 def _unscannable(text: str, limit: int) -> str | None:

@@ -155,3 +155,22 @@ def test_findings_hold_no_values() -> None:
     dumped = json.dumps([f.as_dict() for f in findings])
     for planted in ("Jane Doe", "John Roe", "123-45-6789"):
         assert planted not in dumped
+
+
+def test_rule_matcher_answers_as_the_declared_order_does() -> None:
+    """The per-route matcher (a dict lookup when no rule has a wildcard) gives the same rule as the linear scan
+    in declared order, for every location of a document, with and without wildcards."""
+    from mlguard.jsonpath import compile_path
+    from mlguard.pii.redactor import _match_rules, _matcher
+
+    exact = [(compile_path("$.a.name"), "PERSON"), (compile_path("$.a.name"), "US_SSN"),
+             (compile_path("$.items[1]"), "EMAIL_ADDRESS"), (compile_path("$['x y']"), "keep")]
+    mixed = [*exact[:1], (compile_path("$.items[*]"), "PHONE_NUMBER"), (compile_path("$.a.*"), "scan"), *exact]
+    locations = [(), ("a",), ("a", "name"), ("a", "other"), ("items",), ("items", 0), ("items", 1),
+                 ("items", "1"), ("x y",), ("a", "name", "deeper")]
+    for rules in (exact, mixed):
+        match = _matcher(rules)
+        assert _matcher(rules) is match  # built once per rules object
+        assert [match(loc) for loc in locations] == [_match_rules(rules, loc) for loc in locations]
+    assert _matcher(exact)(("a", "name")) == "PERSON"  # first declared wins
+    assert _matcher(mixed)(("items", 1)) == "PHONE_NUMBER"  # the wildcard was declared before the exact path
