@@ -180,3 +180,50 @@ async def test_tiny_and_large_finite_numbers_pass(make_guarded: Any) -> None:
     resp = await _post(mw, b'{"a": 1e-400, "b": 1.7976931348623157e308, "c": -0.0}')
     assert resp.status_code == 200
     assert app.json() == {"a": 0.0, "b": 1.7976931348623157e308, "c": -0.0}
+
+
+def test_the_size_fast_path_never_skips_a_violation() -> None:
+    """parse_json skips the walk over the document when the text is too small to break a limit. Random documents
+    (deep ones, NULs, lone surrogates, long arrays) under small limits: every text the fast path lets through
+    passes the full walk. The text reaches the check as parse_json gets it, decoded from UTF-8 bytes."""
+    import json as _json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mlguard.body import _check_limits, _within_by_size
+    from mlguard.config import LimitSettings
+    from mlguard.errors import RequestRejected
+
+    leaves = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=14)
+              | st.sampled_from(["\x00", "a\x00", "\ud800", "x\udc00y"]))
+    docs = st.recursive(leaves, lambda inner: st.lists(inner, max_size=5)
+                        | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=16)
+
+    def nest(depth: int, key: str) -> object:
+        doc: object = 0
+        for level in range(depth):
+            doc = [doc] if level % 2 else {key: doc}
+        return doc
+
+    docs = docs | st.builds(nest, st.integers(1, 6), st.text(max_size=3))  # sure to reach every depth
+    depth_and_escapes = LimitSettings(max_depth=3, max_string_length=10_000, max_array_length=10_000)
+    arrays = LimitSettings(max_depth=64, max_string_length=10_000, max_array_length=3)
+    taken: list[str] = []
+
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None)
+    @given(docs, st.booleans(), st.sampled_from([depth_and_escapes, arrays]))
+    def check(doc: object, ascii_only: bool, limits: LimitSettings) -> None:
+        try:
+            text = _json.dumps(doc, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass").decode("utf-8")
+        except UnicodeDecodeError:
+            return  # parse_json refuses these bytes before any limit is looked at
+        if _within_by_size(text, limits):
+            taken.append(text)
+            try:
+                _check_limits(_json.loads(text), limits)
+            except RequestRejected as exc:  # pragma: no cover - the failure this test exists for
+                raise AssertionError(f"fast path skipped a violation ({exc.limit})") from None
+
+    check()
+    assert len(taken) > 50, "the fast path was hardly taken: the test would prove little"
