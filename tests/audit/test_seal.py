@@ -73,3 +73,24 @@ def test_ciphertext_bound_to_its_place(keyring: Keyring) -> None:
 def test_malformed_is_integrity_error(blob: bytes) -> None:
     with pytest.raises(IntegrityError):
         decode(blob)
+
+
+def test_write_side_key_cache_is_bounded_and_a_forgotten_key_is_never_reused(
+        keyring: Keyring, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request a new subject (credit applicants): the cache of ready data keys stays bounded, and a subject
+    whose key was forgotten gets a fresh key, its records all opening; no (key, nonce) pair repeats."""
+    import mlguard.audit.seal as seal
+
+    monkeypatch.setattr(seal, "MAX_SLOTS", 40)
+    tx, s = MemTx(), Sealer(keyring)
+    batch = [p for i in range(60) for p in items(1, subject=f"subject-{i}")]
+    batch += items(2, subject="subject-0")  # its keys were forgotten by now
+    out = s.seal_batch(tx, batch, 0, GENESIS, link)  # type: ignore[arg-type]
+    assert len(s._slots) <= 40
+    headers = [decode(b).header for _, b, _ in out]
+    assert headers[-1]["kid"] != headers[0]["kid"] and headers[-1]["kid"] == headers[-2]["kid"]
+    pairs = [(h["kid"], n) for h, (_, b, _) in zip(headers, out, strict=True) for n, _ in decode(b).parts[:1]]
+    assert len(pairs) == len(set(pairs))
+    for (_, blob, _), i in zip(out, [0] * 60 + [0, 1], strict=True):
+        body, prot, shredded = s.open(decode(blob), tx.rows.get)
+        assert body == {"i": i} and prot == {"sex": "F"} and not shredded
