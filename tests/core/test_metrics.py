@@ -22,6 +22,7 @@ from mlguard.exchange import Exchange
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
 from mlguard.stage import BaseStage
+from mlguard.testing import receive_body
 from mlguard.types import Finding
 from tests.core.conftest import RecordingApp, base_config, client
 
@@ -82,12 +83,7 @@ class RaisingApp(RecordingApp):
     """RecordingApp, except that a body containing ``boom`` makes it raise."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body", False):
-                break
+        body = await receive_body(receive)
         if b"boom" in body:
             raise RuntimeError("the app failed")
 

@@ -419,6 +419,20 @@ def _check_served(run: Run) -> None:
     assert sum(run.served.values()) == len(run.ids)
 
 
+def _serve_and_drive(tmp_path: Path, model_cache: Path, bodies: list[bytes], store: str, fairness: str | None,
+                     durability: str, sig: signal.Signals) -> Run:
+    """Start two workers, drive the load, stop them with ``sig``; the server exited cleanly and served only 200s."""
+    server = _start(_config(tmp_path, store, fairness, durability), tmp_path, model_cache)
+    try:
+        run = asyncio.run(_drive(server, bodies, sig))
+    finally:
+        code = _stop(server, sig)
+    assert code == 0, server.output()
+    assert "Traceback" not in server.output(), server.output()
+    _check_served(run)
+    return run
+
+
 # ---------------------------------------------------------------------------------------------------- the tests
 
 
@@ -430,14 +444,7 @@ def test_two_workers_sqlite_one_log_per_process_fairness(
     batches, sealed ahead, are re-sealed when the other process moved the head; nothing answered may be lost at
     shutdown); fairness in its default mode: one window per worker."""
     store = f"sqlite:///{tmp_path / 'audit.db'}"
-    server = _start(_config(tmp_path, store, None, durability), tmp_path, model_cache)
-    try:
-        run = asyncio.run(_drive(server, bodies, signal.SIGTERM))
-    finally:
-        code = _stop(server, signal.SIGTERM)
-    assert code == 0, server.output()
-    assert "Traceback" not in server.output(), server.output()
-    _check_served(run)
+    run = _serve_and_drive(tmp_path, model_cache, bodies, store, None, durability, signal.SIGTERM)
 
     # Each worker's window holds the decisions that worker made, no more: the windows are per process.
     for pid, docs in run.fairness.items():
@@ -455,14 +462,7 @@ def test_two_workers_postgres_one_log_shared_fairness(
     """PostgreSQL log shared by two workers (sync durability, as in the example; two pipelined writers on one
     PostgreSQL log are covered by tests/audit/test_pipeline.py); fairness window shared through PostgreSQL."""
     store, fairness = pg_schemas
-    server = _start(_config(tmp_path, store, fairness, "sync"), tmp_path, model_cache)
-    try:
-        run = asyncio.run(_drive(server, bodies, signal.SIGINT))
-    finally:
-        code = _stop(server, signal.SIGINT)
-    assert code == 0, server.output()
-    assert "Traceback" not in server.output(), server.output()
-    _check_served(run)
+    run = _serve_and_drive(tmp_path, model_cache, bodies, store, fairness, "sync", signal.SIGINT)
 
     # Asked through a connection to each worker, the window counts the decisions of BOTH workers.
     for pid, docs in run.fairness.items():

@@ -20,6 +20,7 @@ from mlguard.explain.stage import ExplainStage
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
 from mlguard.stage import BaseStage
+from mlguard.testing import receive_body
 
 pytestmark = pytest.mark.anyio
 TOKEN = "test-admin-token"
@@ -37,12 +38,7 @@ class ModelApp:
         self.bodies: list[dict[str, Any]] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body", False):
-                break
+        body = await receive_body(receive)
         doc = json.loads(body)
         self.bodies.append(doc)
         feats = doc.get("features") or {}
