@@ -12,9 +12,10 @@ import json
 import logging
 import os
 import re
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from mlguard.problem import send_problem
+from mlguard.problem import PROBLEM_BASE, send_problem
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute
 from mlguard.types import Receive, Scope, Send
 
@@ -82,7 +83,7 @@ class Admin:
                 break
         query = _parse_query(scope.get("query_string", b""))
         query.update(m.groupdict())
-        resp = await route.handler(AdminRequest(method, sub, query, body))
+        resp = _as_problem(await route.handler(AdminRequest(method, sub, query, body)))
         headers = [(b"content-type", resp.content_type.encode()),
                    (b"content-length", str(len(resp.body)).encode())]
         headers.extend((k.encode(), v.encode()) for k, v in resp.headers)
@@ -153,6 +154,25 @@ class Admin:
             return json_response(503, {"detail": f"the {action} applies to this worker only: the shared oversight "
                                                  "state could not be written", "audit_event": event_id})
         return json_response(200, {"route": index, "halted": action == "stop", "audit_event": event_id})
+
+
+def _as_problem(resp: AdminResponse) -> AdminResponse:
+    """An error a handler answered as plain JSON (``{"detail": ...}``, some with a ``title``), as RFC 9457
+    problem+json, so every error of the guard has one shape whichever stage produced it. The handler's members
+    are kept; ``type``, ``title`` and ``status`` are filled in when missing."""
+    if resp.status < 400 or resp.content_type != "application/json":
+        return resp
+    try:
+        doc = json.loads(resp.body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {}
+    title = str(doc.get("title") or HTTPStatus(resp.status).phrase)
+    out = {"type": PROBLEM_BASE + title.lower().replace(" ", "-"), "title": title, "status": resp.status,
+           "detail": str(doc.get("detail", title)), **{k: v for k, v in doc.items() if k not in ("title", "detail")}}
+    return AdminResponse(resp.status, json.dumps(out, default=str).encode(), "application/problem+json",
+                         resp.headers)
 
 
 def _parse_query(raw: bytes) -> dict[str, str]:

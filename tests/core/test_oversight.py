@@ -113,3 +113,21 @@ async def test_a_stop_that_cannot_be_shared_says_so_and_still_stops_this_worker(
         assert await _status(a) == 503
     finally:
         await a.guard.aclose()
+
+
+@pytest.mark.anyio
+async def test_admin_errors_are_problem_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler's plain-JSON error (here: no route 99) reaches the client as problem+json, its detail kept."""
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", "s3cret")
+    a = _worker(tmp_path)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://t") as c:
+            r = await c.post("/mlguard/routes/99/stop", headers=AUTH)
+            ok = await c.get("/mlguard/health")
+    finally:
+        await a.guard.aclose()
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    doc = r.json()
+    assert doc["status"] == 404 and doc["title"] == "Not Found" and doc["detail"] == "no such route index"
+    assert doc["type"].endswith("/not-found")
+    assert ok.headers["content-type"] == "application/json"  # successes keep their type
