@@ -132,3 +132,44 @@ def test_significance_tests() -> None:
     z = 0.06 / math.sqrt(pooled * (1 - pooled) * 2 / 1000)
     assert p == pytest.approx(math.erfc(z / math.sqrt(2)))
     assert two_proportion_p(0, 0, 1, 2) == 1.0
+
+
+def _fisher_exact_rational(x1: int, n1: int, x2: int, n2: int) -> float:
+    """The two-sided Fisher p-value in exact rational arithmetic, ties (equal probabilities) included."""
+    from fractions import Fraction
+
+    k = x1 + x2
+    probs = {a: Fraction(math.comb(n1, a) * math.comb(n2, k - a), math.comb(n1 + n2, k))
+             for a in range(max(0, k - n2), min(n1, k) + 1)}
+    return float(sum(p for p in probs.values() if p <= probs[x1]))
+
+
+def test_fisher_exact_matches_exact_arithmetic_and_scipy() -> None:
+    import random
+
+    from scipy.stats import fisher_exact
+
+    from mlguard.fairness.metrics import fisher_exact_p
+
+    rng = random.Random(7)
+    tables = [(rng.randint(0, n1), n1, rng.randint(0, n2), n2)
+              for n1, n2 in ((rng.randint(1, 40), rng.randint(1, 400)) for _ in range(1500))]
+    tables += [(0, 5, 0, 7), (5, 5, 7, 7), (1, 10, 8, 10), (2, 4, 2, 4), (0, 1, 1, 1), (3, 3, 0, 900)]
+    checked_scipy = 0
+    for x1, n1, x2, n2 in tables:
+        ours = fisher_exact_p(x1, n1, x2, n2)
+        assert ours == pytest.approx(_fisher_exact_rational(x1, n1, x2, n2), rel=1e-9, abs=1e-300)
+        assert 0.0 <= ours <= 1.0
+        # scipy counts a table exactly as likely as the observed one only when its rounding allows: compare
+        # where no other table is within 1e-6 of the observed probability
+        k = x1 + x2
+        obs = math.comb(n1, x1) * math.comb(n2, x2)
+        near = any(a != x1 and abs(math.comb(n1, a) * math.comb(n2, k - a) - obs) <= obs * 1e-6
+                   for a in range(max(0, k - n2), min(n1, k) + 1))
+        if not near:
+            assert ours == pytest.approx(fisher_exact([[x1, n1 - x1], [x2, n2 - x2]])[1], rel=1e-9)
+            checked_scipy += 1
+    assert checked_scipy > 1000
+    # a mirror-image table counts its twin: p = 1 for a perfectly balanced table
+    assert fisher_exact_p(2, 4, 2, 4) == pytest.approx(1.0)
+    assert fisher_exact_p(0, 0, 1, 2) == 1.0
