@@ -12,7 +12,9 @@ place where all of that passes, so it enforces the rules:
 * the message is interpolated (``msg % args``) for mlguard's and uvicorn's lifecycle loggers, whose arguments are
   known; any other logger's line keeps its template and loses its arguments;
 * uvicorn's access line becomes ``method``, ``path`` (query string removed) and ``status``: no client address,
-  no query string.
+  no query string; a path that matches a guarded route with parameters (``/applicants/{id}/score``) is logged
+  as that template, since the parameter is an input value (:func:`mask_route_paths`, called by every Guard).
+  Paths of routes the guard does not guard are logged as they are.
 
 ``configure_logging`` installs it on the root logger (CLI commands, tests, apps); ``uvicorn_log_config`` gives the
 same formatter to uvicorn (``mlguard serve --log-format json|text``), in every worker process.
@@ -21,9 +23,12 @@ same formatter to uvicorn (``mlguard serve --log-format json|text``), in every w
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterable
 from typing import IO, Any, Literal
 
 import orjson
@@ -65,11 +70,37 @@ def _message(record: logging.LogRecord) -> str:
         return str(record.msg)
     args = record.args
     if record.name.startswith("uvicorn") and isinstance(args, tuple):
-        args = tuple(a.split("?", 1)[0] if isinstance(a, str) else a for a in args)
+        args = tuple(_mask_path(a) if isinstance(a, str) else a for a in args)
     try:
         return str(record.msg) % args
     except Exception:  # a bad format string must not lose the line
         return str(record.msg)
+
+
+_TEMPLATES: dict[str, re.Pattern[str]] = {}
+_TEMPLATES_LOCK = threading.Lock()
+
+
+def mask_route_paths(routes: Iterable[tuple[str, re.Pattern[str]]]) -> None:
+    """Log a request path that matches one of these (template, compiled pattern) pairs as its template.
+
+    Why process-wide: uvicorn builds its formatters from a dictConfig before the app (and its guard) exist,
+    and each worker process builds its own guard; the guard registers its parameterised routes here when it is
+    built, and every mlguard formatter in the process then masks them. Only templates with a ``{parameter}``
+    are kept: a fixed path holds no input value."""
+    with _TEMPLATES_LOCK:
+        for template, pattern in routes:
+            if "{" in template:
+                _TEMPLATES[template] = pattern
+
+
+def _mask_path(path: str) -> str:
+    """``path`` without its query string, or the guarded route template it matches."""
+    path = path.split("?", 1)[0]
+    for template, pattern in list(_TEMPLATES.items()):
+        if pattern.match(path):
+            return template
+    return path
 
 
 def _access(record: logging.LogRecord, doc: dict[str, Any]) -> bool:
@@ -80,7 +111,7 @@ def _access(record: logging.LogRecord, doc: dict[str, Any]) -> bool:
     _client, method, full_path, version, status = args
     doc["message"] = "request"
     doc["method"] = str(method)
-    doc["path"] = str(full_path).split("?", 1)[0]
+    doc["path"] = _mask_path(str(full_path))
     doc["http_version"] = str(version)
     doc["status"] = status
     return True
@@ -188,4 +219,4 @@ def uvicorn_log_config(fmt: LogFormat = "json", level: str = "info") -> dict[str
 
 
 __all__ = ["SAFE_FIELDS", "JsonFormatter", "LogFormat", "TextFormatter", "configure_logging", "formatter",
-           "safe_fields", "uvicorn_log_config"]
+           "mask_route_paths", "safe_fields", "uvicorn_log_config"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlguard.config import GuardConfig, load_config
 from mlguard.errors import ConfigError
+from mlguard.logs import mask_route_paths
 from mlguard.oversight import Oversight
 from mlguard.policy import EffectivePolicy, resolve_policies
 from mlguard.routes import CompiledRoute, RouteTable, compile_route
@@ -38,6 +39,7 @@ class Guard:
                       if route.policies is not None else self.policy)
             routes.append(compile_route(i, route, policy))
         self.table = RouteTable(routes)
+        mask_route_paths((r.path, r.pattern) for r in routes)  # a path parameter is an input: never logged
         self.oversight = Oversight(routes)
         self._closed = False
         ctx = BuildContext(config=self.config, policy=self.policy, routes=routes, shared=shared or {})

@@ -123,6 +123,27 @@ def test_uvicorn_access_line_loses_client_and_query_string() -> None:
     _clean(JsonFormatter().format(ws))
 
 
+def test_a_guarded_route_parameter_is_logged_as_its_template() -> None:
+    import re
+
+    from mlguard.logs import mask_route_paths
+
+    mask_route_paths([("/people/{person}/score", re.compile(r"^/people/(?P<person>[^/]+)/score$")),
+                      ("/fixed", re.compile(r"^/fixed$"))])
+    rec = _record("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "203.0.113.9:5123", "POST",
+                  f"/people/{SSN}/score?email={EMAIL}", "1.1", 200, level=logging.INFO)
+    for fmt in (JsonFormatter(), TextFormatter()):
+        line = fmt.format(rec)
+        _clean(line)
+        assert "/people/{person}/score" in line
+    ws = _record("uvicorn.error", '%s - "WebSocket %s" [accepted]', "203.0.113.9:5123", f"/people/{NAME}/score",
+                 level=logging.INFO)
+    assert "/people/{person}/score" in JsonFormatter().format(ws)
+    other = _record("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "203.0.113.9:5123", "GET", "/people/list", "1.1",
+                    200, level=logging.INFO)
+    assert json.loads(JsonFormatter().format(other))["path"] == "/people/list"  # not a guarded route: as it is
+
+
 def test_text_format_applies_the_same_rules() -> None:
     exc = _raised(KeyError(EMAIL))
     line = TextFormatter().format(_record("mlguard.exchange", "stage failed", exc=exc, stage="pii", name_=NAME))
@@ -266,7 +287,8 @@ def test_serve_logs_json_without_input_values(tmp_path: Path) -> None:
         "policies": ["base"], "log_level": "DEBUG",
         "audit": {"enabled": False}, "explain": {"enabled": False}, "fairness": {"enabled": False},
         "routes": [{"path": "/predict", "scan_undeclared": False,
-                    "pii": {"$.name": "PERSON", "$.email": "EMAIL_ADDRESS", "$.ssn": "US_SSN"}}],
+                    "pii": {"$.name": "PERSON", "$.email": "EMAIL_ADDRESS", "$.ssn": "US_SSN"}},
+                   {"path": "/applicants/{applicant}/score", "scan_undeclared": False}],
     }))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
@@ -287,17 +309,20 @@ def test_serve_logs_json_without_input_values(tmp_path: Path) -> None:
         bad = httpx.post(f"http://127.0.0.1:{port}/predict", content=f'{{"name": "{NAME}"'.encode(),
                          headers={"content-type": "application/json"}, timeout=5)
         boom = httpx.post(f"http://127.0.0.1:{port}/predict", json={**doc, "boom": 1}, timeout=5)
+        # a path parameter is an input value: the access line names the route template instead
+        param = httpx.post(f"http://127.0.0.1:{port}/applicants/{SSN}/score?email={EMAIL}", json={}, timeout=5)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
-    assert (ok.status_code, bad.status_code, boom.status_code) == (200, 400, 500)
+    assert (ok.status_code, bad.status_code, boom.status_code, param.status_code) == (200, 400, 500, 200)
     text = err.decode()
     _clean(text)
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert all({"ts", "level", "logger", "message"} <= set(d) for d in lines)
     access = [d for d in lines if d["logger"] == "uvicorn.access"]
     assert [(d["method"], d["path"], d["status"]) for d in access] == [
-        ("POST", "/predict", 200), ("POST", "/predict", 400), ("POST", "/predict", 500)]
+        ("POST", "/predict", 200), ("POST", "/predict", 400), ("POST", "/predict", 500),
+        ("POST", "/applicants/{applicant}/score", 200)]
     crash = [d for d in lines if d.get("exc_type") == "RuntimeError"]
     assert crash and "exc_message" not in crash[0]
     assert any(d["logger"] == "mlguard.runtime" and d["message"] == "guard ready" for d in lines)
