@@ -83,12 +83,15 @@ class Guard:
         }
 
     async def aclose(self) -> None:
-        """Close every stage once (later calls do nothing), last built first."""
+        """Close every stage once (later calls do nothing), in pipeline order.
+
+        Why not last built first: the audit stage comes last and is where the others still write as they close
+        (a deferred explanation finished at shutdown appends its event), so it must be the last to stop."""
         if self._closed:
             return
         self._closed = True
         self.oversight.close()
-        for stage in reversed(self.stages):
+        for stage in self.stages:
             await stage.aclose()
 
 

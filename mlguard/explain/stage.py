@@ -12,8 +12,10 @@ so a thread would not free the event loop and would only add its hop (about 0.1 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -33,6 +35,7 @@ __all__ = ["ExplainStage", "ReasonPolicy", "RouteExplainer", "build_route_explai
 log = logging.getLogger("mlguard.explain.stage")
 
 HEADER = "MLGuard-Explanation"
+EVENTS_AT_CLOSE_S = 10.0  # longest wait at shutdown for finished explanations' audit events
 STATUS_HEADER = "MLGuard-Explanation-Status"
 
 
@@ -52,6 +55,9 @@ class ExplainStage(BaseStage):
         # Counted here (plain ints, on the event loop) and read at scrape time: see _gauges.
         self.deferred_count = 0
         self.queue_full_count = 0
+        # Audit events of finished deferred explanations still on their way (awaited at close).
+        self._events: set[concurrent.futures.Future[str]] = set()
+        self._events_lock = threading.Lock()
         if any(r.deferred for r in routes.values()):
             self.worker = DeferredWorker(self._process, self.store, queue_size=self.settings.deferred_queue_size,
                                          batch_max=self.settings.deferred_batch_max, on_ready=self._on_ready,
@@ -120,8 +126,16 @@ class ExplainStage(BaseStage):
                            for i, r in self.routes.items()}}
 
     async def aclose(self) -> None:
+        """Let the worker finish what is queued, then wait for those explanations' audit events: the Guard
+        closes the audit stage after this one, so they are committed, not lost with the writer."""
         if self.worker is not None:
             await anyio.to_thread.run_sync(self.worker.close)
+        with self._events_lock:
+            pending = [asyncio.wrap_future(f) for f in self._events]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=EVENTS_AT_CLOSE_S)
+            if late:
+                log.warning("explanation events not appended before shutdown", extra={"count": len(late)})
 
     def _gauges(self) -> list[Family]:
         """Scrape-time metrics: the deferred queue's depth and how many explanations were deferred or dropped."""
@@ -204,7 +218,14 @@ class ExplainStage(BaseStage):
         data = {"audit_id": job.audit_id, "route": job.context.get("route"),
                 "explanation": {**public, "outcome": job.context.get("outcome")}}
         future = asyncio.run_coroutine_threadsafe(events.append_event("explanation", data), loop)
-        future.add_done_callback(_log_event_failure)
+        with self._events_lock:
+            self._events.add(future)
+        future.add_done_callback(self._event_done)
+
+    def _event_done(self, future: concurrent.futures.Future[str]) -> None:
+        with self._events_lock:
+            self._events.discard(future)
+        _log_event_failure(future)
 
     async def _audited_read(self, endpoint: str, audit_id: str) -> bool:
         """Record the admin read in the audit trail when the audit stage is on (PCI DSS 10.2.1.3); False when
@@ -256,7 +277,7 @@ def _json(status: int, doc: Any) -> AdminResponse:
 
 
 def _log_event_failure(future: Any) -> None:
-    exc = future.exception()
+    exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
     if exc is not None:
         log.warning("explanation event not appended to the audit trail", extra={"error": type(exc).__name__})
 

@@ -169,3 +169,45 @@ async def test_deferred_explanation_is_linked_in_the_audit_trail(models: dict[st
     assert res.exit_code == 0, res.output
     assert "Data used: the model used these 5 items" in res.output
     assert "What would have changed the result:" in res.output
+
+
+async def test_explanations_finished_at_shutdown_still_reach_the_audit_trail(models: dict[str, Any], data: Any,
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing the guard right after a deferred request: the worker finishes the job while closing, and its
+    explanation event is committed before the audit writer stops (the audit stage closes last)."""
+    pytest.importorskip("mlguard.audit.stage")
+    mod = types.ModuleType("mlguard_e2e_model3")
+    mod.MODEL = models["gbc"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlguard_e2e_model3", mod)
+    cfg = {
+        "policies": ["gdpr"],
+        "retention": {"max": "P1Y"},
+        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
+        # the worker waits before it starts: the guard is closed while the job is still queued
+        "explain": {"execution": "deferred", "deferred_linger_ms": 300},
+        "routes": [{"path": "/predict", "subject": "$.applicant.id",
+                    "model": {"object": "mlguard_e2e_model3:MODEL", "features": "$.features",
+                              "feature_order": data.features, "output": "$.score", "favorable": "$.approved",
+                              "background_rows": data.rows(0, 150)}}],
+    }
+    path = tmp_path / "mlguard.yaml"
+    path.write_text(json.dumps(cfg))
+    guard = Guard(path, stages=["explain", "audit"])
+    mw = GuardMiddleware(_scoring_app(models["gbc"], data.features), guard=guard)
+    feats = {n: float(v) for n, v in zip(data.features, data.x[12], strict=True)}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t") as c:
+        resp = await c.post("/predict", json={"applicant": {"id": "subject-10"}, "features": feats})
+    assert resp.status_code == 200 and resp.json()["explanation"]["deferred"] is True
+    audit_id = resp.headers["mlguard-audit-id"]
+    await guard.aclose()
+
+    from mlguard.audit.reader import AuditReader
+
+    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
+    try:
+        events = [r for r in reader.iter_records() if r["kind"] == "explanation"]
+    finally:
+        reader.close()
+    assert [e["data"]["audit_id"] for e in events] == [audit_id]
+    assert events[0]["data"]["explanation"]["status"] == "ready"
