@@ -1,6 +1,7 @@
 """PII soak: process memory while unique free-text notes go through the redactor, with and without spaCy's zone.
 
-    .venv/bin/python bench/pii_soak.py [--notes 20000] [--every 2000] [--cache-size 4096] [--mode both|zone|nozone]
+    .venv/bin/python bench/pii_soak.py [--notes 20000] [--every 2000] [--cache-size 4096]
+        [--mode both|zone|nozone|renew] [--renew-after 5000]
 
 Why: every request of the credit example carries a free-text note that no earlier request had (names, numbers,
 typos). spaCy interns each new word in its Vocab (StringStore string, lexeme, tokenizer-cache entry) for the life
@@ -12,6 +13,10 @@ are built like the example's requests after the guard has dropped protected attr
 fields (cache hits after the first request, as in service) and one unique ~200-character note generated here
 from a seeded random source (no external data). Detection goes through ``Redactor.redact`` with the same
 engine settings the pii stage uses, so the span cache (``pii_engine.cache_size``) fills as it would in service.
+
+Modes: ``nozone`` (no zone, no reload), ``zone`` (zone, no reload: ``renew_after: 0``), ``renew`` (zone, and the
+pipeline reloaded every ``--renew-after`` notes, as ``pii_engine.renew_after`` does in service; the zone frees
+the words, the reload frees the hash-table slots they leave: engine module docstring). ``both`` = nozone + zone.
 
 Also printed: the cost of entering and leaving an empty zone, and the per-note time of both modes (the zone
 stops the tokenizer from caching new words); on a shared 2-core machine these timings are noisy.
@@ -76,13 +81,14 @@ def make_doc(rng: random.Random) -> dict[str, Any]:
             "zip_code": "94110", "amount": 12000, "note": make_note(rng)}
 
 
-def run_mode(zone: bool, notes: int, every: int, cache_size: int, seed: int) -> dict[str, Any]:
+def run_mode(zone: bool, notes: int, every: int, cache_size: int, seed: int, renew_after: int = 0
+             ) -> dict[str, Any]:
     """One soak in this process; prints a line per ``every`` notes and returns the figures."""
     from mlguard.config.pii import PIIEngineSettings
     from mlguard.pii.engine import PIIEngine
     from mlguard.pii.redactor import Redactor
 
-    settings = PIIEngineSettings(cache_size=cache_size)
+    settings = PIIEngineSettings(cache_size=cache_size, renew_after=renew_after)
     engine = PIIEngine(settings)
     engine.use_memory_zone = zone
     redactor = Redactor({}, settings, engine=engine)
@@ -92,7 +98,7 @@ def run_mode(zone: bool, notes: int, every: int, cache_size: int, seed: int) -> 
         redactor.redact(make_doc(rng))
     gc.collect()
     start_rss, start_strings = rss_mb(), len(strings)
-    label = "zone" if zone else "no zone"
+    label = ("zone" if zone else "no zone") + (f", reload every {renew_after}" if renew_after else "")
     print(f"[{label}] after warm-up: rss {start_rss:.1f} MB, strings {start_strings}", flush=True)
     points: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -132,11 +138,13 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=2000)
     ap.add_argument("--cache-size", type=int, default=4096, help="pii_engine.cache_size (span cache entries)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--mode", choices=("both", "zone", "nozone"), default="both")
-    ap.add_argument("--child", choices=("zone", "nozone"), help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=("both", "zone", "nozone", "renew"), default="both")
+    ap.add_argument("--renew-after", type=int, default=5000, help="pipeline reload interval of the renew mode")
+    ap.add_argument("--child", choices=("zone", "nozone", "renew"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        result = run_mode(args.child == "zone", args.notes, args.every, args.cache_size, args.seed)
+        result = run_mode(args.child != "nozone", args.notes, args.every, args.cache_size, args.seed,
+                          args.renew_after if args.child == "renew" else 0)
         print("RESULT " + json.dumps(result), flush=True)
         return
     print(f"empty memory_zone enter+exit: {zone_overhead():.1f} us", flush=True)
@@ -144,7 +152,7 @@ def main() -> None:
     results = []
     for mode in modes:
         cmd = [sys.executable, __file__, "--child", mode, "--notes", str(args.notes), "--every", str(args.every),
-               "--cache-size", str(args.cache_size), "--seed", str(args.seed)]
+               "--cache-size", str(args.cache_size), "--seed", str(args.seed), "--renew-after", str(args.renew_after)]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
         for line in proc.stdout.splitlines():
             if line.startswith("RESULT "):

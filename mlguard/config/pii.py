@@ -33,6 +33,11 @@ class PIIEngineSettings(BaseModel):
         description="ISO country codes whose country-specific Presidio recognizers load (generic ones always do).",
     )
     batch_size: int = Field(128, gt=0, description="Texts per nlp.pipe batch.")
+    renew_after: int = Field(
+        100_000, ge=0,
+        description="Texts scanned after which the spaCy pipeline is reloaded, releasing the hash-table slots "
+                    "that unique words leave behind (0 = never); the reload takes about 0.3 s.",
+    )
     vault_path: str = Field(
         "./mlguard-pii-vault.db",
         description="SQLite file of the encrypted token vault (`token` operator), relative to base_dir.",

@@ -147,3 +147,53 @@ def test_concurrent_callers_get_their_own_results_and_the_store_stays_bounded(en
     assert not errors
     assert [got[k] for k in range(len(batches))] == expected
     assert len(engine.nlp.vocab.strings) - baseline <= 20
+
+
+def test_pipeline_is_reloaded_after_renew_after_texts_and_finds_the_same() -> None:
+    """spaCy's hash tables keep the slots of freed words (engine module docstring): every ``renew_after`` texts
+    the pipeline is reloaded, the old one released first, and detection is unchanged."""
+    import gc
+    import weakref
+
+    from mlguard.config.pii import PIIEngineSettings
+
+    eng = PIIEngine(PIIEngineSettings(renew_after=30))
+    rng = random.Random(5)
+    probe = [_pii_note(rng) for _ in range(4)]
+    before = eng.analyze_many(probe)
+    assert all(any(s.entity == "US_SSN" for s in spans) for spans in before)
+    first = weakref.ref(eng.nlp)
+    _run(eng, _notes(seed=3, count=26), batch=13)  # 30 texts scanned: the next call reloads first
+    assert eng.scanned == 30 and eng.renewals == 0 and first() is eng.nlp
+    after = eng.analyze_many(probe)
+    assert eng.renewals == 1 and eng.scanned == len(probe)
+    gc.collect()
+    assert first() is None, "the old pipeline is still referenced"
+    assert eng._nlp_engine.nlp == {"en": eng.nlp}
+    assert after == before
+
+
+def test_a_failed_reload_keeps_detecting(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import spacy
+
+    from mlguard.config.pii import PIIEngineSettings
+
+    eng = PIIEngine(PIIEngineSettings(renew_after=1))
+    real_load = spacy.load
+    calls = []
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk hiccup")
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spacy, "load", flaky)
+    rng = random.Random(9)
+    note = _pii_note(rng)
+    eng.analyze_many([note])
+    with caplog.at_level("ERROR", logger="mlguard.pii.engine"):
+        spans = eng.analyze_many([note])  # reload fails once, the pipeline is loaded again, detection goes on
+    assert len(calls) == 2 and eng.renewals == 1
+    assert any(s.entity == "US_SSN" for s in spans[0])
+    assert any(r.getMessage() == "pii pipeline reload failed" for r in caplog.records)
