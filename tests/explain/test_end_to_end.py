@@ -105,31 +105,45 @@ async def test_sealed_then_rendered_and_never_leaked(models: dict[str, Any], dat
             assert not any(p.encode() in blob for p in planted), f.name
 
 
+def _deferred_guard(models: dict[str, Any], data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    explain: dict[str, Any]) -> tuple[Path, Guard]:
+    """A gdpr guard with the explain and audit stages over the gbc model, ``explain`` as its explain settings."""
+    mod = types.ModuleType("mlguard_e2e_deferred")
+    mod.MODEL = models["gbc"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlguard_e2e_deferred", mod)
+    cfg = {
+        "policies": ["gdpr"],
+        "retention": {"max": "P1Y"},
+        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
+        "explain": explain,
+        "routes": [{"path": "/predict", "subject": "$.applicant.id",
+                    "model": {"object": "mlguard_e2e_deferred:MODEL", "features": "$.features",
+                              "feature_order": data.features, "output": "$.score", "favorable": "$.approved",
+                              "background_rows": data.rows(0, 150)}}],
+    }
+    path = tmp_path / "mlguard.yaml"
+    path.write_text(json.dumps(cfg))
+    return path, Guard(path, stages=["explain", "audit"])
+
+
+def _records(tmp_path: Path, kind: str) -> list[dict[str, Any]]:
+    """The decrypted records of one kind in the test's audit store."""
+    from mlguard.audit.reader import AuditReader
+
+    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
+    try:
+        return [r for r in reader.iter_records() if r["kind"] == kind]
+    finally:
+        reader.close()
+
+
 async def test_deferred_explanation_is_linked_in_the_audit_trail(models: dict[str, Any], data: Any,
                                                                  tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mlguard.audit.stage")
     import anyio
 
-    mod = types.ModuleType("mlguard_e2e_model2")
-    mod.MODEL = models["gbc"]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mlguard_e2e_model2", mod)
-    cfg = {
-        "policies": ["gdpr"],
-        "retention": {"max": "P1Y"},
-        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
-        "explain": {"execution": "deferred"},
-        "routes": [{"path": "/predict", "subject": "$.applicant.id",
-                    "model": {"object": "mlguard_e2e_model2:MODEL", "features": "$.features",
-                              "feature_order": data.features, "output": "$.score", "favorable": "$.approved",
-                              "background_rows": data.rows(0, 150)}}],
-    }
-    path = tmp_path / "mlguard.yaml"
-    path.write_text(json.dumps(cfg))
-    try:
-        guard = Guard(path, stages=["explain", "audit"])
-    except Exception as exc:  # the composed policy may ask for settings this minimal config lacks
-        pytest.skip(f"audit stage could not be built here: {type(exc).__name__}")
+    path, guard = _deferred_guard(models, data, tmp_path, monkeypatch, {"execution": "deferred"})
     mw = GuardMiddleware(_scoring_app(models["gbc"], data.features), guard=guard)
     feats = {n: float(v) for n, v in zip(data.features, data.x[11], strict=True)}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t") as c:
@@ -152,11 +166,7 @@ async def test_deferred_explanation_is_linked_in_the_audit_trail(models: dict[st
         got = await c.get(f"/mlguard/explanations/{audit_id}", headers={"authorization": "Bearer tok"})
         assert got.status_code == 200 and got.json()["status"] == "ready"
     await guard.aclose()
-    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
-    try:
-        reads = [r for r in reader.iter_records() if r["kind"] == "admin_read"]
-    finally:
-        reader.close()
+    reads = _records(tmp_path, "admin_read")
     assert [r["data"] for r in reads] == [{"endpoint": "/explanations", "target": audit_id}]
     assert found["data"]["audit_id"] == audit_id
     assert "inputs" not in found["data"]["explanation"]  # the event is not under the subject's key
@@ -177,23 +187,9 @@ async def test_explanations_finished_at_shutdown_still_reach_the_audit_trail(mod
     """Closing the guard right after a deferred request: the worker finishes the job while closing, and its
     explanation event is committed before the audit writer stops (the audit stage closes last)."""
     pytest.importorskip("mlguard.audit.stage")
-    mod = types.ModuleType("mlguard_e2e_model3")
-    mod.MODEL = models["gbc"]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mlguard_e2e_model3", mod)
-    cfg = {
-        "policies": ["gdpr"],
-        "retention": {"max": "P1Y"},
-        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
-        # the worker waits before it starts: the guard is closed while the job is still queued
-        "explain": {"execution": "deferred", "deferred_linger_ms": 300},
-        "routes": [{"path": "/predict", "subject": "$.applicant.id",
-                    "model": {"object": "mlguard_e2e_model3:MODEL", "features": "$.features",
-                              "feature_order": data.features, "output": "$.score", "favorable": "$.approved",
-                              "background_rows": data.rows(0, 150)}}],
-    }
-    path = tmp_path / "mlguard.yaml"
-    path.write_text(json.dumps(cfg))
-    guard = Guard(path, stages=["explain", "audit"])
+    # the worker waits before it starts: the guard is closed while the job is still queued
+    _, guard = _deferred_guard(models, data, tmp_path, monkeypatch,
+                               {"execution": "deferred", "deferred_linger_ms": 300})
     mw = GuardMiddleware(_scoring_app(models["gbc"], data.features), guard=guard)
     feats = {n: float(v) for n, v in zip(data.features, data.x[12], strict=True)}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t") as c:
@@ -201,13 +197,6 @@ async def test_explanations_finished_at_shutdown_still_reach_the_audit_trail(mod
     assert resp.status_code == 200 and resp.json()["explanation"]["deferred"] is True
     audit_id = resp.headers["mlguard-audit-id"]
     await guard.aclose()
-
-    from mlguard.audit.reader import AuditReader
-
-    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
-    try:
-        events = [r for r in reader.iter_records() if r["kind"] == "explanation"]
-    finally:
-        reader.close()
+    events = _records(tmp_path, "explanation")
     assert [e["data"]["audit_id"] for e in events] == [audit_id]
     assert events[0]["data"]["explanation"]["status"] == "ready"
