@@ -222,12 +222,33 @@ class Keyring:
 
     def rotate(self) -> tuple[str, str]:
         """Add a new active KEK and signing key, keep the old ones for reading; rewrite the file atomically."""
-        if self.path is None:
-            raise KeyringError("a keyring from the environment cannot be rotated here; rotate its source")
         kek, seed = os.urandom(32), os.urandom(32)
-        doc = json.loads(json.dumps(self._doc))
+        doc = self._editable("rotated")
         doc["keks"].append({"id": _key_id("kek", kek), "key": _b64(kek), "created": _now()})
         doc["signing"].append({"id": _key_id("sig", seed), "seed": _b64(seed), "created": _now()})
+        self._replace(doc)
+        return self._active_kek, self._active_signer
+
+    def retire(self, kek_id: str) -> None:
+        """Remove an old KEK from the keyring file (atomically). The caller has checked that no data key is
+        wrapped under it any more (``mlguard keys retire`` asks the stores); the active KEK is never retired."""
+        if kek_id not in self._keks:
+            raise KeyringError(f"keyring has no KEK {kek_id}")
+        if kek_id == self._active_kek:
+            raise KeyringError(f"{kek_id} is the active KEK; rotate first (mlguard keys rotate)")
+        doc = self._editable("changed")
+        doc["keks"] = [k for k in doc["keks"] if k["id"] != kek_id]
+        self._replace(doc)
+
+    def _editable(self, what: str) -> dict[str, Any]:
+        if self.path is None:
+            raise KeyringError(f"a keyring from the environment cannot be {what} here; change its source")
+        doc: dict[str, Any] = json.loads(json.dumps(self._doc))
+        return doc
+
+    def _replace(self, doc: dict[str, Any]) -> None:
+        """Write ``doc`` over the keyring file (mode 0600, fsync, rename) and reload from it."""
+        assert self.path is not None  # _editable checked
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -236,7 +257,6 @@ class Keyring:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
         self.__init__(doc, path=self.path)  # type: ignore[misc]
-        return self._active_kek, self._active_signer
 
     # ------------------------------------------------------------------ KeyProvider
 

@@ -130,7 +130,9 @@ def _time_ordered_id() -> str:
     return f"{time.time_ns() // 1000:016x}{random_bytes(8).hex()}"
 
 
-def _wrap_aad(key_id: str, subject: str, domain: str, period: str) -> bytes:
+def wrap_aad(key_id: str, subject: str, domain: str, period: str) -> bytes:
+    """The associated data a data key is wrapped with: its id and slot, so a wrapped key cannot be moved
+    to another row (sealing, reading and ``mlguard audit rewrap`` all use it)."""
     return f"mlguard.dek|{key_id}|{subject}|{domain}|{period}".encode()
 
 
@@ -182,7 +184,7 @@ class Sealer:
                 key_id = self._new_key_id()
                 dek = self._new_key(32)
                 prefix = b""
-            kek_id, wrapped = self.keys.wrap(domain, dek, _wrap_aad(key_id, subject, domain, period))
+            kek_id, wrapped = self.keys.wrap(domain, dek, wrap_aad(key_id, subject, domain, period))
             new.append((key_id, subject, domain, period, kek_id, wrapped))  # inserted with the batch
             # Not put in the read cache (_aeads): a writer never opens what it sealed, and a long-running
             # server would otherwise keep every data key it ever made in memory.
@@ -198,7 +200,7 @@ class Sealer:
         with self._lock:
             aead = self._aeads.get(key_id)
         if aead is None:
-            aead = AESGCM(self.keys.unwrap(kek_id, domain, wrapped, _wrap_aad(key_id, subject, domain, period)))
+            aead = AESGCM(self.keys.unwrap(kek_id, domain, wrapped, wrap_aad(key_id, subject, domain, period)))
             with self._lock:
                 self._aeads[key_id] = aead
         return aead

@@ -1,4 +1,4 @@
-"""``mlguard audit verify|export|bundle|shred|purge``.
+"""``mlguard audit verify|export|bundle|shred|purge|rewrap``.
 
 Exit codes: 0 ok; 1 integrity failure (verify) or a refusal (retention); 2 usage (bad or missing arguments).
 """
@@ -51,7 +51,7 @@ def _keyring(path: Path | None) -> Any:
         raise click.UsageError(str(exc)) from None
 
 
-@cli.group(help="Verify, export, bundle, shred and purge the audit trail.")
+@cli.group(help="Verify, export, bundle, shred, purge and re-wrap the audit trail.")
 def audit() -> None:
     """The ``mlguard audit`` group."""
 
@@ -283,3 +283,30 @@ def purge(ctx: click.Context, store_url: str, keyring: Path | None, config: Path
     finally:
         store.close()
     click.echo(f"purged: {len(gone)} data keys of days before {plan.before_day} destroyed ({plan.reason})")
+
+
+@audit.command("rewrap", help="Re-wrap every data key under the keyring's active KEK (after `mlguard keys rotate` "
+                              "and a restart of the writers), so old KEKs can be retired. Records do not change.")
+@click.option("--store", "store_url", required=True, help=STORE_HELP)
+@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False), help="Keyring (else env).")
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Data keys per transaction.")
+def rewrap_cmd(store_url: str, keyring: Path | None, batch: int) -> None:
+    from mlguard.audit.rekey import rewrap
+
+    keys = _keyring(keyring)
+    store = _open(store_url)
+    try:
+        active = keys.active_kek_id()
+        todo = sum(n for k, n in store.data_key_counts().items() if k != active)
+        with _progress(todo, "rewrap") as tick:
+            res = rewrap(store, keys, batch=batch, progress=tick)
+    except MLGuardError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"re-wrapped {res.rewrapped} data keys under {res.active}")
+    if res.remaining:
+        left = ", ".join(f"{k}: {n}" for k, n in sorted(res.remaining.items()))
+        click.echo(f"still under older KEKs ({left}): a writer still runs with the old keyring; restart it and "
+                   "run this again", err=True)

@@ -1,4 +1,4 @@
-"""``mlguard keys init|rotate|show``: the keyring on the command line."""
+"""``mlguard keys init|rotate|retire|show``: the keyring on the command line."""
 
 from __future__ import annotations
 
@@ -41,6 +41,45 @@ def rotate(path: Path) -> None:
     except KeyringError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"rotated {path}: new KEK {kek}, new signing key {sig}")
+
+
+@keys.command("retire", help="Remove an old KEK from the keyring once no data key in the given stores is "
+                             "wrapped under it (run `mlguard audit rewrap` first).")
+@click.argument("kek_id")
+@KEYRING_OPTION
+@click.option("--store", "stores", multiple=True, required=True,
+              help="Every audit store this keyring serves (repeatable): each is checked for keys under KEK_ID.")
+def retire(kek_id: str, path: Path, stores: tuple[str, ...]) -> None:
+    from mlguard.audit.store.base import open_store
+    from mlguard.errors import MLGuardError
+
+    try:
+        ring = Keyring.load(path)
+        if kek_id == ring.active_kek_id() or kek_id not in ring.kek_ids():
+            ring.retire(kek_id)  # raises with the reason
+        for url in stores:
+            store = open_store(url, create=False)
+            try:
+                n = store.data_key_counts().get(kek_id, 0)
+            finally:
+                store.close()
+            if n:
+                raise click.UsageError(f"{n} data keys in store {_where(url)} are still wrapped under {kek_id}; "
+                                       f"run: mlguard audit rewrap --store URL --keyring {path}")
+        ring.retire(kek_id)
+    except MLGuardError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"retired {kek_id} from {path}; active KEK {ring.active_kek_id()}")
+
+
+def _where(url: str) -> str:
+    """A store URL fit for a message: without user, password and query (a password must not reach a terminal)."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("sqlite:///"):
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
 
 @keys.command("show", help="Key ids and public signing keys (never secret material), as JSON.")

@@ -206,3 +206,41 @@ def test_readers_never_create_a_missing_log(store_url: str, tmp_path: Path) -> N
         schema = store_url.rsplit("schema=", 1)[1]
         with psycopg.connect(PG_URL) as conn:
             assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.records",)).fetchone() == (None,)
+
+
+def test_rotate_rewrap_retire(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    """The rotation procedure on the command line: retire refuses while keys are under the KEK, rewrap moves
+    them, retire then removes it, and export still decrypts every record with the smaller keyring."""
+    url, kpath, ring = log
+    old = ring.active_kek_id()
+    assert run("keys", "retire", old, "--keyring", str(kpath), "--store", url)[0] == 2  # the active KEK
+    code, out = run("keys", "rotate", "--keyring", str(kpath))
+    new = Keyring.load(kpath).active_kek_id()
+    assert code == 0 and new != old
+    code, out = run("keys", "retire", old, "--keyring", str(kpath), "--store", url)
+    assert code == 2 and "still wrapped under" in out and "mlguard audit rewrap" in out
+    assert f"24 data keys in store {url} are still wrapped" in out
+    assert old in Keyring.load(kpath).kek_ids()
+    store = open_store(url)
+    under_old = store.data_key_counts()
+    store.close()
+    assert list(under_old) == [old] and under_old[old] == 24  # 4 subjects x (data, protected) x 3 UTC days
+    code, out = run("audit", "rewrap", "--store", url, "--keyring", str(kpath))
+    assert code == 0 and f"re-wrapped 24 data keys under {new}" in out
+    code, out = run("keys", "retire", old, "--keyring", str(kpath), "--store", url)
+    assert code == 0 and f"retired {old}" in out
+    assert Keyring.load(kpath).kek_ids() == [new]
+    assert stat.S_IMODE(kpath.stat().st_mode) == 0o600
+    assert run("keys", "retire", "kek-nonexistent", "--keyring", str(kpath), "--store", url)[0] == 2
+    out_file = tmp_path / "x.jsonl"
+    code, _ = run("audit", "export", "--store", url, "--keyring", str(kpath), "--out", str(out_file))
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert code == 0 and len(lines) == 40 and all(x["input"] == {"i": int(x["audit_id"][3:])} for x in lines)
+    assert run("audit", "verify", "--store", url)[0] == 0
+
+
+def test_retire_names_the_store_without_its_password(tmp_path: Path) -> None:
+    from mlguard.cli.keys import _where
+
+    assert _where("postgresql://bob:s3cret@db.example:5432/audit?schema=x") == "postgresql://db.example/audit"
+    assert _where(f"sqlite:///{tmp_path}/a.db") == f"sqlite:///{tmp_path}/a.db"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +256,47 @@ def test_oversight_state_is_shared_between_store_objects(store_url: str, store: 
         check(store)
     finally:
         other.close()
+
+
+def test_rewrap_moves_every_data_key_to_the_active_kek(store: AuditStore, tmp_path: Path) -> None:
+    """After a rotation every data key is re-wrapped under the new KEK; the old KEK can then leave the keyring
+    and every record still opens (a shredded one stays shredded), the chain untouched."""
+    from mlguard.audit.rekey import rewrap
+
+    ring = Keyring.create(tmp_path / "k.keyring")
+    old = ring.active_kek_id()
+    AuditWriter(store, ring).append_now([rec(i, ring, subject=f"s{i % 3}", protected={"sex": "F"})
+                                          for i in range(6)])
+    assert store.delete_data_keys(subject=pseudonym(ring, "s2"))
+    new, _ = ring.rotate()
+    AuditWriter(store, ring).append_now([rec(10, ring, subject="s9")])  # a restarted writer: the new KEK
+    counts = store.data_key_counts()
+    assert set(counts) == {old, new} and counts[old] == 4  # s0, s1: a data and a protected key each
+    head = store.head()
+    ticks: list[int] = []
+    res = rewrap(store, ring, batch=3, progress=ticks.append)
+    assert (res.active, res.rewrapped, res.remaining) == (new, 4, {})
+    assert ticks == [3, 1] and store.data_key_counts() == {new: sum(counts.values())}
+    assert rewrap(store, ring).rewrapped == 0  # nothing left to do
+    assert store.head() == head  # records and chain untouched
+    ring.retire(old)
+    fresh = Keyring.load(tmp_path / "k.keyring")
+    assert fresh.kek_ids() == [new]
+    recs = {r["audit_id"]: r for r in AuditReader(store, fresh).iter_records()}
+    assert recs["id-000000"]["input"] == {"n": 0} and recs["id-000000"]["protected"] == {"sex": "F"}
+    assert recs["id-000002"]["shredded"] is True and recs["id-000002"]["input"] is None
+    assert recs["id-000010"]["input"] == {"n": 10}
+    check(store)
+
+
+def test_rewrap_without_the_old_kek_names_it_and_changes_nothing(store: AuditStore, tmp_path: Path) -> None:
+    from mlguard.audit.rekey import rewrap
+    from mlguard.errors import KeyringError
+
+    ring = Keyring.create(tmp_path / "k.keyring")
+    old = ring.active_kek_id()
+    AuditWriter(store, ring).append_now([rec(1, ring)])
+    other = Keyring.create(tmp_path / "other.keyring")  # the wrong keyring: it never held ``old``
+    with pytest.raises(KeyringError, match=old):
+        rewrap(store, other)
+    assert store.data_key_counts() == {old: 1}

@@ -66,6 +66,10 @@ def paged_rows(fetch: Callable[[int], Sequence[Sequence[Any]]], since_seq: int, 
         last = rows[-1][0]
 
 
+DataKeyRow = tuple[str, str, str, str, str, bytes]
+"""(key_id, subject, domain, period, kek_id, wrapped): one row of the data_keys table."""
+
+
 class WriteTx(ABC):
     """One exclusive write transaction (see the module docstring)."""
 
@@ -129,6 +133,23 @@ class AuditStore(ABC):
     @abstractmethod
     def delete_data_keys(self, *, subject: str | None = None, before_period: str | None = None) -> list[str]:
         """Delete (shred) data keys of a subject or of every day before ``before_period``; their ids."""
+
+    @abstractmethod
+    def data_key_counts(self) -> dict[str, int]:
+        """KEK id -> how many data keys it wraps (``mlguard keys retire`` refuses a KEK that still wraps one)."""
+
+    @abstractmethod
+    def data_keys_under(self, kek_ids: Sequence[str], after: str, limit: int) -> list[DataKeyRow]:
+        """Up to ``limit`` data-key rows wrapped by one of ``kek_ids`` whose key id sorts after ``after``, in key
+        id order (``mlguard audit rewrap`` pages through them)."""
+
+    @abstractmethod
+    def rewrap_data_keys(self, rows: Sequence[tuple[str, str, str, bytes]]) -> int:
+        """(key_id, old kek_id, new kek_id, new wrapped): replace each key's wrapping, in one transaction, where
+        the key still exists under its old KEK (one shredded or rewrapped meanwhile is left alone); returns how
+        many rows changed. What becomes of the old wrapped bytes is the store's (as after ``delete_data_keys``):
+        SQLite overwrites them and truncates its WAL; PostgreSQL vacuums the table, which frees the space without
+        zeroing it, so a KEK that wrapped them is only out of the picture once it is retired (README)."""
 
     @abstractmethod
     def subject_periods(self, subject: str) -> list[str]:

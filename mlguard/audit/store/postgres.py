@@ -14,13 +14,21 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mlguard.audit.chain import GENESIS
-from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx, paged_rows, record_filters, row_from_db
+from mlguard.audit.store.base import (
+    AuditStore,
+    DataKeyRow,
+    RecordRow,
+    WriteTx,
+    paged_rows,
+    record_filters,
+    row_from_db,
+)
 from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
 
 PAGE = 5000
@@ -240,7 +248,40 @@ class PostgresStore(AuditStore):
             tx.cur.execute(f"DELETE FROM {self.s}.data_keys WHERE {cond} RETURNING key_id", (arg,))
             ids = [str(r[0]) for r in tx.cur.fetchall()]
             tx.cur.execute(f"UPDATE {self.s}.head SET gen = gen + 1 WHERE id = 1")
+        self._vacuum_keys()
         return ids
+
+    def _vacuum_keys(self) -> None:
+        """Reclaim the dead row versions a shred or rewrap leaves (they hold wrapped keys); VACUUM cannot run in
+        a transaction, so on the autocommit read connection. The space is freed for reuse, not zeroed."""
+        with self._read() as cur:
+            cur.execute(f"VACUUM {self.s}.data_keys")
+
+    def data_key_counts(self) -> dict[str, int]:
+        with self._read() as cur:
+            cur.execute(f"SELECT kek_id, count(*) FROM {self.s}.data_keys GROUP BY kek_id")
+            return {str(k): int(n) for k, n in cur.fetchall()}
+
+    def data_keys_under(self, kek_ids: Sequence[str], after: str, limit: int) -> list[DataKeyRow]:
+        if not kek_ids:
+            return []
+        with self._read() as cur:
+            cur.execute(f"SELECT key_id, subject, domain, period, kek_id, wrapped FROM {self.s}.data_keys "
+                        "WHERE kek_id = ANY(%s) AND key_id > %s ORDER BY key_id LIMIT %s",
+                        (list(kek_ids), after, limit))
+            return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bytes(r[5])) for r in cur.fetchall()]
+
+    def rewrap_data_keys(self, rows: Sequence[tuple[str, str, str, bytes]]) -> int:
+        changed = 0
+        if not rows:
+            return 0
+        with self._txn() as tx:
+            for key_id, old, new, wrapped in rows:
+                tx.cur.execute(f"UPDATE {self.s}.data_keys SET kek_id = %s, wrapped = %s "
+                               "WHERE key_id = %s AND kek_id = %s", (new, wrapped, key_id, old))
+                changed += max(tx.cur.rowcount, 0)
+        self._vacuum_keys()
+        return changed
 
     def subject_periods(self, subject: str) -> list[str]:
         with self._read() as cur:

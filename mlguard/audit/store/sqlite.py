@@ -31,6 +31,7 @@ from typing import Any
 from mlguard.audit.chain import GENESIS
 from mlguard.audit.store.base import (
     AuditStore,
+    DataKeyRow,
     RecordRow,
     WriteTx,
     cp_from_json,
@@ -225,6 +226,31 @@ class SQLiteStore(AuditStore):
         with self._wlock:
             self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ids
+
+    def data_key_counts(self) -> dict[str, int]:
+        rows = self._r().execute("SELECT kek_id, count(*) FROM data_keys GROUP BY kek_id").fetchall()
+        return {str(k): int(n) for k, n in rows}
+
+    def data_keys_under(self, kek_ids: Sequence[str], after: str, limit: int) -> list[DataKeyRow]:
+        if not kek_ids:
+            return []
+        marks = ",".join("?" * len(kek_ids))
+        rows = self._r().execute(
+            f"SELECT key_id, subject, domain, period, kek_id, wrapped FROM data_keys WHERE kek_id IN ({marks}) "
+            "AND key_id > ? ORDER BY key_id LIMIT ?", (*kek_ids, after, limit)).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bytes(r[5])) for r in rows]
+
+    def rewrap_data_keys(self, rows: Sequence[tuple[str, str, str, bytes]]) -> int:
+        if not rows:
+            return 0
+        with self._txn() as tx:
+            before = tx.c.total_changes
+            tx.c.executemany("UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE key_id = ? AND kek_id = ?",
+                             [(new, wrapped, key_id, old) for key_id, old, new, wrapped in rows])
+            changed = tx.c.total_changes - before
+        with self._wlock:  # secure_delete overwrote the old bytes in the table; the WAL still holds their pages
+            self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return changed
 
     def subject_periods(self, subject: str) -> list[str]:
         rows = self._r().execute("SELECT DISTINCT period FROM data_keys WHERE subject = ? ORDER BY period",
