@@ -112,14 +112,14 @@ def _python(url: str, seconds: float, connections: int, method: str, bodies: lis
     return LoadResult(**json.loads(out))
 
 
-def _request_bytes(method: str, host: str, path: str, body: bytes | None) -> bytes:
+def request_bytes(method: str, host: str, path: str, body: bytes | None) -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mlguard-bench\r\n"
     if body is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return head.encode("latin-1") + b"\r\n" + (body or b"")
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """Read one response; return (status, whether the server will close the connection)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -150,8 +150,8 @@ async def _drive(url: str, seconds: float, connections: int, method: str, bodies
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    requests = [_request_bytes(method, parts.netloc, path, b) for b in bodies] or [
-        _request_bytes(method, parts.netloc, path, None)]
+    requests = [request_bytes(method, parts.netloc, path, b) for b in bodies] or [
+        request_bytes(method, parts.netloc, path, None)]
     latencies: list[float] = []
     counts = {"errors": 0, "non_2xx": 0}
     deadline = time.perf_counter() + seconds
@@ -174,7 +174,7 @@ async def _drive(url: str, seconds: float, connections: int, method: str, bodies
             s = time.perf_counter()
             try:
                 writer.write(req)
-                status, close = await _read_response(reader)
+                status, close = await read_response(reader)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError):
                 counts["errors"] += 1
                 writer.close()

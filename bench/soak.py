@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.e2e import GUARD_TARGET, SERVERS, server_env  # noqa: E402
-from bench.loadgen import _read_response, _request_bytes  # noqa: E402
+from bench.loadgen import read_response, request_bytes  # noqa: E402
 from bench.server import UVICORN_FLAGS, Server, serve  # noqa: E402
 
 TARGET_MB = 500.0
@@ -230,7 +230,7 @@ async def drive(srv: Server, args: argparse.Namespace, samples: list[Sample]) ->
         while next_i < args.requests:
             i = next_i
             next_i += 1
-            payload = _request_bytes("POST", parts.netloc, "/predict", make_body(args.seed, i, args.subjects))
+            payload = request_bytes("POST", parts.netloc, "/predict", make_body(args.seed, i, args.subjects))
             for attempt in range(3):
                 try:
                     if writer is None:
@@ -238,7 +238,7 @@ async def drive(srv: Server, args: argparse.Namespace, samples: list[Sample]) ->
                     assert reader is not None
                     writer.write(payload)
                     await writer.drain()
-                    status, close = await asyncio.wait_for(_read_response(reader), timeout=120)
+                    status, close = await asyncio.wait_for(read_response(reader), timeout=120)
                 except (TimeoutError, OSError, asyncio.IncompleteReadError):
                     counts.errors += 1
                     if writer is not None:
