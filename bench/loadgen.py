@@ -113,6 +113,7 @@ def _python(url: str, seconds: float, connections: int, method: str, bodies: lis
 
 
 def request_bytes(method: str, host: str, path: str, body: bytes | None) -> bytes:
+    """One raw HTTP/1.1 request, built ahead of the load loop so the loop only writes bytes."""
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mlguard-bench\r\n"
     if body is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
