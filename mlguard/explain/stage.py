@@ -36,6 +36,7 @@ log = logging.getLogger("mlguard.explain.stage")
 
 HEADER = "MLGuard-Explanation"
 EVENTS_AT_CLOSE_S = 10.0  # longest wait at shutdown for finished explanations' audit events
+_PRIVATE_ONLY = ("inputs", "outcome")  # in the sealed record's explanation, never in the admin answer
 STATUS_HEADER = "MLGuard-Explanation-Status"
 
 
@@ -244,10 +245,40 @@ class ExplainStage(BaseStage):
         audit_id = req.query.get("audit_id", "")
         if not await self._audited_read("/explanations", audit_id):
             return _json(503, {"detail": "audit trail unavailable"})
-        entry = self.store.get(audit_id)
+        entry, missing = await self._lookup(audit_id)
         if entry is None:
-            return _json(404, {"detail": "no explanation for this audit id"})
+            return _json(404, {"detail": missing})
         return _json(202 if entry.status == "pending" else 200, entry.public)
+
+    async def _lookup(self, audit_id: str) -> tuple[Entry | None, str]:
+        """The explanation of ``audit_id``: from this process's bounded memory, else, for an inline one, from its
+        sealed exchange record in the audit trail (after a restart, another worker's request, or once
+        ``explain.keep_results`` newer ones pushed it out). (None, why) when there is none to give."""
+        entry = self.store.get(audit_id)
+        if entry is not None:
+            return entry, ""
+        events = self.ctx.shared.get("audit_events")
+        reader = getattr(events, "reader", None)
+        if reader is None:
+            return None, "no explanation for this audit id"
+        try:
+            record = await anyio.to_thread.run_sync(reader.get, audit_id)
+        except Exception as exc:
+            log.error("explanation lookup in the audit trail failed", extra={"error": type(exc).__name__})
+            return None, "no explanation for this audit id in memory, and the audit trail could not be read"
+        if record is None or record.get("kind") != "exchange":
+            return None, "no explanation for this audit id"
+        if record.get("shredded"):
+            return None, "the record of this audit id was shredded"
+        doc = record.get("explanation")
+        if not isinstance(doc, dict) or doc.get("status") != "ready":
+            if isinstance(doc, dict) and doc.get("deferred"):
+                return None, ("a deferred explanation no longer in this process's memory; `mlguard explain "
+                              "AUDIT_ID` reads it from the audit trail")
+            return None, "no explanation for this audit id"
+        index = next((r.index for r in self.ctx.routes if r.path == record.get("route")), -1)
+        public = {k: v for k, v in doc.items() if k not in _PRIVATE_ONLY}
+        return Entry("ready", index, public, dict(doc)), ""
 
     async def _get_plain(self, req: AdminRequest) -> AdminResponse:
         from mlguard.explain.render import counterfactuals, render_plain
@@ -255,9 +286,9 @@ class ExplainStage(BaseStage):
         audit_id = req.query.get("audit_id", "")
         if not await self._audited_read("/explanations/plain", audit_id):
             return _json(503, {"detail": "audit trail unavailable"})
-        entry = self.store.get(audit_id)
+        entry, missing = await self._lookup(audit_id)
         if entry is None:
-            return _json(404, {"detail": "no explanation for this audit id"})
+            return _json(404, {"detail": missing})
         if entry.status == "pending":
             return _json(202, entry.public)
         rx = self.routes.get(entry.route_index)

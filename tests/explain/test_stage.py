@@ -382,3 +382,37 @@ async def test_inline_on_the_loop_or_in_a_thread_gives_the_same_explanation(buil
     async with client(mw) as c:
         body = (await c.post("/predict", json=request([float(v) for v in data.x[4]], data))).json()
     assert abs(body["explanation"]["output_value"] - body["score"]) < 1e-6
+
+
+async def test_admin_reads_an_explanation_from_the_audit_trail_once_out_of_memory(
+        data: Any, models: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for one explanation in memory, an older one is read back from its sealed exchange record: the
+    same document as before, the plain-language page too, and each read audited."""
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+    guard = Guard(config(data, models["gbc"], tmp_path, explain={"keep_results": 1}), stages=["explain", "audit"])
+    mw = GuardMiddleware(ModelApp(models["gbc"], data.features), guard=guard)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    _, bad = _approved_and_refused(models, data)
+    async with client(mw) as c:
+        first = await c.post("/predict", json=request(bad, data))
+        first_id = first.headers["mlguard-audit-id"]
+        in_memory = await c.get(f"/mlguard/explanations/{first_id}", headers=auth)
+        assert in_memory.status_code == 200 and in_memory.json()["reasons"]
+        second = await c.post("/predict", json=request([float(v) for v in data.x[4]], data))
+        assert second.status_code == 200
+        assert guard_stage(guard).store.get(first_id) is None  # pushed out of memory
+        from_trail = await c.get(f"/mlguard/explanations/{first_id}", headers=auth)
+        assert from_trail.status_code == 200 and from_trail.json() == in_memory.json()
+        assert "inputs" not in from_trail.json() and "outcome" not in from_trail.json()
+        plain = await c.get(f"/mlguard/explanations/{first_id}/plain", headers=auth)
+        assert plain.status_code == 200 and "What would have changed the result" in plain.text
+        reads = [r for r in guard_stage(guard).ctx.shared["audit_events"].reader.iter_records()
+                 if r["kind"] == "admin_read"]
+        not_exchange = await c.get(f"/mlguard/explanations/{reads[0]['audit_id']}", headers=auth)
+        assert not_exchange.status_code == 404
+    assert [r["data"]["target"] for r in reads] == [first_id, first_id, first_id]
+    await guard.aclose()
+
+
+def guard_stage(guard: Guard) -> ExplainStage:
+    return next(s for s in guard.stages if isinstance(s, ExplainStage))
