@@ -58,6 +58,7 @@ class Exchange:
     outcome: Outcome | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
     failures: list[StageFailure] = field(default_factory=list)
+    unredacted: bool = False  # set by the PII stage when it failed with no redacted document: never passed on
     rejection: RequestRejected | None = None
     decision: Decision = PROCEED
     app_called: bool = False
@@ -203,7 +204,7 @@ class Exchange:
         status = self.record.get("fairness", {}).get("status", "off")
         fairness: FairnessStatus = status if status in ("ok", "warn", "violation", "insufficient") else "off"
         return Evidence(phase=phase, failed_stages=failed, halted=self.guard.is_halted(self.route),
-                        fairness_status=fairness)
+                        fairness_status=fairness, unredacted=self.unredacted)
 
     async def _refused(self, phase: Phase, send: Send) -> bool:
         policy = self.route.policy

@@ -225,6 +225,16 @@ class Redactor:
             for p in unique[text]:
                 p.spans = list(spans)
 
+    def withhold(self, plan: Plan, reason: str) -> None:
+        """Replace every string still waiting for detection by ``<REDACTED>`` (finding UNSCANNED, ``reason``):
+        what the engine could not scan is withheld, never passed on in clear. ``finish`` then applies the rest
+        (declared fields, cached detections) as usual."""
+        for p in plan.pending:
+            if p.spans is None:
+                p.container[p.key] = REDACTED
+                plan.findings.append(Finding(UNSCANNED, p.path, 0, len(p.text), reason, 1.0, "replace"))
+                p.spans = []
+
     def finish(self, plan: Plan) -> tuple[JSON, list[Finding]]:
         """Apply the detected spans' operators and return (document, findings)."""
         for p in plan.pending:

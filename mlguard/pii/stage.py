@@ -8,7 +8,11 @@ recorded with paths prefixed ``response:``.
 
 Why detection runs in a worker thread: NER is CPU work of milliseconds; on the event loop it would stall every
 other request. Declared fields and cache hits need no engine and stay inline (sub-millisecond).
-Failures raise PIIError (message free of input values); the policy's failure_mode decides what follows.
+Failures raise PIIError (message free of input values); the policy's failure_mode decides what follows, with one
+limit: personal data is never passed on in clear. When detection fails the strings it did not scan are withheld
+(``<REDACTED>``, finding UNSCANNED) before the stage reports its failure, so fail_open serves a redacted
+document; when no redacted document exists at all (the walk or an operator failed) ``ex.unredacted`` makes
+``decide()`` refuse the exchange whatever the failure mode.
 """
 
 from __future__ import annotations
@@ -55,7 +59,20 @@ class PIIStage(BaseStage):
 
     async def before_app(self, ex: Exchange) -> None:
         redactor = self._redactors[ex.route.index]
-        doc, findings = await _redact(redactor, ex.document, ex.route.pii_rules, ex.route.config.scan_undeclared)
+        try:
+            doc, findings = await _redact(redactor, ex.document, ex.route.pii_rules,
+                                          ex.route.config.scan_undeclared)
+        except _Withheld as exc:
+            # Detection failed: the strings it did not scan are withheld and the stage still fails, so the policy's
+            # failure_mode decides; under fail_open the app gets this document, never the text in clear.
+            self._apply(ex, exc.document, exc.findings)
+            raise PIIError(str(exc)) from None
+        except Exception:
+            ex.unredacted = True  # no redacted document exists: refused whatever the failure mode (decide())
+            raise
+        self._apply(ex, doc, findings)
+
+    def _apply(self, ex: Exchange, doc: Any, findings: list[Any]) -> None:
         if findings:
             ex.set_document(doc)
             ex.findings.extend(findings)
@@ -66,8 +83,15 @@ class PIIStage(BaseStage):
         if not getattr(ex.route.policy.pii, "scan_response", False) or ex.response_doc is None:
             return
         redactor = self._redactors[ex.route.index]
-        doc, findings = await _redact(redactor, ex.response_doc, (), True)
-        if not findings:
+        failed: _Withheld | None = None
+        try:
+            doc, findings = await _redact(redactor, ex.response_doc, (), True)
+        except _Withheld as exc:
+            failed, doc, findings = exc, exc.document, exc.findings
+        except Exception:
+            ex.unredacted = True
+            raise
+        if failed is None and not findings:
             return
         ex.response_doc = doc
         ex.response_modified = True
@@ -75,23 +99,51 @@ class PIIStage(BaseStage):
                                        f.operator) for f in findings)
         section = ex.record.setdefault("pii", self._identity())
         section["response_redactions"] = len(findings)
+        if failed is not None:
+            raise PIIError(str(failed)) from None
 
     async def aclose(self) -> None:
         if self._vault is not None:
             self._vault.close()
 
 
+class _Withheld(PIIError):
+    """Detection failed after the walk: ``document`` is redacted, every string the engine did not scan in it
+    replaced by ``<REDACTED>`` (findings UNSCANNED, reason ``detection_failed``)."""
+
+    def __init__(self, message: str, document: Any, findings: list[Any]) -> None:
+        super().__init__(message)
+        self.document = document
+        self.findings = findings
+
+
 async def _redact(redactor: Redactor, doc: Any, rules: Any, scan: bool | None) -> tuple[Any, list[Any]]:
+    """Redact ``doc``; a detection failure raises _Withheld (a safe document attached), any other PIIError."""
     try:
         plan: Plan = redactor.prepare(doc, rules, scan)
-        if plan.needs_engine:
-            await anyio.to_thread.run_sync(redactor.detect, [plan])
-        return redactor.finish(plan)
-    except MLGuardError:
-        raise
     except Exception as exc:
-        # Foreign messages may quote the input: only the class name is kept.
-        raise PIIError(f"redaction failed ({type(exc).__name__})") from None
+        raise _pii_error(exc) from None
+    if plan.needs_engine:
+        try:
+            await anyio.to_thread.run_sync(redactor.detect, [plan])
+        except Exception as exc:
+            redactor.withhold(plan, "detection_failed")
+            try:
+                document, findings = redactor.finish(plan)
+            except Exception as inner:
+                raise _pii_error(inner) from None
+            raise _Withheld(str(_pii_error(exc)), document, findings) from None
+    try:
+        return redactor.finish(plan)
+    except Exception as exc:
+        raise _pii_error(exc) from None
+
+
+def _pii_error(exc: Exception) -> MLGuardError:
+    """Our own errors as they are; a foreign one by its class only (its message may quote the input)."""
+    if isinstance(exc, MLGuardError):
+        return exc
+    return PIIError(f"redaction failed ({type(exc).__name__})")
 
 
 def _needs_engine(route: CompiledRoute, default_scan: bool) -> bool:

@@ -24,6 +24,7 @@ class Evidence:
     failed_stages: tuple[str, ...] = ()
     halted: bool = False
     fairness_status: FairnessStatus = "off"
+    unredacted: bool = False  # the PII stage failed before it had a redacted document to pass on
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +60,17 @@ def decide(evidence: Evidence, rules: Rules) -> Decision:
     503
     >>> decide(Evidence("request", failed_stages=("pii",)), Rules("fail_open")).gap
     True
+    >>> decide(Evidence("request", failed_stages=("pii",), unredacted=True), Rules("fail_open")).status
+    503
     """
     if evidence.halted and evidence.phase == "request":
         return Decision("refuse", 503, "halted",
                         "decisions on this route are stopped by human oversight until resumed")
+    if evidence.unredacted and evidence.phase in ("request", "response"):
+        # fail_open keeps the service up, never at the price of personal data in clear: a document the guard
+        # could not redact is not passed on, whatever the failure mode.
+        return Decision("refuse", 503, "unredacted",
+                        "personal data in this exchange could not be redacted, so it is not passed on")
     if evidence.failed_stages:
         names = ", ".join(evidence.failed_stages)
         if rules.failure_mode == "fail_closed":

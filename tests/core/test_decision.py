@@ -17,6 +17,9 @@ from mlguard.policy.decision import Evidence, Rules, decide
     (Evidence("request", fairness_status="violation"), Rules("fail_open", "block"), "refuse", 503, False),
     (Evidence("request", fairness_status="violation"), Rules("fail_open", "alert"), "proceed", None, False),
     (Evidence("request", fairness_status="warn"), Rules("fail_open", "block"), "proceed", None, False),
+    # personal data that could not be redacted is never passed on, whatever the failure mode
+    (Evidence("request", failed_stages=("pii",), unredacted=True), Rules("fail_open"), "refuse", 503, False),
+    (Evidence("response", failed_stages=("pii",), unredacted=True), Rules("fail_open"), "refuse", 503, False),
 ])
 def test_decide_table(evidence: Evidence, rules: Rules, action: str, status: int | None, gap: bool) -> None:
     d = decide(evidence, rules)

@@ -191,3 +191,49 @@ async def test_over_long_field_is_redacted_whole(tmp_path: Path, recording_app: 
     assert r.status_code == 200
     assert recording_app.bodies[0]["note"] == "<REDACTED>"
     assert any(f.entity == "UNSCANNED" and f.path == "$.note" for f in spy.seen[0]["findings"])
+
+
+async def test_fail_open_serves_with_what_detection_missed_withheld(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """gdpr alone is fail_open: when the engine fails the exchange is served, but every string it did not scan
+    (the note; the response's message) is withheld, never passed on in clear; declared fields are redacted."""
+    app = RecordingApp({"score": 0.2, "approved": False, "message": f"Dear {NOTE_NAME}, call 212-555-0199."})
+    mw, spy = build(make_config(tmp_path, ["gdpr"]), app)
+    route = mw.guard.table.routes[0]
+    assert route.policy.failure_mode == "fail_open"
+    pii = route.policy.pii.model_copy(update={"scan_response": True})
+    route.policy = route.policy.model_copy(update={"pii": pii})
+
+    def boom(texts: list[str], entities: Any = None) -> Any:
+        raise RuntimeError(f"engine crashed on {texts[0]}")
+
+    monkeypatch.setattr(_stage(mw)._engine, "analyze_many", boom)
+    async with client(mw) as c:
+        r = await c.post("/predict", json=REQUEST)
+    assert r.status_code == 200
+    got = app.bodies[0]
+    assert got["note"] == "<REDACTED>" and r.json()["message"] == "<REDACTED>"
+    assert r.json()["score"] == 0.2
+    passed_on = json.dumps(got) + r.text + json.dumps(dict(r.headers))
+    for value in (NOTE_NAME, "212-555-0199", *PLANTED.values()):
+        assert value not in passed_on
+    withheld = {f.path for f in spy.seen[-1]["findings"] if f.entity == "UNSCANNED"}
+    assert withheld == {"$.note", "response:$.message"}
+    assert all(f.recognizer == "detection_failed" for f in spy.seen[-1]["findings"] if f.entity == "UNSCANNED")
+
+
+async def test_no_redacted_document_means_refused_even_under_fail_open(tmp_path: Path, recording_app: RecordingApp,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    mw, _spy = build(make_config(tmp_path, ["gdpr"]), recording_app)
+    redactor = _stage(mw)._redactors[0]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"walk failed at {PLANTED['ssn']}")
+
+    monkeypatch.setattr(redactor, "prepare", broken)
+    async with client(mw) as c:
+        r = await c.post("/predict", json=REQUEST)
+    assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["type"].endswith("unredacted") and "could not be redacted" in r.json()["detail"]
+    assert recording_app.bodies == []  # the app was not called
+    assert PLANTED["ssn"] not in r.text
