@@ -118,7 +118,11 @@ class Exchange:
 
     async def _call_app(self, app: ASGIApp, receive: Receive, send: Send) -> None:
         guard = self.guard
-        payload = bodyio.dump_json(self.document) if self.document_changed else self.raw_body
+        try:
+            payload = bodyio.dump_json(self.document) if self.document_changed else self.raw_body
+        except (TypeError, ValueError) as exc:  # a stage left a value JSON cannot carry (NaN, an object)
+            await self._unserialisable("request", exc, send)
+            return
         scope = bodyio.with_content_length(self.scope, len(payload)) if self.document_changed else self.scope
         capture = bodyio.ResponseCapture(send, self._pass_headers(), guard.config.limits.max_body_bytes * 8)
         self.app_called = True
@@ -150,6 +154,12 @@ class Exchange:
                 await self._run_hook(stage.name, "after_app", stage.after_app)
         if await self._refused("response", send):
             return
+        if self.response_modified:  # written now, so a failure is answered before the record is made
+            try:
+                self.response_body = bodyio.dump_json(self.response_doc)
+            except (TypeError, ValueError) as exc:
+                await self._unserialisable("response", exc, send)
+                return
         await self._finish_stages()
         if await self._refused("finish", send):
             return
@@ -231,11 +241,20 @@ class Exchange:
     def _pass_headers(self) -> list[tuple[bytes, bytes]]:
         return self._guard_headers()
 
+    async def _unserialisable(self, phase: Phase, exc: Exception, send: Send) -> None:
+        """A document a stage rewrote cannot be written as JSON: answer 500 problem+json (the guard's own
+        fault, whatever the failure mode: there is nothing safe to pass on) after the finish stages ran."""
+        self._record_failure("core", "before_app" if phase == "request" else "after_app", exc)
+        self.status = 500
+        await self._finish_stages()
+        await send_problem(send, 500, "Internal guard error",
+                           f"the guard could not write the {phase} it rewrote as JSON", "unserialisable",
+                           instance=self.audit_id, headers=self._guard_headers())
+
     async def _send_response(self, send: Send) -> None:
         body = self.response_body
         headers = [(k, v) for k, v in self.response_headers]
-        if self.response_modified:
-            body = bodyio.dump_json(self.response_doc)
+        if self.response_modified:  # response_body holds the rewritten document (written in run)
             headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
         headers.extend(self._guard_headers())

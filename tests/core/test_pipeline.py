@@ -370,3 +370,33 @@ async def test_app_returning_mid_response_gets_what_it_sent_forwarded(make_guard
     await mw(scope, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert sent[1]["body"] == b'{"score": 0.5'
+
+
+@pytest.mark.parametrize("phase", ["before_app", "after_app"])
+async def test_a_document_json_cannot_carry_is_a_500_problem_not_a_crash(make_guarded: Any, phase: str) -> None:
+    """A stage that leaves a NaN (e.g. an explanation of a model answering NaN) in the document it rewrote: the
+    client gets a 500 problem+json, the finish stages still run once, and nothing propagates to the server."""
+    class NaNStage(BaseStage):
+        name = "explain"
+
+        async def before_app(self, ex: Exchange) -> None:
+            if phase == "before_app":
+                ex.set_document({**ex.document, "features": {"age": float("nan")}})
+
+        async def after_app(self, ex: Exchange) -> None:
+            if phase == "after_app":
+                ex.response_doc["explanation"] = {"base_value": float("nan")}
+                ex.response_modified = True
+
+    mw, app = make_guarded()
+    spy = SpyStage()
+    mw.guard.stages[:0] = [NaNStage()]
+    mw.guard.stages.append(spy)
+    async with client(mw) as c:
+        resp = await c.post("/predict", json=REQUEST)
+    assert resp.status_code == 500 and resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.json()["type"].endswith("unserialisable") and resp.headers["mlguard-audit-id"]
+    finishes = [v for h, v in spy.seen if h == "finish"]
+    assert len(finishes) == 1 and finishes[0][0] == 500
+    assert [f.stage for f in finishes[0][1]] == ["core"]
+    assert len(app.calls) == (0 if phase == "before_app" else 1)  # the app is not called with a broken body
