@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -154,7 +155,8 @@ class Keyring:
 
         Why write a temporary file and ``link`` it into place: several worker processes may start together, and
         one that finds the file must never read it half written. ``link`` publishes the complete file in one
-        step and fails if the name exists, so exactly one creator wins and nobody sees a partial keyring.
+        step and fails if the name exists, so exactly one creator wins and nobody sees a partial keyring. Where
+        the file system has no hard links, an exclusive create does (readers retry until the file parses).
         """
         path = Path(path)
         doc = cls.new_document()
@@ -175,7 +177,9 @@ class Keyring:
             except FileExistsError:
                 raise KeyringError(f"keyring {path} already exists; not overwritten") from None
             except OSError as exc:
-                raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
+                _write_exclusive(path, doc)  # a file system without hard links (some network and FAT mounts)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -335,6 +339,25 @@ def keyring_for(ctx: BuildContext) -> Keyring:
         ring = open_or_create(path)
     ctx.shared["keyring"] = ring
     return ring
+
+
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
+
+
+def _write_exclusive(path: Path, doc: dict[str, Any]) -> None:
+    """Create ``path`` (mode 0600, refusing an existing one) and write ``doc`` into it: the fallback of
+    ``Keyring.create`` where ``link`` is not supported. A worker that finds the file while it is being written
+    reads it again until it parses (``_create_or_load``), so the one-step publication is not needed there."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyringError(f"keyring {path} already exists; not overwritten") from None
+    except OSError as exc:
+        raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def open_or_create(path: Path) -> Keyring:

@@ -124,3 +124,29 @@ def test_workers_starting_together_share_one_complete_keyring(tmp_path: Path) ->
         assert set(results) == {(Keyring.load(path).active_kek_id(), Keyring.load(path).signing_key_id())}
         assert sorted(x.name for x in tmp_path.iterdir()) == ["ring.json"]
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_create_without_hard_links_falls_back_to_an_exclusive_create(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some network and FAT mounts refuse link(): the keyring is then created with O_EXCL, still 0600, still
+    never overwriting; any other error of link() is reported as before."""
+    import errno
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "k.keyring"
+    ring = Keyring.create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Keyring.load(path).active_kek_id() == ring.active_kek_id()
+    assert [p.name for p in tmp_path.iterdir()] == ["k.keyring"]  # the temporary file is gone
+    with pytest.raises(KeyringError, match="already exists"):
+        Keyring.create(path)
+
+    def denied(src: object, dst: object) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "link", denied)
+    with pytest.raises(KeyringError, match="cannot create keyring"):
+        Keyring.create(tmp_path / "other.keyring")
