@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
-
 log = logging.getLogger("mlguard.explain.worker")
 
 Status = Literal["pending", "ready", "skipped", "failed"]
@@ -38,62 +36,17 @@ class Entry:
     private: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Packed:
-    """An Entry as the store keeps it: the private document as JSON bytes without the route's identity (one
-    shared dict, put back on ``get``), and which of its members the public document leaves out."""
-
-    status: Status
-    route_index: int
-    private: bytes
-    private_only: tuple[str, ...]
-    identity: Any
-
-
-_ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-def _pack(entry: Entry) -> _Packed | Entry:
-    """Why packed: as dicts an explanation held about 3.9 KB, so the default 10,000 kept 38 MB of a worker's
-    500 MB budget (the 130,000-request soak reached 500.3 MB); as JSON bytes without the shared identity it is
-    about 1 KB. Only an entry whose public members are the private ones (the same objects, as every entry the
-    stage makes is) is packed; anything else, or anything JSON cannot carry, is kept as it is."""
-    public, private = entry.public, entry.private
-    if not public or any(private.get(k) is not v for k, v in public.items()):
-        return entry
-    identity = private.get("identity")
-    body = {k: v for k, v in private.items() if k != "identity"} if isinstance(identity, dict) else private
-    try:
-        raw = orjson.dumps(body, option=_ORJSON_OPTS)
-    except TypeError:
-        return entry
-    return _Packed(entry.status, entry.route_index, raw, tuple(k for k in private if k not in public),
-                   identity if isinstance(identity, dict) else None)
-
-
-def _unpack(item: _Packed | Entry) -> Entry:
-    if isinstance(item, Entry):
-        return item
-    private: dict[str, Any] = orjson.loads(item.private)
-    if item.identity is not None:
-        private["identity"] = item.identity
-    public = {k: v for k, v in private.items() if k not in item.private_only}
-    return Entry(item.status, item.route_index, public, private)
-
-
 class ResultStore:
-    """Bounded, thread-safe map audit id -> Entry; the oldest entries are forgotten first. Entries are kept
-    packed (``_pack``) and rebuilt on ``get``: callers get fresh dicts, so changing them changes nothing here."""
+    """Bounded, thread-safe map audit id -> Entry; the oldest entries are forgotten first."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._items: OrderedDict[str, _Packed | Entry] = OrderedDict()
+        self._items: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def put(self, audit_id: str, entry: Entry) -> None:
-        packed = _pack(entry)
         with self._lock:
-            self._items[audit_id] = packed
+            self._items[audit_id] = entry
             self._items.move_to_end(audit_id)
             while len(self._items) > self._capacity:
                 self._items.popitem(last=False)
@@ -104,8 +57,7 @@ class ResultStore:
 
     def get(self, audit_id: str) -> Entry | None:
         with self._lock:
-            item = self._items.get(audit_id)
-        return None if item is None else _unpack(item)
+            return self._items.get(audit_id)
 
     def __len__(self) -> int:
         with self._lock:

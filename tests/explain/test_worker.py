@@ -89,27 +89,3 @@ def test_result_store_is_bounded() -> None:
     for i in range(5):
         store.put(str(i), Entry("ready", 0))
     assert len(store) == 3 and store.get("0") is None and store.get("4") is not None
-
-
-def test_result_store_keeps_entries_packed_and_gives_back_equal_fresh_ones() -> None:
-    from mlguard.explain.worker import _Packed
-
-    identity = {"model": {"class": "GBC", "sha256": "ab" * 32}, "explainer": {"name": "shap.TreeExplainer"}}
-    public = {"status": "ready", "base_value": 0.25, "contributions": {"a": 0.1, "b": -0.2},
-              "top": [{"feature": "b", "contribution": -0.2}], "identity": identity}
-    private = {**public, "inputs": {"a": 1.0, "b": 2.0}, "outcome": {"score": 0.15, "favorable": False}}
-    store = ResultStore(2)
-    store.put("x", Entry("ready", 3, public, private))
-    assert isinstance(store._items["x"], _Packed) and b"GBC" not in store._items["x"].private
-    got = store.get("x")
-    assert got is not None and (got.status, got.route_index, got.public, got.private) == (
-        "ready", 3, public, private)
-    assert got.public["identity"] is identity  # the route's one identity, not a copy per entry
-    got.public["status"] = "changed"
-    assert store.get("x").public["status"] == "ready"  # type: ignore[union-attr]
-    # an entry whose public part is not a view of the private one (a pending deferred job) is kept as it is
-    pending = Entry("pending", 1, {"status": "pending", "deferred": True})
-    store.put("y", pending)
-    assert store.get("y") is pending
-    store.put("z", Entry("ready", 1, public, private))
-    assert store.get("x") is None and len(store) == 2  # bounded: the oldest is forgotten
