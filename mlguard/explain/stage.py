@@ -271,14 +271,15 @@ class ExplainStage(BaseStage):
         if record.get("shredded"):
             return None, "the record of this audit id was shredded"
         doc = record.get("explanation")
-        if not isinstance(doc, dict) or doc.get("status") != "ready":
-            if isinstance(doc, dict) and doc.get("deferred"):
-                return None, ("a deferred explanation no longer in this process's memory; `mlguard explain "
-                              "AUDIT_ID` reads it from the audit trail")
+        status = doc.get("status") if isinstance(doc, dict) else None
+        if status == "pending":  # a deferred one: its result is a separate event record, not indexed by this id
+            return None, ("a deferred explanation no longer in this process's memory; `mlguard explain "
+                          "AUDIT_ID` reads it from the audit trail")
+        if not isinstance(doc, dict) or status not in ("ready", "failed", "skipped"):
             return None, "no explanation for this audit id"
         index = next((r.index for r in self.ctx.routes if r.path == record.get("route")), -1)
         public = {k: v for k, v in doc.items() if k not in _PRIVATE_ONLY}
-        return Entry("ready", index, public, dict(doc)), ""
+        return Entry(status, index, public, dict(doc)), ""
 
     async def _get_plain(self, req: AdminRequest) -> AdminResponse:
         from mlguard.explain.render import counterfactuals, render_plain
