@@ -168,10 +168,7 @@ class Keyring:
         except OSError as exc:
             raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_doc(fd, doc)
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -233,13 +230,17 @@ class Keyring:
         self._replace(doc)
         return self._active_kek, self._active_signer
 
-    def retire(self, kek_id: str) -> None:
-        """Remove an old KEK from the keyring file (atomically). The caller has checked that no data key is
-        wrapped under it any more (``mlguard keys retire`` asks the stores); the active KEK is never retired."""
+    def check_retirable(self, kek_id: str) -> None:
+        """Raise KeyringError unless ``kek_id`` is an old KEK of this keyring (the active one is never retired)."""
         if kek_id not in self._keks:
             raise KeyringError(f"keyring has no KEK {kek_id}")
         if kek_id == self._active_kek:
             raise KeyringError(f"{kek_id} is the active KEK; rotate first (mlguard keys rotate)")
+
+    def retire(self, kek_id: str) -> None:
+        """Remove an old KEK from the keyring file (atomically). The caller has checked that no data key is
+        wrapped under it any more (``mlguard keys retire`` asks the stores)."""
+        self.check_retirable(kek_id)
         doc = self._editable("changed")
         doc["keks"] = [k for k in doc["keks"] if k["id"] != kek_id]
         self._replace(doc)
@@ -254,11 +255,7 @@ class Keyring:
         """Write ``doc`` over the keyring file (mode 0600, fsync, rename) and reload from it."""
         assert self.path is not None  # _editable checked
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_doc(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), doc)
         os.replace(tmp, self.path)
         self.__init__(doc, path=self.path)  # type: ignore[misc]
 
@@ -354,6 +351,11 @@ def _write_exclusive(path: Path, doc: dict[str, Any]) -> None:
         raise KeyringError(f"keyring {path} already exists; not overwritten") from None
     except OSError as exc:
         raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
+    _write_doc(fd, doc)
+
+
+def _write_doc(fd: int, doc: dict[str, Any]) -> None:
+    """Write a keyring document to the open file ``fd`` and make it durable before anyone renames or reads it."""
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1)
         fh.flush()

@@ -55,8 +55,7 @@ def retire(kek_id: str, path: Path, stores: tuple[str, ...]) -> None:
 
     try:
         ring = Keyring.load(path)
-        if kek_id == ring.active_kek_id() or kek_id not in ring.kek_ids():
-            ring.retire(kek_id)  # raises with the reason
+        ring.check_retirable(kek_id)
         for url in stores:
             store = open_store(url, create=False)
             try:

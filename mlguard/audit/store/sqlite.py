@@ -222,9 +222,7 @@ class SQLiteStore(AuditStore):
             ids = [str(r[0]) for r in tx.c.execute(f"SELECT key_id FROM data_keys WHERE {cond}", (arg,))]
             tx.c.execute(f"DELETE FROM data_keys WHERE {cond}", (arg,))
             tx.bump_generation()
-        # Old page images linger in the WAL until a checkpoint copies and truncates it.
-        with self._wlock:
-            self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._truncate_wal()
         return ids
 
     def data_key_counts(self) -> dict[str, int]:
@@ -248,9 +246,14 @@ class SQLiteStore(AuditStore):
             tx.c.executemany("UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE key_id = ? AND kek_id = ?",
                              [(new, wrapped, key_id, old) for key_id, old, new, wrapped in rows])
             changed = tx.c.total_changes - before
-        with self._wlock:  # secure_delete overwrote the old bytes in the table; the WAL still holds their pages
-            self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._truncate_wal()
         return changed
+
+    def _truncate_wal(self) -> None:
+        """After a shred or rewrap: secure_delete overwrote the old key bytes in the table, but their old page
+        images linger in the WAL until a checkpoint copies and truncates it."""
+        with self._wlock:
+            self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def subject_periods(self, subject: str) -> list[str]:
         rows = self._r().execute("SELECT DISTINCT period FROM data_keys WHERE subject = ? ORDER BY period",
