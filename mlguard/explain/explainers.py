@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +36,7 @@ from mlguard.errors import ConfigError, DependencyMissing, ExplainError
 
 if TYPE_CHECKING:
     from mlguard.explain.binding import Binding, FloatArray
+    from mlguard.explain.fasttree import FastTreeShap
 
 log = logging.getLogger("mlguard.explain.explainers")
 
@@ -169,19 +171,28 @@ def _tree_engine(binding: Binding, background: FloatArray | None, where: str) ->
     else:
         model_output = "raw"
     snap: RouteSnap | None = None
+    fast: FastTreeShap | None = None
     if background is None:
         explainer, perturbation = probe, "tree_path_dependent"
     else:
         perturbation = "interventional"
         snap = RouteSnap.build(probe.model, len(binding.feature_order), dtype)
         data = np.asarray(background, dtype=dtype)
-        explainer = _tree_explainer(shap, binding.model, where, data=data if snap is None else snap(data),
+        given = data if snap is None else snap(data)
+        explainer = _tree_explainer(shap, binding.model, where, data=given,
                                     model_output=model_output, feature_perturbation=perturbation)
         _centre_trees(explainer.model)
+        fast = _fast_tree(explainer, given, model_output, len(binding.feature_order),
+                          lambda rows: np.asarray(rows, dtype=dtype) if snap is None
+                          else snap(np.asarray(rows, dtype=dtype)))
 
     def run(x: FloatArray) -> tuple[FloatArray, FloatArray]:
         xin = np.asarray(x, dtype=dtype)
-        values = explainer.shap_values(xin if snap is None else snap(xin), check_additivity=False)
+        rows = xin if snap is None else snap(xin)
+        if fast is not None and not np.isnan(rows).any():
+            values = fast.shap_values(np.asarray(rows, dtype=np.float64))
+        else:
+            values = explainer.shap_values(rows, check_additivity=False)
         return _select(binding, explainer.expected_value, values, x.shape[0])
 
     def output(x: FloatArray) -> FloatArray:
@@ -190,9 +201,34 @@ def _tree_engine(binding: Binding, background: FloatArray | None, where: str) ->
 
     engine = Engine("shap.TreeExplainer", space,
                     {"model_output": model_output, "feature_perturbation": perturbation,
-                     "tree_output": tree_output}, explainer, run, output)
+                     "tree_output": tree_output,
+                     "implementation": "shap" if fast is None else "mlguard.fasttree"}, explainer, run, output)
     _check_tree_engine(engine, binding, background, where)
     return engine
+
+
+def _fast_tree(explainer: Any, given: Any, model_output: str, n_features: int,
+               prepare: Callable[[Any], Any]) -> FastTreeShap | None:
+    """The precomputed interventional explainer (mlguard/explain/fasttree.py) when it applies and, checked on
+    background rows and on rows moved off them (prepared as requests are), gives shap's own numbers; else None
+    (shap serves). ``given`` is the background as shap was given it."""
+    import numpy as np
+
+    from mlguard.explain import fasttree
+
+    fast = fasttree.build(explainer.model, given, model_output, n_features)
+    if fast is None:
+        return None
+    data = np.asarray(given, dtype=np.float64)
+    moved = np.concatenate([data[:8], data[8:16][::-1] * 1.5 + 0.25, data[16:24][:, ::-1]])
+    rows = np.asarray(prepare(moved[~np.isnan(moved).any(axis=1)]), dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = explainer.shap_values(rows, check_additivity=False)
+    if not fasttree.agrees(fast, reference, rows):
+        log.warning("the precomputed TreeSHAP disagrees with shap on this model; shap's own algorithm serves")
+        return None
+    return fast
 
 
 def _tree_explainer(shap: Any, model: Any, where: str, **kwargs: Any) -> Any:
