@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from mlguard.config import LimitSettings
 from mlguard.errors import (
     BodyLimitExceeded,
@@ -179,8 +181,24 @@ def _check_string(s: str, max_len: int) -> None:
         raise BodyLimitExceeded("a string holds a NUL character", limit="nul")
 
 
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def dump_json(doc: Any) -> bytes:
-    """Compact UTF-8 JSON, as sent to the app and the client when a document was rewritten."""
+    """Compact UTF-8 JSON, as sent to the app and the client when a document was rewritten.
+
+    The standard library's ``json.dumps(ensure_ascii=False, separators=(",", ":"), allow_nan=False)`` defines
+    it (ValueError on NaN or infinity, TypeError on what JSON cannot hold). orjson writes the same document
+    several times faster (it runs twice per guarded request that rewrites both bodies); it writes NaN as
+    ``null`` instead of refusing, so any output holding ``null`` goes through the standard path to find out,
+    as does everything orjson refuses (big integers, subclasses, non-string keys, lone surrogates)."""
+    try:
+        out: bytes = orjson.dumps(doc, option=_ORJSON_STRICT)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        pass
+    else:
+        if b"null" not in out:
+            return out
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 

@@ -54,6 +54,9 @@ class Exchange:
     response_body: bytes = b""
     response_doc: JSON = None
     response_modified: bool = False
+    # members a stage added to the response body -> the record section that already holds them (the audit
+    # record's "output" is the app's own output; the client's body is output + these members)
+    attached: dict[str, str] = field(default_factory=dict)
     inspected: bool = False
     outcome: Outcome | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)

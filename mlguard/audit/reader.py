@@ -19,8 +19,8 @@ from mlguard.errors import KeyringError
 from mlguard.keys import ENV_VAR, KeyProvider, Keyring
 
 FIELDS = ("audit_id", "seq", "ts", "route", "method", "status", "latency_ms", "policies", "model", "input",
-          "findings", "output", "explanation", "fairness", "decision", "failures", "subject", "protected",
-          "kind", "shredded")
+          "findings", "output", "attached", "explanation", "fairness", "decision", "failures", "subject",
+          "protected", "kind", "shredded")
 
 
 def load_keyring(path: str | Path | None) -> Keyring:

@@ -204,7 +204,7 @@ def from_exchange(ex: Exchange, keys: KeyProvider) -> Pending:
         "policies": policy_identity(ex.route.policy),
         "input": ex.document if ex.rejection is None else None,
         "findings": [f.as_dict() for f in ex.findings],
-        "output": ex.response_doc, "inspected": ex.inspected,
+        "output": _app_output(ex), "inspected": ex.inspected,
         "decision": {"action": decision.action, "status": decision.status, "reason": decision.reason,
                      "gap": decision.gap},
         "failures": [{"stage": f.stage, "phase": f.phase, "error": f.error, "message": f.message}
@@ -215,6 +215,8 @@ def from_exchange(ex: Exchange, keys: KeyProvider) -> Pending:
         "outcome": None if ex.outcome is None else {"score": ex.outcome.score, "favorable": ex.outcome.favorable},
         "subject": subject,
     }
+    if ex.attached:
+        record["attached"] = dict(ex.attached)
     for name in _CORE_SECTIONS:
         record[name] = ex.record.get(name)
     extras = {k: v for k, v in ex.record.items() if k not in _CORE_SECTIONS}
@@ -222,6 +224,15 @@ def from_exchange(ex: Exchange, keys: KeyProvider) -> Pending:
         record["sections"] = extras
     protected = canonical(ex.protected) if ex.protected else None
     return Pending(ex.audit_id, ts, "exchange", ex.route.path, subject, canonical(record), protected)
+
+
+def _app_output(ex: Exchange) -> Any:
+    """The response document without the members the guard attached (each is its own section of the record,
+    named in ``attached``): one copy of an explanation per record, not two."""
+    doc = ex.response_doc
+    if ex.attached and isinstance(doc, dict):
+        return {k: v for k, v in doc.items() if k not in ex.attached}
+    return doc
 
 
 def event(audit_id: str, ts: float, kind: str, data: dict[str, Any], *, subject: str | None = None,

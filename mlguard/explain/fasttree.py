@@ -152,7 +152,9 @@ class FastTreeShap:
         self.coef = _coefficients(k).T.copy()  # (k, 4^k)
         # flat index of (position j, pair's leaf feature) for the final per-feature sum
         self.pair_feature = (self.feature[self.pair_leaf].T).ravel()  # (k * pairs,), position-major
-        self.offsets = (np.arange(k) * self.size * self.size)[:, None]
+        # coefficient row of (position, pair) = position * 4^k + x bits * 2^k + the pair's pattern
+        self.pair_index = (np.arange(k) * self.size * self.size)[:, None] + self.pair_pattern[None, :]
+        self.coef_flat = self.coef.ravel()
 
     def _bits(self, rows: Any) -> Any:
         """Pattern of "inside the path interval" bits of every row at every leaf: (rows, leaves) int."""
@@ -165,21 +167,20 @@ class FastTreeShap:
         (n, features, outputs) for several, as shap's ``shap_values`` returns them."""
         n_out = self.value.shape[1]
         out = np.zeros((x.shape[0], self.n_features, n_out))
-        flat_coef = self.coef.ravel()
+        flat_coef = self.coef_flat
         for i, a in enumerate(self._bits(x)):
-            idx = (a[self.pair_leaf] * self.size + self.pair_pattern)[None, :] + self.offsets  # (k, pairs)
-            coef = flat_coef.take(idx)  # (k, pairs)
+            coef = flat_coef.take((a * self.size)[self.pair_leaf] + self.pair_index)  # (k, pairs)
             if self.logistic:
                 mx = self.base[0] + float(self.value[a == self.full, 0].sum())
                 d = mx - self.margin_r
-                same = d == 0.0
-                scale = np.where(same, 1.0, (1.0 / (1.0 + np.exp(-mx)) - self.sigmoid_r) / np.where(same, 1.0, d))
+                scale = np.divide(1.0 / (1.0 + np.exp(-mx)) - self.sigmoid_r, d, out=np.ones_like(d),
+                                  where=d != 0.0)  # shap: 1 where the margins are equal
                 weight = (scale @ self.columns)[self.column_of_pair]
             else:
                 weight = self.counts
             for o in range(n_out):
-                w = (coef * (weight * self.pair_value[:, o])).ravel()
-                out[i, :, o] = np.bincount(self.pair_feature, weights=w, minlength=self.n_features)
+                w = coef * (weight * self.pair_value[:, o])
+                out[i, :, o] = np.bincount(self.pair_feature, weights=w.ravel(), minlength=self.n_features)
         out /= self.n_rows
         return out[:, :, 0] if n_out == 1 else out
 

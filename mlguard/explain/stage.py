@@ -173,6 +173,7 @@ class ExplainStage(BaseStage):
         if self.settings.mode == "body" and isinstance(body, dict) and name not in body:
             ex.response_doc = {**body, name: doc}
             ex.response_modified = True
+            ex.attached[name] = "explanation"
             return
         if self.settings.mode == "body":
             log.warning("explanation not added to the body (not a JSON object, or member taken); header used",

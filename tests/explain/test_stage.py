@@ -372,6 +372,33 @@ async def test_model_identity_goes_to_the_record(build: Any, data: Any) -> None:
     assert seen["explanation"]["status"] == "ready" and "inputs" in seen["explanation"]
 
 
+async def test_the_record_keeps_one_copy_of_the_attached_explanation(build: Any, data: Any) -> None:
+    """The client's body is the app's output plus the explanation member; the record holds the app's output
+    and the explanation section, and names the member the guard added."""
+    import json
+
+    from mlguard.audit.record import from_exchange
+    from mlguard.keys import Keyring
+
+    mw, _, _stage = build()
+    exchanges: list[Exchange] = []
+
+    class Spy(BaseStage):
+        name = "audit"
+
+        async def finish(self, ex: Exchange) -> None:
+            exchanges.append(ex)
+
+    mw.guard.stages.append(Spy())
+    async with client(mw) as c:
+        body = (await c.post("/predict", json=request([float(v) for v in data.x[1]], data))).json()
+    record = json.loads(from_exchange(exchanges[0], Keyring.from_seed(b"s" * 32)).body)
+    assert "explanation" in body and "explanation" not in record["output"]
+    assert record["output"] == {k: v for k, v in body.items() if k != "explanation"}
+    assert record["attached"] == {"explanation": "explanation"}
+    assert record["explanation"]["contributions"] == body["explanation"]["contributions"]
+
+
 @pytest.mark.parametrize(("below", "on_loop"), [(0.0, False), (1000.0, True)])
 async def test_inline_on_the_loop_or_in_a_thread_gives_the_same_explanation(build: Any, data: Any,
                                                                            below: float, on_loop: bool) -> None:
