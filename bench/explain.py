@@ -9,7 +9,9 @@ so client, guard and app share the same event loop and the same two cores on eve
    requests rotating between the sides so drift hits all alike; overhead = p50(on) - p50(off). Two inline
    sides: the default (a sub-millisecond TreeSHAP runs on the event loop) and forced into a worker thread
    (``on_loop_below_ms: 0``). Also the explainer call alone (TreeSHAP, probability space, interventional,
-   the example's 100 background rows).
+   the example's 100 background rows), and the engine call alone: the served engine (mlguard's precomputed
+   interventional TreeSHAP, mlguard/explain/fasttree.py) against shap's own algorithm on the same rows,
+   interleaved, with the largest difference between their contributions.
 2. Deferred at ``--rate`` requests/s (open loop: requests start on a fixed schedule whatever the latency):
    phases off / deferred / off / deferred, each half of ``--seconds``; p50 latency of each side, and for the
    deferred side the share of explanations ready (stored by the worker) within 2 s of the request being sent.
@@ -189,6 +191,40 @@ def explainer_alone(stage: Any, background: Path, features: list[str], n: int = 
     return {"p50": pct(times, 50), "p95": pct(times, 95)}
 
 
+def engines_alone(stage: Any, background: Path, features: list[str], n: int = 2000) -> dict[str, float]:
+    """The served engine (mlguard's precomputed interventional TreeSHAP) against shap's own algorithm on the
+    same rows, calls interleaved; and the largest difference between their contributions."""
+    from mlguard.explain import fasttree
+    from mlguard.explain.explainers import build_engine
+
+    rx = stage.routes[0]
+    served = rx.engine
+    original = fasttree.build
+    fasttree.build = lambda *a, **k: None  # type: ignore[assignment]
+    try:
+        reference = build_engine(rx.binding, rx.binding.background.data)
+    finally:
+        fasttree.build = original  # type: ignore[assignment]
+    rows = [json.loads(b)["features"] for b in _requests(background, features, 100)]
+    xs = [rx.binding.matrix([r]) for r in rows]
+    t_served: list[float] = []
+    t_shap: list[float] = []
+    diff = 0.0
+    for i in range(n):
+        x = xs[i % len(xs)]
+        t0 = time.perf_counter()
+        _, a = served.explain(x)
+        t1 = time.perf_counter()
+        _, b = reference.explain(x)
+        t2 = time.perf_counter()
+        t_served.append((t1 - t0) * 1000.0)
+        t_shap.append((t2 - t1) * 1000.0)
+        diff = max(diff, float(np.abs(a - b).max()))
+    return {"served_p50": pct(t_served, 50), "shap_p50": pct(t_shap, 50), "served_p95": pct(t_served, 95),
+            "shap_p95": pct(t_shap, 95), "max_abs_diff": diff,
+            "implementation": str(served.params.get("implementation"))}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=3000, help="inline: requests per side")
@@ -230,6 +266,11 @@ async def main() -> None:
     alone = explainer_alone(on_stage, background, features)
     print(f"explainer call alone (incl. building the document): p50 {alone['p50']:.3f} ms, "
           f"p95 {alone['p95']:.3f} ms")
+    eng = engines_alone(on_stage, background, features)
+    print(f"engine call alone, interleaved: {eng['implementation']} p50 {eng['served_p50']:.3f} ms "
+          f"(p95 {eng['served_p95']:.3f}); shap's own algorithm p50 {eng['shap_p50']:.3f} ms "
+          f"(p95 {eng['shap_p95']:.3f}); {eng['shap_p50'] / eng['served_p50']:.1f}x; largest difference in a "
+          f"contribution {eng['max_abs_diff']:.2e}")
     n = args.requests
     res = await inline_bench({"off": off, "on": on, "thread": on_thread},
                              (bodies * (n // len(bodies) + 1))[:n])

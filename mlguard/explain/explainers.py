@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 import warnings
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -274,6 +275,8 @@ class RouteSnap:
 
     def __init__(self, columns: list[tuple[int, Any, Any, float]]) -> None:
         self.columns = columns  # (feature, thresholds ascending, stand-in per cell, stand-in floor above all)
+        # the same as Python lists, for a request's single row: a bisect per feature instead of six numpy calls
+        self._lists = [(j, t.tolist(), stand_in.tolist(), top) for j, t, stand_in, top in columns]
 
     @classmethod
     def build(cls, ensemble: Any, n_features: int, dtype: Any) -> RouteSnap | None:
@@ -302,6 +305,15 @@ class RouteSnap:
         import numpy as np
 
         out = np.array(x, dtype=np.float64)
+        if out.shape[0] == 1:
+            row = out[0].tolist()
+            for j, t, stand_in, top in self._lists:
+                v = row[j]
+                if v == v:  # not NaN
+                    cell = bisect_left(t, v)  # = searchsorted(side="left")
+                    row[j] = stand_in[cell] if cell < len(t) else max(v, top)
+            out[0] = row
+            return out
         for j, t, stand_in, top in self.columns:
             v = out[:, j]
             known = ~np.isnan(v)

@@ -196,3 +196,22 @@ def test_coefficients_are_the_shapley_values_of_the_leaf_game(k: int) -> None:
                         w = factorial(n) * factorial(k - n - 1) / factorial(k)
                         phi += w * (v(frozenset(s) | {j}) - v(frozenset(s)))
                 assert table[a * size + p, j] == pytest.approx(phi, abs=1e-12), (a, p, j)
+
+
+@pytest.mark.parametrize(("fixture", "name"), [("models", "gbc"), ("models", "hgbr"), ("boosters", "lgbc")])
+def test_route_snap_one_row_path_is_the_batch_path(request: pytest.FixtureRequest, data: Any, fixture: str,
+                                                   name: str) -> None:
+    """A request's single row is snapped with bisect on lists; batches with numpy: the same values."""
+    from mlguard.explain.explainers import RouteSnap, _tree_input_dtype
+
+    model = request.getfixturevalue(fixture)[name]
+    binding = _binding(model, data)
+    engine = build_engine(binding, binding.background.data)
+    snap = RouteSnap.build(engine._explainer.model, len(data.features), _tree_input_dtype(model))
+    assert snap is not None
+    rows = _rows(data, engine)
+    rows = np.concatenate([rows, [[np.nan, 1e30, -1e30, 0.0, 3.0]]])
+    batch = snap(rows)
+    single = np.concatenate([snap(r[None, :]) for r in rows])
+    np.testing.assert_array_equal(single, batch)
+    assert not np.array_equal(batch, rows)  # it did move values
