@@ -288,9 +288,18 @@ class FairnessReport:
     thresholds: Thresholds = field(default_factory=Thresholds)
     decisions: int = 0
     labelled: int = 0
+    _summary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
-        """The compact figures for an audit record and a header: worst value of each metric over dimensions."""
+        """The compact figures for an audit record and a header: worst value of each metric over dimensions.
+
+        Computed once per report (a report is re-used for ``evaluate_every`` decisions, each record carrying
+        its summary); callers treat the dict as read-only."""
+        if self._summary is None:
+            self._summary = self._make_summary()
+        return self._summary
+
+    def _make_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"decisions": self.decisions, "labelled": self.labelled}
         for name in ("demographic_parity_difference", "equalized_odds_difference"):
             vals = [getattr(d.eligible, name) for d in self.dimensions.values()]
