@@ -310,8 +310,8 @@ class RouteSnap:
             for j, t, stand_in, top in self._lists:
                 v = row[j]
                 if v == v:  # not NaN
-                    cell = bisect_left(t, v)  # = searchsorted(side="left")
-                    row[j] = stand_in[cell] if cell < len(t) else max(v, top)
+                    at = bisect_left(t, v)  # = searchsorted(side="left")
+                    row[j] = stand_in[at] if at < len(t) else max(v, top)
             out[0] = row
             return out
         for j, t, stand_in, top in self.columns:
