@@ -56,7 +56,22 @@ def canonical(obj: Any) -> bytes:
         else:
             if (b"e-" not in out and b"0.0000" not in out) or _TINY_FLOAT.search(out) is None:
                 return out  # (the substring tests are memchr-fast; the regex runs only when one hits)
+            return _TOKEN.sub(_python_number, out)  # explanation contributions often hold such floats
     return _canonical_std(obj)
+
+
+# Every JSON string (skipped whole, so nothing inside one is ever touched) or a whole number token.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|(?<![0-9.eE+\-])-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?')
+
+
+def _python_number(m: re.Match[bytes]) -> bytes:
+    """A number token of orjson's output as Python's ``repr`` writes it when it is a float below 1e-4 in
+    absolute value (the one spelling the two differ on); every other token unchanged."""
+    tok = m.group()
+    if tok[:1] == b'"' or (b"." not in tok and b"e" not in tok):
+        return tok  # a string, or an integer (written alike)
+    value = float(tok)
+    return repr(value).encode("ascii") if 0.0 < abs(value) < 1e-4 else tok
 
 
 def _canonical_std(obj: Any) -> bytes:

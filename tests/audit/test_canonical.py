@@ -58,6 +58,9 @@ CASES: list[Any] = [
     {"e": Colour.RED, "i": Size.BIG, "k": Kind.A}, {"p": Point(0.5, 1)}, {"d": datetime(2026, 1, 2, tzinfo=UTC)},
     MyDict(z=1, a=2), {"nan": float("nan"), "inf": [float("-inf")]}, {"s": {3, 1}},
     {"nested": [[[[{"x": 1e-300}]]]]}, {"sur": "x\udc00y"},
+    # tiny floats beside strings that look like numbers, escaped quotes and backslashes, numeric keys
+    {"c": {"a": 6.219138372148043e-05, "b": -2.5e-06}, "s": "q\":0.00001,\\", "0.00001": 1e-05,
+     "t": ["\\", 1e-7, "1e-7", 10.00001, 0.0001, 12e-7, [-9.99e-5, "\\\"", 3]], "u": "e-0.0000"},
 ]
 
 
@@ -78,6 +81,22 @@ def test_random_doubles_alone_and_in_records() -> None:
     assert not bad, bad[:5]
     rows = [{"score": f, "list": [f, -f]} for f in doubles[:5000]]
     assert [canonical(r) for r in rows] == [_canonical_std(r) for r in rows]
+
+
+def test_tiny_floats_among_others_are_rewritten_not_sent_to_the_slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explanation contributions below 1e-4 are common: their records keep orjson's speed and Python's bytes."""
+    import mlguard.audit.record as record
+
+    rng = random.Random(3)
+    docs = [{"contributions": {f"f{i}": rng.choice([1, -1]) * 10 ** rng.uniform(-9, 1) for i in range(8)},
+             "note": f"x:{rng.random():.7f}e-5,\"0.00001\"", "n": rng.randint(0, 10**6)} for _ in range(2000)]
+    expected = [_canonical_std(d) for d in docs]
+
+    def refuse(obj: Any) -> bytes:
+        raise AssertionError("the standard path ran")
+
+    monkeypatch.setattr(record, "_canonical_std", refuse)
+    assert [canonical(d) for d in docs] == expected
 
 
 def test_without_orjson_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
