@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str
 from typing import Any, Protocol
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -80,7 +81,7 @@ def decode(blob: bytes) -> Sealed:
         (hlen,) = _U32.unpack_from(blob, 4)
         pos = 8 + hlen
         header_bytes = blob[8:pos]
-        header = json.loads(header_bytes.decode("utf-8"))
+        header = orjson.loads(header_bytes)  # strict UTF-8 and JSON; its errors are ValueErrors
         n = blob[pos]
         pos += 1
         parts = []

@@ -49,6 +49,10 @@ class VerifyResult:
                 "notes": self.notes}
 
 
+PROGRESS_EVERY = 1024
+"""Records between two progress callbacks (a progress bar's update costs more than hashing one record)."""
+
+
 def verify_log(rows: Iterable[RowLike], *, head: tuple[int, bytes] | None, checkpoints: list[dict[str, Any]],
                public_keys: dict[str, bytes], trusted: dict[str, bytes] | None = None,
                witness: list[dict[str, Any]] | None = None,
@@ -85,9 +89,11 @@ def verify_log(rows: Iterable[RowLike], *, head: tuple[int, bytes] | None, check
             bad = _check_cps(res, by_seq[row.seq], row.seq, calc, keys)
             if bad is not None:
                 return bad
-        if progress is not None:
-            progress(1)
+        if progress is not None and res.records % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
         expect_seq += 1
+    if progress is not None and res.records % PROGRESS_EVERY:
+        progress(res.records % PROGRESS_EVERY)
     last = expect_seq - 1
     if head is not None:
         if head[0] > last:
@@ -137,7 +143,7 @@ def verify_store(url: str, *, witness: list[dict[str, Any]] | None = None,
     store = open_store(url, create=False)
     try:
         head = store.head()
-        return verify_log(store.iter_rows(), head=head, checkpoints=store.checkpoints(),
+        return verify_log(store.iter_chain(), head=head, checkpoints=store.checkpoints(),
                           public_keys=store.public_keys(), trusted=trusted, witness=witness, progress=progress)
     finally:
         store.close()

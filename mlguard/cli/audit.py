@@ -86,7 +86,7 @@ def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witne
         else:
             store = _open(str(store_url))
             head = store.head()
-            rows, cps, keys, total = store.iter_rows(), store.checkpoints(), store.public_keys(), head[0]
+            rows, cps, keys, total = store.iter_chain(), store.checkpoints(), store.public_keys(), head[0]
         trusted = None
         if pubkeys:
             pinned = {p.lower() for p in pubkeys}

@@ -50,6 +50,10 @@ def test_append_read_filter(store: AuditStore, keyring: Keyring) -> None:
     assert len(list(store.iter_rows(subject=pseudonym(keyring, "bob")))) == 5
     row = store.get_row("id-000004")
     assert row is not None and row.seq == 5
+    # verify's narrow read: the same three columns, in order, from any seq
+    assert list(store.iter_chain()) == [(r.seq, r.sealed, r.hash) for r in store.iter_rows()]
+    assert [c.seq for c in store.iter_chain(since_seq=7)] == [8, 9, 10]
+    assert all(isinstance(c.sealed, bytes) and isinstance(c.hash, bytes) for c in store.iter_chain())
     w.checkpoint()
     assert store.checkpoints()[-1]["seq"] == 10
     assert set(store.public_keys()) == set(keyring.public_keys())
@@ -300,3 +304,21 @@ def test_rewrap_without_the_old_kek_names_it_and_changes_nothing(store: AuditSto
     with pytest.raises(KeyringError, match=old):
         rewrap(store, other)
     assert store.data_key_counts() == {old: 1}
+
+
+def test_iter_chain_pages_and_verify_counts_progress(store: AuditStore, keyring: Keyring,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages smaller than the log (the page boundary is where a narrow read could skip or repeat a record), and
+    the progress callbacks of verify add up to the records verified."""
+    import mlguard.audit.store.postgres as pg_store
+    import mlguard.audit.store.sqlite as sqlite_store
+
+    AuditWriter(store, keyring).append_now([rec(i, keyring) for i in range(11)])
+    monkeypatch.setattr(sqlite_store, "PAGE", 3)
+    monkeypatch.setattr(pg_store, "PAGE", 3)
+    assert [c.seq for c in store.iter_chain()] == list(range(1, 12))
+    assert [c.seq for c in store.iter_chain(since_seq=3)] == list(range(4, 12))
+    ticks: list[int] = []
+    res = verify_log(store.iter_chain(), head=store.head(), checkpoints=store.checkpoints(),
+                     public_keys=store.public_keys(), progress=ticks.append)
+    assert res.ok and res.records == 11 and sum(ticks) == 11

@@ -38,6 +38,14 @@ class RecordRow(NamedTuple):
     hash: bytes
 
 
+class ChainRow(NamedTuple):
+    """What verifying needs of a record: its place, its sealed bytes and its stored chain hash."""
+
+    seq: int
+    sealed: bytes
+    hash: bytes
+
+
 def row_from_db(r: Sequence[Any]) -> RecordRow:
     """A RecordRow from a database row in column order (drivers hand blobs back as memoryview or bytes)."""
     return RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
@@ -107,6 +115,12 @@ class AuditStore(ABC):
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
                   route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
         """Rows in seq order, fetched in pages (constant memory)."""
+
+    def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
+        """(seq, sealed, hash) in seq order, constant memory: what verify reads. Stores override it with a query
+        of those three columns (verify is bound by reading rows, not by hashing them)."""
+        for r in self.iter_rows(since_seq=since_seq):
+            yield ChainRow(r.seq, r.sealed, r.hash)
 
     @abstractmethod
     def get_row(self, audit_id: str) -> RecordRow | None: ...

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from mlguard.audit.chain import GENESIS
 from mlguard.audit.store.base import (
     AuditStore,
+    ChainRow,
     DataKeyRow,
     RecordRow,
     WriteTx,
@@ -200,6 +201,19 @@ class PostgresStore(AuditStore):
                 return cur.fetchall()
 
         return paged_rows(fetch, since_seq, PAGE)
+
+    def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
+        sql = f"SELECT seq, sealed, hash FROM {self.s}.records WHERE seq > %s ORDER BY seq LIMIT {PAGE}"
+        last = since_seq
+        while True:
+            with self._read() as cur:
+                cur.execute(sql, (last,))
+                rows = cur.fetchall()
+            for r in rows:
+                yield ChainRow(r[0], bytes(r[1]), bytes(r[2]))
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         with self._read() as cur:

@@ -31,6 +31,7 @@ from typing import Any
 from mlguard.audit.chain import GENESIS
 from mlguard.audit.store.base import (
     AuditStore,
+    ChainRow,
     DataKeyRow,
     RecordRow,
     WriteTx,
@@ -186,6 +187,17 @@ class SQLiteStore(AuditStore):
         sql = f"SELECT * FROM records WHERE {where} ORDER BY seq LIMIT {PAGE}"
         conn = self._r()
         return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE)
+
+    def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
+        sql = f"SELECT seq, sealed, hash FROM records WHERE seq > ? ORDER BY seq LIMIT {PAGE}"
+        conn = self._r()
+        last = since_seq
+        while True:
+            rows = conn.execute(sql, (last,)).fetchall()  # sqlite3 hands BLOBs back as bytes
+            yield from map(ChainRow._make, rows)
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         r = self._r().execute("SELECT * FROM records WHERE audit_id = ?", (audit_id,)).fetchone()
