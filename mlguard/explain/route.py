@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlguard.explain.worker import Entry
+from mlguard.explain.worker import Entry, top_contributions
 
 if TYPE_CHECKING:
     from mlguard.config.explain import ExplainSettings
@@ -80,7 +80,6 @@ class RouteExplainer:
         entries = []
         for i, values in enumerate(rows):
             contributions = {n: float(v) for n, v in zip(names, contrib[i], strict=True)}
-            ranked = sorted(contributions.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
             doc: dict[str, Any] = {
                 "status": "ready",
                 "method": self.engine.method,
@@ -88,7 +87,7 @@ class RouteExplainer:
                 "base_value": float(base[i]),
                 "output_value": float(base[i] + np.sum(contrib[i])),
                 "contributions": contributions,
-                "top": [{"feature": f, "contribution": v} for f, v in ranked[: self.settings.top_k]],
+                "top": top_contributions(contributions, self.settings.top_k),
                 "identity": self.identity,
             }
             if i in want:

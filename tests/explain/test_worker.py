@@ -89,3 +89,34 @@ def test_result_store_is_bounded() -> None:
     for i in range(5):
         store.put(str(i), Entry("ready", 0))
     assert len(store) == 3 and store.get("0") is None and store.get("4") is not None
+
+
+def test_result_store_keeps_one_document_and_gives_back_equal_entries() -> None:
+    """Packed: the public document and ``top`` are derived again on get; what cannot be derived is kept."""
+    from mlguard.explain.worker import Entry, ResultStore, top_contributions
+
+    contributions = {"b": -0.2, "a": 0.2, "c": 1e-5, "d": -0.7}
+    doc = {"status": "ready", "contributions": contributions, "top": top_contributions(contributions, 3),
+           "base_value": 0.1}
+    cases = {
+        "ready": Entry("ready", 0, dict(doc), {**doc, "inputs": {"a": 1.0}, "outcome": {"favorable": False}}),
+        "deferred": Entry("ready", 1, {**doc, "deferred": True}, {**doc, "deferred": True, "outcome": None}),
+        "failed": Entry("failed", 0, {"status": "failed", "reason": "x"}),  # private empty: not derivable
+        "odd top": Entry("ready", 0, {**doc, "top": [{"feature": "z", "contribution": 9.0}]},
+                         {**doc, "top": [{"feature": "z", "contribution": 9.0}]}),
+        "public differs": Entry("ready", 0, {**doc, "extra": 1}, dict(doc)),
+    }
+    store = ResultStore(10)
+    for key, entry in cases.items():
+        store.put(key, entry)
+    for key, entry in cases.items():
+        got = store.get(key)
+        assert got is not None and got == entry, key
+        assert got is not entry
+    packed = store._items["ready"]
+    assert packed[2]["top"] == 3 and packed[3] is None  # one document, top as its length
+    assert store._items["odd top"][2]["top"] == [{"feature": "z", "contribution": 9.0}]
+    assert store._items["public differs"][3] == {**doc, "extra": 1}
+    assert top_contributions(contributions, 3) == [{"feature": "d", "contribution": -0.7},
+                                                   {"feature": "a", "contribution": 0.2},
+                                                   {"feature": "b", "contribution": -0.2}]
