@@ -31,6 +31,7 @@ categorical splits, stacked models, several outputs under a non-linear transform
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from math import factorial
 from typing import Any
@@ -148,7 +149,9 @@ class FastTreeShap:
         self.columns = np.unpackbits(uniq, axis=1, count=n_rows).T.astype(np.float64)  # (rows, groups)
         self.column_of_pair = inverse.reshape(-1)
         self.counts = self.columns.sum(axis=0)[self.column_of_pair]  # rows per pair (linear output)
-        self.pair_value = leaves.value[self.pair_leaf]  # (pairs, outputs)
+        self.pair_value_t = np.ascontiguousarray(leaves.value[self.pair_leaf].T)  # (outputs, pairs)
+        self.value0 = np.ascontiguousarray(leaves.value[:, 0])
+        self.base0 = float(self.base[0])
         self.coef = _coefficients(k).T.copy()  # (k, 4^k)
         # flat index of (position j, pair's leaf feature) for the final per-feature sum
         self.pair_feature = (self.feature[self.pair_leaf].T).ravel()  # (k * pairs,), position-major
@@ -171,15 +174,19 @@ class FastTreeShap:
         for i, a in enumerate(self._bits(x)):
             coef = flat_coef.take((a * self.size)[self.pair_leaf] + self.pair_index)  # (k, pairs)
             if self.logistic:
-                mx = self.base[0] + float(self.value[a == self.full, 0].sum())
+                mx = self.base0 + float(self.value0[a == self.full].sum())
                 d = mx - self.margin_r
-                scale = np.divide(1.0 / (1.0 + np.exp(-mx)) - self.sigmoid_r, d, out=np.ones_like(d),
+                scale = np.divide(1.0 / (1.0 + math.exp(-mx)) - self.sigmoid_r, d, out=np.ones(self.n_rows),
                                   where=d != 0.0)  # shap: 1 where the margins are equal
                 weight = (scale @ self.columns)[self.column_of_pair]
             else:
                 weight = self.counts
             for o in range(n_out):
-                w = coef * (weight * self.pair_value[:, o])
+                if n_out == 1:
+                    coef *= weight * self.pair_value_t[0]  # in place: no other output needs coef
+                    w = coef
+                else:
+                    w = coef * (weight * self.pair_value_t[o])
                 out[i, :, o] = np.bincount(self.pair_feature, weights=w.ravel(), minlength=self.n_features)
         out /= self.n_rows
         return out[:, :, 0] if n_out == 1 else out
