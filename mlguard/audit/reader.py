@@ -18,6 +18,9 @@ from mlguard.audit.store.base import AuditStore, RecordRow, open_store
 from mlguard.errors import KeyringError
 from mlguard.keys import ENV_VAR, KeyProvider, Keyring
 
+DEFERRED_SCAN = 100_000
+"""Explanation events looked at after an exchange when its deferred explanation is looked up."""
+
 FIELDS = ("audit_id", "seq", "ts", "route", "method", "status", "latency_ms", "policies", "model", "input",
           "findings", "output", "attached", "explanation", "fairness", "decision", "failures", "subject",
           "protected", "kind", "shredded")
@@ -55,6 +58,23 @@ class AuditReader:
         subj = pseudonym(self.keys, subject) if subject is not None else None
         for row in self.store.iter_rows(since=since, until=until, route=route, subject=subj):
             yield self.decode(row)
+
+    def deferred_explanation(self, record: dict[str, Any], *, scan: int = DEFERRED_SCAN) -> dict[str, Any] | None:
+        """The explanation event a deferred explanation became, for the exchange ``record`` (decoded): the
+        first ``explanation`` event after it that names its audit id, looking at up to ``scan`` of them (the
+        worker appends it seconds after the exchange). None when there is none (yet)."""
+        seq = record.get("seq")
+        if not isinstance(seq, int):
+            return None
+        for n, row in enumerate(self.store.iter_rows(since_seq=seq, kind="explanation")):
+            if n >= scan:
+                break
+            event = self.decode(row)
+            data = event.get("data")
+            if isinstance(data, dict) and data.get("audit_id") == record.get("audit_id"):
+                explanation = data.get("explanation")
+                return explanation if isinstance(explanation, dict) else None
+        return None
 
     def decode(self, row: RecordRow) -> dict[str, Any]:
         sealed = decode(row.sealed)

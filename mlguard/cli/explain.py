@@ -70,12 +70,7 @@ def _explanation_of(reader: Any, record: dict[str, Any]) -> Any:
     explanation = record.get("explanation")
     if not (isinstance(explanation, dict) and explanation.get("status") == "pending"):
         return explanation
-    for event in reader.iter_records(since=record.get("ts")):
-        data = event.get("data")
-        if event.get("kind") == "explanation" and isinstance(data, dict) \
-                and data.get("audit_id") == record.get("audit_id"):
-            return data.get("explanation")
-    return explanation
+    return reader.deferred_explanation(record) or explanation
 
 
 def _changes(config_path: Path | None, record: dict[str, Any], explanation: dict[str, Any]

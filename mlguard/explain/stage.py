@@ -273,12 +273,25 @@ class ExplainStage(BaseStage):
             return None, "the record of this audit id was shredded"
         doc = record.get("explanation")
         status = doc.get("status") if isinstance(doc, dict) else None
-        if status == "pending":  # a deferred one: its result is a separate event record, not indexed by this id
-            return None, ("a deferred explanation no longer in this process's memory; `mlguard explain "
-                          "AUDIT_ID` reads it from the audit trail")
+        if status == "pending":  # a deferred one: its result is the explanation event appended when it was ready
+            try:
+                found = await anyio.to_thread.run_sync(reader.deferred_explanation, record)
+            except Exception as exc:
+                log.error("explanation lookup in the audit trail failed", extra={"error": type(exc).__name__})
+                return None, "the audit trail could not be read"
+            if found is None:
+                return None, "a deferred explanation not in this process's memory and not (yet) in the audit trail"
+            doc, status = found, found.get("status")
         if not isinstance(doc, dict) or status not in ("ready", "failed", "skipped"):
             return None, "no explanation for this audit id"
         index = next((r.index for r in self.ctx.routes if r.path == record.get("route")), -1)
+        rx = self.routes.get(index)
+        if status == "ready" and "inputs" not in doc and rx is not None:
+            # a deferred explanation's event holds no inputs (it is not under the subject's key): the sealed
+            # exchange record holds the (redacted) input it was computed on, as `mlguard explain` reads it
+            values = rx.binding.build_row(record.get("input")).values
+            if values is not None:
+                doc = {**doc, "inputs": values}
         public = {k: v for k, v in doc.items() if k not in _PRIVATE_ONLY}
         return Entry(status, index, public, dict(doc)), ""
 

@@ -322,3 +322,23 @@ def test_iter_chain_pages_and_verify_counts_progress(store: AuditStore, keyring:
     res = verify_log(store.iter_chain(), head=store.head(), checkpoints=store.checkpoints(),
                      public_keys=store.public_keys(), progress=ticks.append)
     assert res.ok and res.records == 11 and sum(ticks) == 11
+
+
+def test_kind_filter_and_deferred_explanation_lookup(store: AuditStore, keyring: Keyring) -> None:
+    """``iter_rows(kind=...)`` reads the clear kind column; a deferred explanation is found in the first
+    explanation event after its exchange that names it (and not past the scan bound)."""
+    w = AuditWriter(store, keyring)
+    w.append_now([rec(i, keyring) for i in range(3)])
+    w.append_now([event("ev-1", T0 + 10, "explanation", {"audit_id": "id-000009", "explanation": {"x": 0}}),
+                  event("ev-2", T0 + 11, "feedback", {"audit_id": "id-000001"}),
+                  event("ev-3", T0 + 12, "explanation", {"audit_id": "id-000001",
+                                                         "explanation": {"status": "ready", "top": []}})])
+    assert [r.audit_id for r in store.iter_rows(kind="explanation")] == ["ev-1", "ev-3"]
+    assert [r.audit_id for r in store.iter_rows(kind="explanation", since_seq=4)] == ["ev-3"]
+    reader = AuditReader(store, keyring)
+    record = reader.get("id-000001")
+    assert record is not None and record["seq"] == 2
+    assert reader.deferred_explanation(record) == {"status": "ready", "top": []}
+    assert reader.deferred_explanation(record, scan=1) is None  # ev-1 looked at, ev-3 beyond the bound
+    later = reader.get("id-000002")
+    assert later is not None and reader.deferred_explanation(later) is None

@@ -165,9 +165,18 @@ async def test_deferred_explanation_is_linked_in_the_audit_trail(models: dict[st
         monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", "tok")
         got = await c.get(f"/mlguard/explanations/{audit_id}", headers={"authorization": "Bearer tok"})
         assert got.status_code == 200 and got.json()["status"] == "ready"
+        # out of this process's memory (a restart, another worker, newer ones pushed it out): read back from the
+        # explanation event in the audit trail, the same document
+        stage = next(s for s in guard.stages if s.name == "explain")
+        stage.store.discard(audit_id)
+        again = await c.get(f"/mlguard/explanations/{audit_id}", headers={"authorization": "Bearer tok"})
+        assert again.status_code == 200 and again.json() == got.json()
+        plain = await c.get(f"/mlguard/explanations/{audit_id}/plain", headers={"authorization": "Bearer tok"})
+        assert plain.status_code == 200 and "What would have changed the result" in plain.text
     await guard.aclose()
     reads = _records(tmp_path, "admin_read")
-    assert [r["data"] for r in reads] == [{"endpoint": "/explanations", "target": audit_id}]
+    assert [r["data"] for r in reads] == [{"endpoint": "/explanations", "target": audit_id}] * 2 + [
+        {"endpoint": "/explanations/plain", "target": audit_id}]
     assert found["data"]["audit_id"] == audit_id
     assert "inputs" not in found["data"]["explanation"]  # the event is not under the subject's key
 

@@ -110,6 +110,14 @@ class FakeReader:
     def iter_records(self, since: Any = None, until: Any = None, route: Any = None, subject: Any = None) -> Any:
         return iter(self.records.values())
 
+    def deferred_explanation(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        for event in self.records.values():
+            data = event.get("data")
+            if event.get("kind") == "explanation" and isinstance(data, dict) \
+                    and data.get("audit_id") == record.get("audit_id"):
+                return data.get("explanation")  # type: ignore[no-any-return]
+        return None
+
     def close(self) -> None:
         pass
 

@@ -52,10 +52,11 @@ def row_from_db(r: Sequence[Any]) -> RecordRow:
 
 
 def record_filters(placeholder: str, *, since: str | None, until: str | None, route: str | None,
-                   subject: str | None) -> tuple[str, list[str]]:
+                   subject: str | None, kind: str | None = None) -> tuple[str, list[str]]:
     """The WHERE clause (after ``seq > ?``) and its arguments shared by both stores' ``iter_rows``."""
     where, args = [f"seq > {placeholder}"], []
-    for cond, val in (("ts >=", since), ("ts <", until), ("route =", route), ("subject =", subject)):
+    for cond, val in (("ts >=", since), ("ts <", until), ("route =", route), ("subject =", subject),
+                      ("kind =", kind)):
         if val is not None:
             where.append(f"{cond} {placeholder}")
             args.append(val)
@@ -113,8 +114,9 @@ class AuditStore(ABC):
 
     @abstractmethod
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
-                  route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
-        """Rows in seq order, fetched in pages (constant memory)."""
+                  route: str | None = None, subject: str | None = None, kind: str | None = None
+                  ) -> Iterator[RecordRow]:
+        """Rows in seq order, fetched in pages (constant memory); ``kind`` is the clear ``kind`` column."""
 
     def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
         """(seq, sealed, hash) in seq order, constant memory: what verify reads. Stores override it with a query

@@ -191,8 +191,9 @@ class PostgresStore(AuditStore):
         return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
-                  route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
-        where, args = record_filters("%s", since=since, until=until, route=route, subject=subject)
+                  route: str | None = None, subject: str | None = None, kind: str | None = None
+                  ) -> Iterator[RecordRow]:
+        where, args = record_filters("%s", since=since, until=until, route=route, subject=subject, kind=kind)
         sql = f"SELECT * FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}"
 
         def fetch(last: int) -> Any:

@@ -182,8 +182,9 @@ class SQLiteStore(AuditStore):
         return _Tx(self._r()).head()
 
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
-                  route: str | None = None, subject: str | None = None) -> Iterator[RecordRow]:
-        where, args = record_filters("?", since=since, until=until, route=route, subject=subject)
+                  route: str | None = None, subject: str | None = None, kind: str | None = None
+                  ) -> Iterator[RecordRow]:
+        where, args = record_filters("?", since=since, until=until, route=route, subject=subject, kind=kind)
         sql = f"SELECT * FROM records WHERE {where} ORDER BY seq LIMIT {PAGE}"
         conn = self._r()
         return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE)
