@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from mlguard.errors import ExplainError
 from mlguard.explain.route import ReasonPolicy, RouteExplainer, build_route_explainer
-from mlguard.explain.worker import DeferredWorker, Entry, Job, ResultStore
+from mlguard.explain.worker import DeferredWorker, Entry, Job, ResultStore, public_view
 from mlguard.metrics import register_gauges, single
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
 
@@ -36,7 +36,6 @@ log = logging.getLogger("mlguard.explain.stage")
 
 HEADER = "MLGuard-Explanation"
 EVENTS_AT_CLOSE_S = 10.0  # longest wait at shutdown for finished explanations' audit events
-_PRIVATE_ONLY = ("inputs", "outcome")  # in the sealed record's explanation, never in the admin answer
 STATUS_HEADER = "MLGuard-Explanation-Status"
 
 
@@ -292,7 +291,7 @@ class ExplainStage(BaseStage):
             values = rx.binding.build_row(record.get("input")).values
             if values is not None:
                 doc = {**doc, "inputs": values}
-        public = {k: v for k, v in doc.items() if k not in _PRIVATE_ONLY}
+        public = public_view(doc)  # the sealed record's inputs and outcome never go into the admin answer
         return Entry(status, index, public, dict(doc)), ""
 
     async def _get_plain(self, req: AdminRequest) -> AdminResponse:

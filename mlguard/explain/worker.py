@@ -36,12 +36,17 @@ class Entry:
     private: dict[str, Any] = field(default_factory=dict)
 
 
-_PRIVATE_ONLY = frozenset({"inputs", "outcome"})
+PRIVATE_ONLY = frozenset({"inputs", "outcome"})
 """Members of an entry's private document that its public one leaves out (and nothing else differs)."""
+
+
+def public_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a client may see of an explanation document: all but ``PRIVATE_ONLY``."""
+    return {k: v for k, v in doc.items() if k not in PRIVATE_ONLY}
 
 _Stored = tuple[Status, int, dict[str, Any], dict[str, Any] | None]
 """(status, route, private document with ``top`` as its length when derivable, public document or None when
-it is the private one without ``_PRIVATE_ONLY``)."""
+it is the private one's ``public_view``)."""
 
 
 def top_contributions(contributions: dict[str, float], k: int) -> list[dict[str, Any]]:
@@ -56,7 +61,7 @@ def _pack(entry: Entry) -> _Stored:
     held the public copy and the top list too, about 1.9 KB of each entry's 3.9. Anything not derivable this
     way is kept as it is."""
     private, public = entry.private, entry.public
-    derivable = {k: v for k, v in private.items() if k not in _PRIVATE_ONLY} == public
+    derivable = public_view(private) == public
     top, contributions = private.get("top"), private.get("contributions")
     if (derivable and isinstance(top, list) and isinstance(contributions, dict)
             and top_contributions(contributions, len(top)) == top):
@@ -70,7 +75,7 @@ def _unpack(stored: _Stored) -> Entry:
     if isinstance(top, int) and isinstance(contributions, dict):
         private = {**private, "top": top_contributions(contributions, top)}
     if public is None:
-        public = {k: v for k, v in private.items() if k not in _PRIVATE_ONLY}
+        public = public_view(private)
     return Entry(status, route_index, public, private)
 
 
