@@ -24,8 +24,8 @@ example instead of 0.7 ms.
 Where it does not apply the route keeps shap's own algorithm (:func:`build` returns None and says why at
 debug level): missing values in the background (rows with a missing value are explained by shap, per call),
 categorical splits, stacked models, several outputs under a non-linear transform, paths with more than
-``MAX_PATH_FEATURES`` distinct features (the coefficient table grows as 4^k), or more than ``MAX_CELLS``
-(background row, leaf) cells.
+``MAX_PATH_FEATURES`` distinct features (the coefficient table grows as 4^k), more than ``MAX_CELLS``
+(background row, leaf) cells, or a row-group matrix over ``MAX_GROUP_BYTES``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ MAX_PATH_FEATURES = 6
 """Distinct features on one root-to-leaf path: the coefficient table has 4^k rows of k entries."""
 MAX_CELLS = 20_000_000
 """Background rows x leaves: the start-up grouping holds one boolean per cell."""
+MAX_GROUP_BYTES = 64 * 1024 * 1024
+"""The (background rows x distinct row groups) matrix kept for the logistic rescale: a very large ensemble whose
+leaves split the background in many different ways keeps shap's algorithm instead of holding more than this."""
 CHECK_TOLERANCE = 1e-6
 """Start-up agreement with shap, relative to the output's magnitude (shap keeps thresholds, leaf values and
 path weights in C float)."""
@@ -112,6 +115,10 @@ def _coefficients(k: int) -> Any:
     return table
 
 
+class _TooLarge(Exception):
+    """The precomputation would hold more than its bounds allow (build() then returns None)."""
+
+
 class FastTreeShap:
     """Built once per route from shap's reading of the trees (after centring) and the background it was given."""
 
@@ -137,6 +144,8 @@ class FastTreeShap:
         self.sigmoid_r = 1.0 / (1.0 + np.exp(-self.margin_r))
         cell = np.arange(n_leaves) * self.size + patterns  # (rows, leaves): (leaf, pattern) of each cell
         pairs, pos = np.unique(cell, return_inverse=True)
+        if n_rows * pairs.size > 4 * MAX_CELLS:  # the membership matrix below, one byte per (row, pair)
+            raise _TooLarge(f"{n_rows} background rows x {pairs.size} (leaf, pattern) pairs")
         pos = pos.reshape(cell.shape)
         self.pair_leaf = pairs // self.size
         self.pair_pattern = pairs % self.size
@@ -146,6 +155,8 @@ class FastTreeShap:
         # group of rows reaches alike): the per-request sum over rows is one small matrix product.
         packed = np.packbits(member, axis=0).T
         uniq, inverse = np.unique(packed, axis=0, return_inverse=True)
+        if logistic and n_rows * uniq.shape[0] * 8 > MAX_GROUP_BYTES:
+            raise _TooLarge(f"{uniq.shape[0]} distinct groups of background rows")
         self.columns = np.unpackbits(uniq, axis=1, count=n_rows).T.astype(np.float64)  # (rows, groups)
         self.column_of_pair = inverse.reshape(-1)
         self.counts = self.columns.sum(axis=0)[self.column_of_pair]  # rows per pair (linear output)
@@ -223,7 +234,11 @@ def build(ensemble: Any, background: Any, model_output: str, n_features: int) ->
     if data.shape[0] * leaves.value.shape[0] > MAX_CELLS:
         log.debug("fast TreeSHAP not used: %d background rows x %d leaves", data.shape[0], leaves.value.shape[0])
         return None
-    return FastTreeShap(leaves, data, ensemble.base_offset, transform, n_features)
+    try:
+        return FastTreeShap(leaves, data, ensemble.base_offset, transform, n_features)
+    except _TooLarge as exc:
+        log.debug("fast TreeSHAP not used: %s", exc)
+        return None
 
 
 def agrees(fast: FastTreeShap, reference: Any, rows: Any) -> bool:

@@ -215,3 +215,13 @@ def test_route_snap_one_row_path_is_the_batch_path(request: pytest.FixtureReques
     single = np.concatenate([snap(r[None, :]) for r in rows])
     np.testing.assert_array_equal(single, batch)
     assert not np.array_equal(batch, rows)  # it did move values
+
+
+def test_a_precomputation_over_its_memory_bound_keeps_shap(models: dict[str, Any], data: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fasttree, "MAX_GROUP_BYTES", 1000)
+    binding = _binding(models["gbc"], data)  # probability: the row-group matrix is what is bounded
+    assert build_engine(binding, binding.background.data).params["implementation"] == "shap"
+    monkeypatch.setattr(fasttree, "MAX_CELLS", 10)
+    binding = _binding(models["rf"], data)
+    assert build_engine(binding, binding.background.data).params["implementation"] == "shap"
