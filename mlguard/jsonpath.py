@@ -47,13 +47,39 @@ class JSONPath:
 
     def find(self, doc: Any) -> Iterator[tuple[tuple[str | int, ...], Any]]:
         """Yield (location, value) for every node the path addresses in ``doc``."""
+        if None not in self.steps:  # no wildcard: at most one node, walked without recursion
+            found = _walk(doc, self.steps)
+            if found is not None:
+                yield found
+            return
         yield from _find(doc, self.steps, ())
 
     def first(self, doc: Any, default: Any = None) -> Any:
         """The first addressed value, or ``default`` when the path addresses nothing."""
+        if None not in self.steps:  # the common case (subject, output, features...): several per request
+            found = _walk(doc, self.steps)
+            return default if found is None else found[1]
         for _, value in self.find(doc):
             return value
         return default
+
+
+def _walk(node: Any, steps: tuple[Step, ...]) -> tuple[tuple[str | int, ...], Any] | None:
+    """``_find`` for a path without wildcards: (location, value), or None when it addresses nothing."""
+    here: list[str | int] = []
+    for step in steps:
+        if isinstance(step, int):
+            if not (isinstance(node, list) and -len(node) <= step < len(node)):
+                return None
+            idx = step % len(node)
+            node = node[idx]
+            here.append(idx)
+        elif isinstance(node, dict) and step in node:
+            node = node[step]
+            here.append(step)  # type: ignore[arg-type]
+        else:
+            return None
+    return tuple(here), node
 
 
 def _find(node: Any, steps: tuple[Step, ...], here: tuple[str | int, ...]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,6 +73,21 @@ def test_jsonpath_find_and_format() -> None:
         compile_path("a.b")
     with pytest.raises(ConfigError):
         compile_path("$.a[?(@.x)]")
+
+
+@pytest.mark.parametrize("path", ["$", "$.a", "$.a[0]", "$.a[-1].b", "$.a[5]", "$.a[-4]", "$.a.b", "$.s.t",
+                                  "$['x y'].z", "$.n[0]", "$.a[1].b", "$.s[0]", "$.missing.deeper"])
+def test_jsonpath_without_wildcards_walks_as_the_general_matcher(path: str) -> None:
+    """Paths without a wildcard take a direct walk: the same locations and values as the recursive matcher."""
+    from mlguard.jsonpath import _find
+
+    docs: list[Any] = [{"a": [{"b": 1}, {"b": 2}, 3], "s": "text", "x y": {"z": None}, "n": None},
+                       {"a": {"b": [1]}, "s": {"t": 0}}, [1, 2], "scalar", None, {"a": []}]
+    p = compile_path(path)
+    for doc in docs:
+        assert list(p.find(doc)) == list(_find(doc, p.steps, ())), (path, doc)
+        general = next((v for _, v in _find(doc, p.steps, ())), "absent")
+        assert p.first(doc, "absent") == general, (path, doc)
 
 
 def test_gdpr_requires_a_configured_retention_maximum(tmp_path: Path) -> None:
