@@ -19,9 +19,11 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from mlguard.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class RecordRow(NamedTuple):
@@ -63,16 +65,22 @@ def record_filters(placeholder: str, *, since: str | None, until: str | None, ro
     return " AND ".join(where), args
 
 
-def paged_rows(fetch: Callable[[int], Sequence[Sequence[Any]]], since_seq: int, page: int) -> Iterator[RecordRow]:
-    """Stream records in seq order, ``page`` at a time: ``fetch(last_seq)`` returns the next page after it."""
+def paged_rows(fetch: Callable[[int], Sequence[Sequence[Any]]], since_seq: int, page: int,
+               make: Callable[[Sequence[Any]], T]) -> Iterator[T]:
+    """Stream records in seq order, ``page`` at a time: ``fetch(last_seq)`` returns the next page after it (rows
+    starting with seq), each turned into ``make(row)`` (``row_from_db``, ``chain_row_from_db``)."""
     last = since_seq
     while True:
         rows = fetch(last)
-        for r in rows:
-            yield row_from_db(r)
+        yield from map(make, rows)
         if len(rows) < page:
             return
         last = rows[-1][0]
+
+
+def chain_row_from_db(r: Sequence[Any]) -> ChainRow:
+    """A ChainRow from (seq, sealed, hash) as a driver hands them back (memoryview or bytes)."""
+    return ChainRow(r[0], bytes(r[1]), bytes(r[2]))
 
 
 DataKeyRow = tuple[str, str, str, str, str, bytes]

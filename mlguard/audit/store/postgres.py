@@ -26,6 +26,7 @@ from mlguard.audit.store.base import (
     DataKeyRow,
     RecordRow,
     WriteTx,
+    chain_row_from_db,
     paged_rows,
     record_filters,
     row_from_db,
@@ -201,20 +202,17 @@ class PostgresStore(AuditStore):
                 cur.execute(sql, (last, *args))
                 return cur.fetchall()
 
-        return paged_rows(fetch, since_seq, PAGE)
+        return paged_rows(fetch, since_seq, PAGE, row_from_db)
 
     def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
         sql = f"SELECT seq, sealed, hash FROM {self.s}.records WHERE seq > %s ORDER BY seq LIMIT {PAGE}"
-        last = since_seq
-        while True:
+
+        def fetch(last: int) -> Any:
             with self._read() as cur:
                 cur.execute(sql, (last,))
-                rows = cur.fetchall()
-            for r in rows:
-                yield ChainRow(r[0], bytes(r[1]), bytes(r[2]))
-            if len(rows) < PAGE:
-                return
-            last = rows[-1][0]
+                return cur.fetchall()
+
+        return paged_rows(fetch, since_seq, PAGE, chain_row_from_db)
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         with self._read() as cur:

@@ -187,18 +187,14 @@ class SQLiteStore(AuditStore):
         where, args = record_filters("?", since=since, until=until, route=route, subject=subject, kind=kind)
         sql = f"SELECT * FROM records WHERE {where} ORDER BY seq LIMIT {PAGE}"
         conn = self._r()
-        return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE)
+        return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE,
+                          row_from_db)
 
     def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
         sql = f"SELECT seq, sealed, hash FROM records WHERE seq > ? ORDER BY seq LIMIT {PAGE}"
         conn = self._r()
-        last = since_seq
-        while True:
-            rows = conn.execute(sql, (last,)).fetchall()  # sqlite3 hands BLOBs back as bytes
-            yield from map(ChainRow._make, rows)
-            if len(rows) < PAGE:
-                return
-            last = rows[-1][0]
+        # sqlite3 hands BLOBs back as bytes: the tuple is already a ChainRow's fields
+        return paged_rows(lambda last: conn.execute(sql, (last,)).fetchall(), since_seq, PAGE, ChainRow._make)
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         r = self._r().execute("SELECT * FROM records WHERE audit_id = ?", (audit_id,)).fetchone()
