@@ -46,6 +46,12 @@ def link(prev: bytes, sealed: bytes) -> bytes:
     return _sha256(NODE + prev + leaf.digest()).digest()
 
 
+def node(prev: bytes, leaf: bytes) -> bytes:
+    """The chain hash from the previous chain hash and a record's leaf hash: ``link(prev, sealed)`` is
+    ``node(prev, leaf_hash(sealed))`` (verifying in several processes hashes leaves apart from the chain)."""
+    return _sha256(NODE + prev + leaf).digest()
+
+
 def checkpoint_message(cp: dict[str, Any]) -> bytes:
     return b"mlguard.checkpoint.v1|" + canonical({k: cp[k] for k in ("seq", "head", "ts", "kid")})
 

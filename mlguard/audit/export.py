@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from mlguard.audit.reader import FIELDS
+from mlguard.audit import parallel
+from mlguard.audit.reader import FIELDS, AuditReader
+from mlguard.audit.store.base import open_store
+from mlguard.keys import KeyProvider
 
 Format = Literal["jsonl", "csv", "parquet"]
 GROUP = 5000
@@ -25,6 +28,57 @@ def _flat(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: (rec.get(k) if k in _SCALAR else
                 (None if rec.get(k) is None else json.dumps(rec.get(k), sort_keys=True, ensure_ascii=False)))
             for k in COLUMNS}
+
+
+def export_store(url: str, keys: KeyProvider, out: Path, fmt: Format, *, since: str | None = None,
+                 until: str | None = None, route: str | None = None, subject: str | None = None,
+                 jobs: int | None = None, window: int = parallel.WINDOW,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """Decrypt the store at ``url`` into ``out`` (what ``mlguard audit export`` runs); returns how many records.
+
+    ``jobs`` worker processes (default: one per core) each decrypt a window of seqs with their own store
+    connection and key cache; the windows come back in seq order, so the file is the one a single process
+    writes (tests/audit/test_parallel.py compares them), and at most ``2 * jobs`` windows are in memory."""
+    store = open_store(url, create=False)
+    try:
+        head = store.head()[0]
+    finally:
+        store.close()
+    tasks = parallel.windows(head, window)
+    n_jobs = parallel.default_jobs() if jobs is None else jobs
+    state = {"keys": keys, "filters": (since, until, route, subject)}
+    if fmt == "jsonl":
+        lines = parallel.run_windows(_window_lines, tasks, url=url, jobs=n_jobs, state=state)
+        try:
+            return write_jsonl_lines((line for part in lines for line in part), out, progress)
+        finally:
+            lines.close()
+    records = parallel.run_windows(_window_records, tasks, url=url, jobs=n_jobs, state=state)
+    try:
+        return write_export((rec for part in records for rec in part), out, fmt, progress)
+    finally:
+        records.close()
+
+
+def _worker_reader() -> tuple[AuditReader, tuple[str | None, str | None, str | None, str | None]]:
+    """This worker's reader (its own store connection and key cache, made on its first window) and filters."""
+    state = parallel.state()
+    reader = state.get("reader")
+    if not isinstance(reader, AuditReader):
+        reader = state["reader"] = AuditReader(parallel.worker_store(), state["keys"])
+    return reader, state["filters"]
+
+
+def _window_lines(window: tuple[int, int | None]) -> list[str]:
+    """One window's records as JSON lines, decrypted in a worker."""
+    reader, (since, until, route, subject) = _worker_reader()
+    return list(reader.iter_jsonl(since, until, route, subject, since_seq=window[0], to_seq=window[1]))
+
+
+def _window_records(window: tuple[int, int | None]) -> list[dict[str, Any]]:
+    """One window's records as dicts (CSV, Parquet), decrypted in a worker."""
+    reader, (since, until, route, subject) = _worker_reader()
+    return list(reader.iter_records(since, until, route, subject, since_seq=window[0], to_seq=window[1]))
 
 
 def write_jsonl_lines(lines: Iterator[str], out: Path, progress: Callable[[int], None] | None = None) -> int:

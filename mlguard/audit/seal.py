@@ -47,6 +47,9 @@ MAX_SLOTS = 4096
 100,000 let a service whose every request is a new applicant grow by 6 MB per 1,000 requests up to some 300 MB
 (found by the end-to-end soak). A key forgotten is never reused: the next record of that subject and day gets a
 fresh key (one more wrap and data-key row, what every new subject costs anyway)."""
+MAX_READ_KEYS = 8192
+"""Unwrapped data keys a reader keeps (about 3 KB each): an export over millions of subjects streams in bounded
+memory; a key forgotten is fetched and unwrapped again if an older record needs it."""
 NONCE = 12
 _U32 = struct.Struct(">I")
 
@@ -204,7 +207,25 @@ class Sealer:
             aead = AESGCM(self.keys.unwrap(kek_id, domain, wrapped, wrap_aad(key_id, subject, domain, period)))
             with self._lock:
                 self._aeads[key_id] = aead
+                if len(self._aeads) > MAX_READ_KEYS:  # bound memory: forget the oldest quarter
+                    for k in list(itertools.islice(self._aeads, MAX_READ_KEYS // 4)):
+                        del self._aeads[k]
         return aead
+
+    def prefetch(self, wanted: dict[str, str], fetch_many: Callable[[list[str]], dict[str, tuple[str, str, str,
+                 str, bytes]]]) -> set[str]:
+        """Unwrap, into the read cache, the keys of ``wanted`` (key id -> the domain its record names) that are
+        not cached yet, fetched with one ``fetch_many`` call; returns the ids the store no longer has
+        (shredded). A row whose domain differs is left out: opening its record fails as it would unfetched."""
+        with self._lock:
+            missing = [k for k in wanted if k not in self._aeads]
+        if not missing:
+            return set()
+        rows = fetch_many(missing)
+        for key_id, (subject, domain, period, kek_id, wrapped) in rows.items():
+            if wanted.get(key_id) == domain:
+                self._unwrap(key_id, subject, domain, period, kek_id, wrapped)
+        return {k for k in missing if k not in rows}
 
     def seal_batch(self, tx: KeyTx, items: list[Pending], seq0: int, prev: bytes,
                    link: Callable[[bytes, bytes], bytes]) -> list[tuple[int, bytes, bytes]]:

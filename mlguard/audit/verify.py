@@ -14,11 +14,13 @@ The first failure is reported as an IntegrityError-shaped result: seq, expected 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mlguard.audit.chain import GENESIS, checkpoint_valid, link
+from mlguard.audit import parallel
+from mlguard.audit.chain import GENESIS, checkpoint_valid, leaf_hash, node
 
 
 class RowLike(Protocol):
@@ -53,10 +55,44 @@ PROGRESS_EVERY = 1024
 """Records between two progress callbacks (a progress bar's update costs more than hashing one record)."""
 
 
+LeafRow = tuple[int, bytes, bytes]
+"""(seq, leaf hash of the sealed bytes, stored chain hash): all the chain walk needs of a record."""
+
+
+def leaf_rows(rows: Iterable[RowLike]) -> Iterator[LeafRow]:
+    for row in rows:
+        yield row.seq, leaf_hash(row.sealed), row.hash
+
+
 def verify_log(rows: Iterable[RowLike], *, head: tuple[int, bytes] | None, checkpoints: list[dict[str, Any]],
                public_keys: dict[str, bytes], trusted: dict[str, bytes] | None = None,
                witness: list[dict[str, Any]] | None = None,
                progress: Callable[[int], None] | None = None) -> VerifyResult:
+    """Verify records given in seq order (a store's ``iter_chain``, a bundle's rows) in this process."""
+    return verify_leaves(leaf_rows(rows), head=head, checkpoints=checkpoints, public_keys=public_keys,
+                         trusted=trusted, witness=witness, progress=progress)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """``count`` records from seq ``first`` that a worker walked from ``prev`` (the stored chain hash before
+    ``first``) and found whole: contiguous seqs, each stored hash equal to the chain hash over its
+    predecessor's. The walk accepts it when ``prev`` is its own chain hash there, which makes every stored hash
+    in the span the chain hash by induction: what walking the records one by one would have found."""
+
+    first: int
+    count: int
+    prev: bytes
+    last_hash: bytes
+    hashes: dict[int, bytes]  # stored (= chain) hashes at the checkpoints' seqs inside the span
+
+
+def verify_leaves(rows: Iterable[LeafRow | Span], *, head: tuple[int, bytes] | None, checkpoints: list[dict[str, Any]],
+                  public_keys: dict[str, bytes], trusted: dict[str, bytes] | None = None,
+                  witness: list[dict[str, Any]] | None = None,
+                  progress: Callable[[int], None] | None = None) -> VerifyResult:
+    """The chain walk over (seq, leaf, stored hash) in seq order, or over spans other processes walked
+    (``verify_store``): every verdict and its seq are the same either way."""
     keys = trusted if trusted is not None else public_keys
     res = VerifyResult(ok=True)
     by_seq: dict[int, list[dict[str, Any]]] = {}
@@ -75,18 +111,33 @@ def verify_log(rows: Iterable[RowLike], *, head: tuple[int, bytes] | None, check
     bad = _check_cps(res, by_seq.get(0, ()), 0, calc, keys)
     if bad is not None:
         return bad
-    for row in rows:
-        if row.seq != expect_seq:
-            what = "record missing" if row.seq > expect_seq else "record out of order or inserted"
-            return _fail(res, expect_seq, f"{what} (found seq {row.seq} where {expect_seq} was due)",
-                         row.hash.hex(), link(calc, row.sealed).hex())
-        calc = link(calc, row.sealed)
-        if calc != row.hash:
-            return _fail(res, row.seq, "record hash mismatch (edited, moved or torn record)",
-                         row.hash.hex(), calc.hex())
+    for item in rows:
+        if isinstance(item, Span):  # a window another process walked from its stored predecessor: all held
+            if item.first != expect_seq or item.prev != calc:  # cannot happen unless the log moved meanwhile
+                return _fail(res, expect_seq, "log changed while it was being verified; verify again",
+                             item.prev.hex(), calc.hex())
+            for seq in sorted(s for s in item.hashes if s in by_seq):
+                bad = _check_cps(res, by_seq[seq], seq, item.hashes[seq], keys)
+                if bad is not None:
+                    res.records += seq - item.first + 1
+                    return bad
+            calc, expect_seq = item.last_hash, item.first + item.count
+            before = res.records
+            res.records += item.count
+            if progress is not None and res.records // PROGRESS_EVERY > before // PROGRESS_EVERY:
+                progress((res.records // PROGRESS_EVERY - before // PROGRESS_EVERY) * PROGRESS_EVERY)
+            continue
+        seq, leaf, stored = item
+        if seq != expect_seq:
+            what = "record missing" if seq > expect_seq else "record out of order or inserted"
+            return _fail(res, expect_seq, f"{what} (found seq {seq} where {expect_seq} was due)",
+                         stored.hex(), node(calc, leaf).hex())
+        calc = node(calc, leaf)
+        if calc != stored:
+            return _fail(res, seq, "record hash mismatch (edited, moved or torn record)", stored.hex(), calc.hex())
         res.records += 1
-        if row.seq in by_seq:
-            bad = _check_cps(res, by_seq[row.seq], row.seq, calc, keys)
+        if seq in by_seq:
+            bad = _check_cps(res, by_seq[seq], seq, calc, keys)
             if bad is not None:
                 return bad
         if progress is not None and res.records % PROGRESS_EVERY == 0:
@@ -135,15 +186,56 @@ def _fail(res: VerifyResult, seq: int, problem: str, expected: str | None = None
 
 
 def verify_store(url: str, *, witness: list[dict[str, Any]] | None = None,
-                 trusted: dict[str, bytes] | None = None,
-                 progress: Callable[[int], None] | None = None) -> VerifyResult:
-    """Open the store at ``url`` and verify it end to end (no decryption key); the store is closed after."""
+                 trusted: dict[str, bytes] | None = None, progress: Callable[[int], None] | None = None,
+                 jobs: int | None = None, window: int = parallel.WINDOW) -> VerifyResult:
+    """Open the store at ``url`` and verify it end to end (no decryption key); the store is closed after.
+
+    ``jobs`` worker processes (default: one per core) read the log in seq windows and hash its records'
+    leaves; this process walks the chain over their results in order (one short hash per record), so the
+    verdict is the one a single process reaches (tests/audit/test_parallel.py compares them)."""
     from mlguard.audit.store.base import open_store
 
     store = open_store(url, create=False)
     try:
         head = store.head()
-        return verify_log(store.iter_chain(), head=head, checkpoints=store.checkpoints(),
-                          public_keys=store.public_keys(), trusted=trusted, witness=witness, progress=progress)
+        checkpoints, public_keys = store.checkpoints(), store.public_keys()
     finally:
         store.close()
+    cp_seqs = set()
+    for cp in [*checkpoints, *(witness or [])]:
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # the walk reports malformed entries
+            cp_seqs.add(int(cp["seq"]))
+    results = parallel.run_windows(_walk_window, parallel.windows(head[0], window), url=url,
+                                   jobs=parallel.default_jobs() if jobs is None else jobs,
+                                   state={"cp_seqs": cp_seqs})
+    try:
+        return verify_leaves((row for part in results for row in part), head=head, checkpoints=checkpoints,
+                             public_keys=public_keys, trusted=trusted, witness=witness, progress=progress)
+    finally:
+        results.close()  # a failure found early: stop the workers now, not when the generator is collected
+
+
+def _walk_window(window: tuple[int, int | None]) -> list[LeafRow] | list[Span]:
+    """Read and walk one window in a worker: a Span when it is whole, else its rows (seq, leaf, stored hash)
+    so the parent's walk finds and reports the failure exactly as one process would."""
+    after, upto = window
+    store = parallel.worker_store()
+    if after == 0:
+        prev: bytes | None = GENESIS
+    else:
+        before = next(iter(store.iter_chain(since_seq=after - 1, to_seq=after)), None)
+        prev = None if before is None else before.hash
+    if prev is not None:
+        cp_seqs = parallel.state()["cp_seqs"]
+        hashes: dict[int, bytes] = {}
+        calc, expect = prev, after + 1
+        for seq, sealed, stored in store.iter_chain(since_seq=after, to_seq=upto):  # the hot loop: inlined
+            if seq != expect or node(calc, leaf_hash(sealed)) != stored:
+                break
+            if seq in cp_seqs:
+                hashes[seq] = stored
+            calc, expect = stored, expect + 1
+        else:
+            return [Span(after + 1, expect - after - 1, prev, calc, hashes)] if expect > after + 1 else []
+    # not whole (or its predecessor is missing): hand over the rows, read again, for the exact report
+    return list(leaf_rows(store.iter_chain(since_seq=after, to_seq=upto)))

@@ -54,11 +54,12 @@ def row_from_db(r: Sequence[Any]) -> RecordRow:
 
 
 def record_filters(placeholder: str, *, since: str | None, until: str | None, route: str | None,
-                   subject: str | None, kind: str | None = None) -> tuple[str, list[str]]:
+                   subject: str | None, kind: str | None = None, to_seq: int | None = None
+                   ) -> tuple[str, list[str | int]]:
     """The WHERE clause (after ``seq > ?``) and its arguments shared by both stores' ``iter_rows``."""
     where, args = [f"seq > {placeholder}"], []
     for cond, val in (("ts >=", since), ("ts <", until), ("route =", route), ("subject =", subject),
-                      ("kind =", kind)):
+                      ("kind =", kind), ("seq <=", to_seq)):
         if val is not None:
             where.append(f"{cond} {placeholder}")
             args.append(val)
@@ -122,14 +123,15 @@ class AuditStore(ABC):
 
     @abstractmethod
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
-                  route: str | None = None, subject: str | None = None, kind: str | None = None
-                  ) -> Iterator[RecordRow]:
-        """Rows in seq order, fetched in pages (constant memory); ``kind`` is the clear ``kind`` column."""
+                  route: str | None = None, subject: str | None = None, kind: str | None = None,
+                  to_seq: int | None = None) -> Iterator[RecordRow]:
+        """Rows with ``since_seq < seq <= to_seq`` in seq order, fetched in pages (constant memory); ``kind`` is
+        the clear ``kind`` column. (A seq window is what one process of a parallel export reads.)"""
 
-    def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
+    def iter_chain(self, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[ChainRow]:
         """(seq, sealed, hash) in seq order, constant memory: what verify reads. Stores override it with a query
         of those three columns (verify is bound by reading rows, not by hashing them)."""
-        for r in self.iter_rows(since_seq=since_seq):
+        for r in self.iter_rows(since_seq=since_seq, to_seq=to_seq):
             yield ChainRow(r.seq, r.sealed, r.hash)
 
     @abstractmethod
@@ -153,6 +155,16 @@ class AuditStore(ABC):
     @abstractmethod
     def get_data_key(self, key_id: str) -> tuple[str, str, str, str, bytes] | None:
         """(subject, domain, period, kek_id, wrapped) or None when shredded."""
+
+    def get_data_keys(self, key_ids: Sequence[str]) -> dict[str, tuple[str, str, str, str, bytes]]:
+        """``get_data_key`` for many ids at once (a reader's prefetch for a page of records); shredded ids are
+        absent. Stores override it with one query per few hundred ids."""
+        out = {}
+        for k in key_ids:
+            row = self.get_data_key(k)
+            if row is not None:
+                out[k] = row
+        return out
 
     @abstractmethod
     def delete_data_keys(self, *, subject: str | None = None, before_period: str | None = None) -> list[str]:

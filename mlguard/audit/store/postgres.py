@@ -33,6 +33,7 @@ from mlguard.audit.store.base import (
 )
 from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
 
+KEYS_PER_QUERY = 500  # ids per prefetch query (SQLite allows 32,766 parameters; a short statement)
 PAGE = 5000
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DDL = """
@@ -192,9 +193,10 @@ class PostgresStore(AuditStore):
         return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
-                  route: str | None = None, subject: str | None = None, kind: str | None = None
-                  ) -> Iterator[RecordRow]:
-        where, args = record_filters("%s", since=since, until=until, route=route, subject=subject, kind=kind)
+                  route: str | None = None, subject: str | None = None, kind: str | None = None,
+                  to_seq: int | None = None) -> Iterator[RecordRow]:
+        where, args = record_filters("%s", since=since, until=until, route=route, subject=subject, kind=kind,
+                                     to_seq=to_seq)
         sql = f"SELECT * FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}"
 
         def fetch(last: int) -> Any:
@@ -204,12 +206,13 @@ class PostgresStore(AuditStore):
 
         return paged_rows(fetch, since_seq, PAGE, row_from_db)
 
-    def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
-        sql = f"SELECT seq, sealed, hash FROM {self.s}.records WHERE seq > %s ORDER BY seq LIMIT {PAGE}"
+    def iter_chain(self, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[ChainRow]:
+        where, args = record_filters("%s", since=None, until=None, route=None, subject=None, to_seq=to_seq)
+        sql = f"SELECT seq, sealed, hash FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}"
 
         def fetch(last: int) -> Any:
             with self._read() as cur:
-                cur.execute(sql, (last,))
+                cur.execute(sql, (last, *args))
                 return cur.fetchall()
 
         return paged_rows(fetch, since_seq, PAGE, chain_row_from_db)
@@ -252,6 +255,18 @@ class PostgresStore(AuditStore):
                         "WHERE key_id = %s", (key_id,))
             r = cur.fetchone()
         return None if r is None else (str(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]))
+
+    def get_data_keys(self, key_ids: Sequence[str]) -> dict[str, tuple[str, str, str, str, bytes]]:
+        out = {}
+        ids = list(key_ids)
+        for i in range(0, len(ids), KEYS_PER_QUERY):
+            with self._read() as cur:
+                cur.execute(f"SELECT key_id, subject, domain, period, kek_id, wrapped FROM {self.s}.data_keys "
+                            "WHERE key_id = ANY(%s)", (ids[i:i + KEYS_PER_QUERY],))
+                rows = cur.fetchall()
+            for r in rows:
+                out[str(r[0])] = (str(r[1]), str(r[2]), str(r[3]), str(r[4]), bytes(r[5]))
+        return out
 
     def delete_data_keys(self, *, subject: str | None = None, before_period: str | None = None) -> list[str]:
         cond, arg = ("subject = %s", subject) if subject is not None else ("period < %s", before_period)

@@ -42,6 +42,7 @@ from mlguard.audit.store.base import (
 )
 from mlguard.errors import AuditUnavailable
 
+KEYS_PER_QUERY = 500  # ids per prefetch query (SQLite allows 32,766 parameters; a short statement)
 PAGE = 2000
 PAGE_SIZE = 16384
 MULTI_ROWS = 1024  # rows per INSERT statement (bound by SQLite's variable limit too)
@@ -182,19 +183,22 @@ class SQLiteStore(AuditStore):
         return _Tx(self._r()).head()
 
     def iter_rows(self, *, since_seq: int = 0, since: str | None = None, until: str | None = None,
-                  route: str | None = None, subject: str | None = None, kind: str | None = None
-                  ) -> Iterator[RecordRow]:
-        where, args = record_filters("?", since=since, until=until, route=route, subject=subject, kind=kind)
+                  route: str | None = None, subject: str | None = None, kind: str | None = None,
+                  to_seq: int | None = None) -> Iterator[RecordRow]:
+        where, args = record_filters("?", since=since, until=until, route=route, subject=subject, kind=kind,
+                                     to_seq=to_seq)
         sql = f"SELECT * FROM records WHERE {where} ORDER BY seq LIMIT {PAGE}"
         conn = self._r()
         return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE,
                           row_from_db)
 
-    def iter_chain(self, *, since_seq: int = 0) -> Iterator[ChainRow]:
-        sql = f"SELECT seq, sealed, hash FROM records WHERE seq > ? ORDER BY seq LIMIT {PAGE}"
+    def iter_chain(self, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[ChainRow]:
+        where, args = record_filters("?", since=None, until=None, route=None, subject=None, to_seq=to_seq)
+        sql = f"SELECT seq, sealed, hash FROM records WHERE {where} ORDER BY seq LIMIT {PAGE}"
         conn = self._r()
         # sqlite3 hands BLOBs back as bytes: the tuple is already a ChainRow's fields
-        return paged_rows(lambda last: conn.execute(sql, (last,)).fetchall(), since_seq, PAGE, ChainRow._make)
+        return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE,
+                          ChainRow._make)
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         r = self._r().execute("SELECT * FROM records WHERE audit_id = ?", (audit_id,)).fetchone()
@@ -222,6 +226,18 @@ class SQLiteStore(AuditStore):
         r = self._r().execute("SELECT subject, domain, period, kek_id, wrapped FROM data_keys WHERE key_id = ?",
                               (key_id,)).fetchone()
         return None if r is None else (str(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]))
+
+    def get_data_keys(self, key_ids: Sequence[str]) -> dict[str, tuple[str, str, str, str, bytes]]:
+        out = {}
+        conn = self._r()
+        ids = list(key_ids)
+        for i in range(0, len(ids), KEYS_PER_QUERY):
+            part = ids[i:i + KEYS_PER_QUERY]
+            rows = conn.execute("SELECT key_id, subject, domain, period, kek_id, wrapped FROM data_keys "
+                                f"WHERE key_id IN ({','.join('?' * len(part))})", part).fetchall()
+            for r in rows:
+                out[str(r[0])] = (str(r[1]), str(r[2]), str(r[3]), str(r[4]), bytes(r[5]))
+        return out
 
     def delete_data_keys(self, *, subject: str | None = None, before_period: str | None = None) -> list[str]:
         cond, arg = ("subject = ?", subject) if subject is not None else ("period < ?", before_period)

@@ -1,0 +1,123 @@
+"""Reading a long audit log with several processes: verify and export split it into windows of sequence numbers.
+
+Why processes: verifying and decrypting are Python work per record (read the row, hash or decrypt it) that holds
+the GIL, so threads do not help, and a regulator's export of years of records should use every core.
+
+How: the log's seq range is cut into windows ``(after, upto]`` of ``WINDOW`` records (the last one open-ended, so
+rows past the head are read as a single reader reads them); each window is read by one worker process over its
+own store connection, and the results come back **in window order**, so what the caller sees is exactly the
+sequential stream. At most ``2 * jobs`` windows are in flight: memory stays bounded whatever the log's length.
+
+Workers are forked (they inherit the keyring object without it ever being serialised); where ``fork`` is not
+available, or the log is a single window, everything runs in the calling process. Workers never touch the
+parent's store connections (they open their own) and leave through ``os._exit`` (as multiprocessing's workers
+do), so an inherited SQLite connection is never closed, or checkpointed, by a child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
+
+from mlguard.audit.store.base import AuditStore, open_store
+from mlguard.errors import MLGuardError
+
+WINDOW = 8192
+"""Records per window: large enough that a window's start-up (a query, a pickled result) is noise, small
+enough that the first results arrive quickly and the windows in flight stay a few megabytes each."""
+MAX_JOBS = 8
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+_STATE: dict[str, Any] = {}
+"""What forked workers inherit (the store URL, a keyring, a task's arguments): set before the pool starts."""
+_STORE: list[AuditStore] = []  # the worker's own store, opened on its first window
+
+
+def default_jobs() -> int:
+    """Worker processes when the caller does not say: one per core, at most MAX_JOBS."""
+    return max(1, min(os.cpu_count() or 1, MAX_JOBS))
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def windows(upto: int, size: int = WINDOW) -> list[tuple[int, int | None]]:
+    """Windows ``(after, upto]`` covering seq 1..``upto``, the last one open-ended (``None``)."""
+    size = max(1, size)
+    starts = list(range(0, max(upto, 0), size)) or [0]
+    return [(a, a + size) for a in starts[:-1]] + [(starts[-1], None)]
+
+
+def worker_store() -> AuditStore:
+    """The store this worker reads: opened once per worker process from the inherited URL."""
+    if not _STORE:
+        _STORE.append(open_store(str(_STATE["url"]), create=False))
+    return _STORE[0]
+
+
+def state() -> dict[str, Any]:
+    """What the parent set for this run's workers (``run_windows(..., state=...)``)."""
+    return _STATE
+
+
+def _call(fn: Callable[[A], R], task: A) -> tuple[bool, Any]:
+    """Run ``fn`` in a worker; an exception comes back as a value that is sure to cross the pipe (one whose
+    class cannot be rebuilt from its arguments would otherwise break the pool's result thread)."""
+    try:
+        return True, fn(task)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))  # noqa: S301 (our own object, round-tripped to test it)
+        except Exception:
+            exc = MLGuardError(f"{type(exc).__name__}: {exc}")
+        return False, exc
+
+
+def run_windows(fn: Callable[[A], R], tasks: Sequence[A], *, url: str, jobs: int,
+                state: dict[str, Any] | None = None) -> Generator[R, None, None]:
+    """``fn(task)`` for every task, results yielded in task order; ``jobs`` worker processes when forking is
+    possible and there is more than one task, else in this process (``fn`` then reads the same state).
+
+    ``fn`` must be a module-level function (it is sent to workers by name); it finds the store through
+    ``worker_store()`` and anything else through ``state()``. An exception in a worker is raised here, in
+    order, when its task's result is due."""
+    saved = dict(_STATE), list(_STORE)
+    _STATE.clear()
+    _STATE.update(state or {}, url=url)
+    _STORE.clear()
+    try:
+        if jobs <= 1 or len(tasks) <= 1 or not can_fork():
+            try:
+                for task in tasks:
+                    yield fn(task)
+            finally:
+                for s in _STORE:
+                    s.close()
+            return
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(processes=min(jobs, len(tasks))) as pool:
+            pending: deque[Any] = deque()
+            it = iter(tasks)
+            for task in it:
+                pending.append(pool.apply_async(_call, (fn, task)))
+                if len(pending) >= 2 * jobs:
+                    break
+            while pending:
+                ok, result = pending.popleft().get()
+                if not ok:
+                    raise result
+                for task in it:  # keep the pool busy: one new window for each one consumed
+                    pending.append(pool.apply_async(_call, (fn, task)))
+                    break
+                yield result
+    finally:
+        _STATE.clear()
+        _STATE.update(saved[0])
+        _STORE[:] = saved[1]
