@@ -124,6 +124,10 @@ class AuditWriter:
         if self._sleeping:
             with self._cv:
                 self._cv.notify()
+                # One wake-up is enough: the writer takes everything queued when it runs. Without this, every
+                # record queued before the woken writer gets the GIL back (often a whole burst of requests)
+                # notified again, a lock and a Python-level notify each.
+                self._sleeping = False
 
     def note_gap(self, audit_id: str, reason: str) -> None:
         """Remember a record that was served but not written; a gap record will list it."""
