@@ -53,11 +53,11 @@ def export_store(url: str, keys: KeyProvider, out: Path, fmt: Format, *, since: 
             return write_jsonl_lines((line for part in lines for line in part), out, progress)
         finally:
             lines.close()
-    records = parallel.run_windows(_window_records, tasks, url=url, jobs=n_jobs, state=state)
+    rows = parallel.run_windows(_window_rows, tasks, url=url, jobs=n_jobs, state=state)
     try:
-        return write_export((rec for part in records for rec in part), out, fmt, progress)
+        return write_export((row for part in rows for row in part), out, fmt, progress, flat=True)
     finally:
-        records.close()
+        rows.close()
 
 
 def _worker_reader() -> tuple[AuditReader, tuple[str | None, str | None, str | None, str | None]]:
@@ -75,52 +75,74 @@ def _window_lines(window: tuple[int, int | None]) -> list[str]:
     return list(reader.iter_jsonl(since, until, route, subject, since_seq=window[0], to_seq=window[1]))
 
 
-def _window_records(window: tuple[int, int | None]) -> list[dict[str, Any]]:
-    """One window's records as dicts (CSV, Parquet), decrypted in a worker."""
+def _window_rows(window: tuple[int, int | None]) -> list[dict[str, Any]]:
+    """One window's records as flat rows (CSV, Parquet: nested fields as JSON text), decrypted in a worker."""
     reader, (since, until, route, subject) = _worker_reader()
-    return list(reader.iter_records(since, until, route, subject, since_seq=window[0], to_seq=window[1]))
+    return [_flat(rec) for rec in
+            reader.iter_records(since, until, route, subject, since_seq=window[0], to_seq=window[1])]
 
 
 def write_jsonl_lines(lines: Iterator[str], out: Path, progress: Callable[[int], None] | None = None) -> int:
     """Write ready JSON lines (``AuditReader.iter_jsonl``), the fast JSONL path; returns how many."""
     n = 0
+    tick = _batched(progress)
     with out.open("w", encoding="utf-8") as fh:
         for line in lines:
             fh.write(line)
             fh.write("\n")
             n += 1
-            if progress is not None and n % 256 == 0:
-                progress(256)
-    if progress is not None:
-        progress(n % 256)
+            tick(n)
+    tick(n, final=True)
     return n
 
 
 def write_export(records: Iterator[dict[str, Any]], out: Path, fmt: Format,
-                 progress: Callable[[int], None] | None = None) -> int:
-    """Write ``records`` to ``out``; returns how many."""
+                 progress: Callable[[int], None] | None = None, *, flat: bool = False) -> int:
+    """Write ``records`` to ``out``; returns how many. ``flat``: CSV/Parquet rows already made by ``_flat``
+    (in export_store's workers)."""
     n = 0
-    tick = progress or (lambda _: None)
+    tick = _batched(progress)
     if fmt == "jsonl":
         with out.open("w", encoding="utf-8") as fh:
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
                 n += 1
-                tick(1)
+                tick(n)
     elif fmt == "csv":
+        flatten = _same if flat else _flat
         with out.open("w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             w.writeheader()
             for rec in records:
-                w.writerow(_flat(rec))
+                w.writerow(flatten(rec))
                 n += 1
-                tick(1)
+                tick(n)
     else:
-        n = _parquet(records, out, tick)
+        n = _parquet(records, out, tick, _same if flat else _flat)
+    tick(n, final=True)
     return n
 
 
-def _parquet(records: Iterator[dict[str, Any]], out: Path, tick: Callable[[int], None]) -> int:
+def _same(row: dict[str, Any]) -> dict[str, Any]:
+    return row
+
+
+class _batched:
+    """A progress callback called every 256 records (a bar's update costs more than writing a record)."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress = progress
+        self.done = 0
+
+    def __call__(self, n: int, *, final: bool = False) -> None:
+        if self.progress is not None and (final or n - self.done >= 256):
+            if n > self.done:
+                self.progress(n - self.done)
+            self.done = n
+
+
+def _parquet(records: Iterator[dict[str, Any]], out: Path, tick: _batched,
+             flatten: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -134,12 +156,12 @@ def _parquet(records: Iterator[dict[str, Any]], out: Path, tick: Callable[[int],
     with pq.ParquetWriter(out, schema) as writer:
         buf: list[dict[str, Any]] = []
         for rec in records:
-            row = _flat(rec)
+            row = flatten(rec)
             if row["status"] is not None and not isinstance(row["status"], int):
                 row["status"] = None
             buf.append(row)
             n += 1
-            tick(1)
+            tick(n)
             if len(buf) >= GROUP:
                 writer.write_table(pa.Table.from_pylist(buf, schema=schema))
                 buf = []

@@ -146,11 +146,14 @@ def test_export_in_windows_equals_one_process(store_url: str, keyring: Keyring, 
     assert any(json.loads(x)["shredded"] for x in want_lines) and want_b
     for jobs in (1, 2):
         out = tmp_path / f"all{jobs}.jsonl"
-        assert export_store(store_url, keyring, out, "jsonl", jobs=jobs, window=W) == len(want_lines)
+        ticks: list[int] = []
+        assert export_store(store_url, keyring, out, "jsonl", jobs=jobs, window=W,
+                            progress=ticks.append) == len(want_lines) == sum(ticks)
         assert out.read_text().splitlines() == want_lines
         csv_out = tmp_path / f"b{jobs}.csv"
+        ticks = []
         assert export_store(store_url, keyring, csv_out, "csv", route="/b", subject="s1", jobs=jobs,
-                            window=W) == len(want_b)
+                            window=W, progress=ticks.append) == len(want_b) == sum(ticks)
     assert (tmp_path / "b1.csv").read_bytes() == (tmp_path / "b2.csv").read_bytes()
     assert [line.split(",")[0] for line in (tmp_path / "b2.csv").read_text().splitlines()[1:]] == \
         [r["audit_id"] for r in want_b]
