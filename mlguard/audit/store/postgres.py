@@ -72,13 +72,22 @@ class _Tx(WriteTx):
     def __init__(self, cur: Any, s: str) -> None:
         self.cur = cur
         self.s = s
+        self._gen: int | None = None
 
     def head(self) -> tuple[int, bytes]:
-        self.cur.execute(f"SELECT seq, hash FROM {self.s}.head WHERE id = 1 FOR UPDATE")
+        # The generation comes with the head: the row is locked FOR UPDATE until this transaction ends, so it
+        # cannot move under us, and a batch's group commit saves the round trips (one lock holder at a time:
+        # every round trip inside the lock is time the other processes wait).
+        self.cur.execute(f"SELECT seq, hash, gen FROM {self.s}.head WHERE id = 1 FOR UPDATE")
         row = self.cur.fetchone()
-        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+        if row is None:
+            return (0, GENESIS)
+        self._gen = int(row[2])
+        return (int(row[0]), bytes(row[1]))
 
     def key_generation(self) -> int:
+        if self._gen is not None:
+            return self._gen
         self.cur.execute(f"SELECT gen FROM {self.s}.head WHERE id = 1")
         row = self.cur.fetchone()
         return 0 if row is None else int(row[0])
