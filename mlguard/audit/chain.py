@@ -34,14 +34,14 @@ def leaf_hash(sealed: bytes) -> bytes:
     return hashlib.sha256(LEAF + sealed).digest()
 
 
-_LEAF_STATE = hashlib.sha256(LEAF)
+LEAF_STATE = hashlib.sha256(LEAF)
 _sha256 = hashlib.sha256
 
 
 def link(prev: bytes, sealed: bytes) -> bytes:
     """The chain hash of a record whose predecessor's chain hash is ``prev``. (The leaf hash starts from a
     copy of a state that has absorbed the 0x00 prefix: no copy of the 1.5 KB sealed bytes per record.)"""
-    leaf = _LEAF_STATE.copy()
+    leaf = LEAF_STATE.copy()
     leaf.update(sealed)
     return _sha256(NODE + prev + leaf.digest()).digest()
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from mlguard.audit.store.base import AuditStore, open_store
 from mlguard.errors import MLGuardError
 
-WINDOW = 8192
+WINDOW = 4096
 """Records per window: large enough that a window's start-up (a query, a pickled result) is noise, small
 enough that the first results arrive quickly and the windows in flight stay a few megabytes each."""
 MAX_JOBS = 8

@@ -15,12 +15,13 @@ The first failure is reported as an IntegrityError-shaped result: seq, expected 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mlguard.audit import parallel
-from mlguard.audit.chain import GENESIS, checkpoint_valid, leaf_hash, node
+from mlguard.audit.chain import GENESIS, LEAF_STATE, NODE, checkpoint_valid, leaf_hash, node
 
 
 class RowLike(Protocol):
@@ -229,8 +230,11 @@ def _walk_window(window: tuple[int, int | None]) -> list[LeafRow] | list[Span]:
         cp_seqs = parallel.state()["cp_seqs"]
         hashes: dict[int, bytes] = {}
         calc, expect = prev, after + 1
-        for seq, sealed, stored in store.iter_chain(since_seq=after, to_seq=upto):  # the hot loop: inlined
-            if seq != expect or node(calc, leaf_hash(sealed)) != stored:
+        leaf_state, sha256 = LEAF_STATE.copy, hashlib.sha256  # the hot loop: node(calc, leaf_hash(.)) inlined
+        for seq, sealed, stored in store.iter_chain(since_seq=after, to_seq=upto):
+            leaf = leaf_state()
+            leaf.update(sealed)
+            if seq != expect or sha256(NODE + calc + leaf.digest()).digest() != stored:
                 break
             if seq in cp_seqs:
                 hashes[seq] = stored

@@ -21,7 +21,7 @@ from mlguard.errors import MLGuardError, RetentionRefused
 
 STORE_HELP = "Audit store URL: sqlite:///PATH or postgresql://... (?schema=NAME)."
 JOBS_HELP = ("Worker processes reading the store (default: one per core, at most 8; each reads windows of "
-             "8,192 records, and the result is the one a single process gives).")
+             "4,096 records, and the result is the one a single process gives).")
 
 
 @contextmanager
