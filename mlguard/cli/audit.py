@@ -28,6 +28,9 @@ JOBS_HELP = ("Worker processes reading the store (default: one per core, at most
 def _progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
     from tqdm import tqdm
 
+    # No monitor thread: verify and export fork worker processes while the bar is open, and a process should
+    # not fork while another of its threads may hold a lock (Python 3.12+ warns about it).
+    tqdm.monitor_interval = 0
     bar = tqdm(total=total, desc=desc, unit="rec", file=sys.stderr, disable=None, mininterval=0.5)
     try:
         yield bar.update
