@@ -179,7 +179,7 @@ def test_an_error_that_cannot_cross_the_pipe_is_still_raised() -> None:
 
     ok, err = parallel._call(lambda _: (_ for _ in ()).throw(Odd(1, 2)), 0)
     assert not ok and isinstance(err, MLGuardError) and "Odd: odd 3" in str(err)
-    pickle.loads(pickle.dumps(err))  # noqa: S301 (our own object)
+    pickle.loads(pickle.dumps(err))  # crosses a pipe as it is
 
 
 def test_windows_partition_the_log() -> None:
