@@ -60,6 +60,13 @@ class AuditReader:
                      ) -> Iterator[dict[str, Any]]:
         """Records in seq order; ``subject`` is the raw subject id (turned into its pseudonym here); seqs in
         (``since_seq``, ``to_seq``] only (one window of a parallel export)."""
+        for row, sealed, fetch in self._read_ahead(since, until, route, subject, since_seq, to_seq):
+            yield self._decode(row, sealed, fetch)
+
+    def _read_ahead(self, since: str | None, until: str | None, route: str | None, subject: str | None,
+                    since_seq: int, to_seq: int | None) -> Iterator[tuple[RecordRow, Sealed, Fetch]]:
+        """Rows with their parsed envelopes, read PREFETCH at a time so each page's data keys come from the
+        store in one query; with the fetch to open them with."""
         subj = pseudonym(self.keys, subject) if subject is not None else None
         rows = self.store.iter_rows(since=since, until=until, route=route, subject=subj, since_seq=since_seq,
                                     to_seq=to_seq)
@@ -67,7 +74,7 @@ class AuditReader:
             sealeds = [decode(row.sealed) for row in chunk]
             fetch = self._prefetch(sealeds)
             for row, sealed in zip(chunk, sealeds, strict=True):
-                yield self._decode(row, sealed, fetch)
+                yield row, sealed, fetch
 
     def deferred_explanation(self, record: dict[str, Any], *, scan: int = DEFERRED_SCAN) -> dict[str, Any] | None:
         """The explanation event a deferred explanation became, for the exchange ``record`` (decoded): the
@@ -109,20 +116,14 @@ class AuditReader:
                    subject: str | None = None, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[str]:
         """Records as JSON lines (filters as ``iter_records``). Exchange records (which carry every field) are
         spliced from their decrypted canonical bytes instead of parsed and re-encoded: the export's hot path."""
-        subj = pseudonym(self.keys, subject) if subject is not None else None
-        rows = self.store.iter_rows(since=since, until=until, route=route, subject=subj, since_seq=since_seq,
-                                    to_seq=to_seq)
-        while chunk := list(itertools.islice(rows, PREFETCH)):
-            sealeds = [decode(row.sealed) for row in chunk]
-            fetch = self._prefetch(sealeds)
-            for row, sealed in zip(chunk, sealeds, strict=True):
-                if sealed.header.get("kind") == "exchange":
-                    body, protected, _ = self.sealer.open_raw(sealed, fetch, cached=self.cache_keys)
-                    if body is not None and body[-1:] == b"}":
-                        prot = "null" if protected is None else protected.decode("utf-8")
-                        yield f'{body[:-1].decode("utf-8")},"seq":{row.seq},"protected":{prot},"shredded":false}}'
-                        continue
-                yield json.dumps(self._decode(row, sealed, fetch), ensure_ascii=False, default=str)
+        for row, sealed, fetch in self._read_ahead(since, until, route, subject, since_seq, to_seq):
+            if sealed.header.get("kind") == "exchange":
+                body, protected, _ = self.sealer.open_raw(sealed, fetch, cached=self.cache_keys)
+                if body is not None and body[-1:] == b"}":
+                    prot = "null" if protected is None else protected.decode("utf-8")
+                    yield f'{body[:-1].decode("utf-8")},"seq":{row.seq},"protected":{prot},"shredded":false}}'
+                    continue
+            yield json.dumps(self._decode(row, sealed, fetch), ensure_ascii=False, default=str)
 
     def _prefetch(self, sealeds: list[Sealed]) -> Fetch:
         """Unwrap the data keys a page of records needs with one store query instead of one per new key (the
