@@ -240,3 +240,13 @@ def test_cli_jobs_option(tmp_path: Path, keyring: Keyring) -> None:
     assert outs[0] == outs[1] and outs[0].count(b"\n") == N
     r = runner.invoke(cli, ["audit", "verify", "--store", url, "--jobs", "0"])
     assert r.exit_code == 2
+
+
+def test_empty_log_verifies_and_exports_nothing(store_url: str, keyring: Keyring, tmp_path: Path) -> None:
+    open_store(store_url).close()  # the schema, no record
+    res = verify_store(store_url, jobs=2, window=W)
+    assert res.ok and res.records == 0
+    for fmt in ("jsonl", "csv", "parquet"):
+        out = tmp_path / f"empty.{fmt}"
+        assert export_store(store_url, keyring, out, fmt, jobs=2, window=W) == 0  # type: ignore[arg-type]
+        assert out.exists()
