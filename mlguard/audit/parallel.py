@@ -16,11 +16,12 @@ do), so an inherited SQLite connection is never closed, or checkpointed, by a ch
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
-from collections import deque
 from collections.abc import Callable, Generator, Sequence
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from mlguard.audit.store.base import AuditStore, open_store
@@ -80,6 +81,71 @@ def _call(fn: Callable[[A], R], task: A) -> tuple[bool, Any]:
         return False, exc
 
 
+def _serve(conn: Connection, fn: Callable[[Any], Any]) -> None:
+    """A worker's loop: a task in, its result (or its error, see ``_call``) out, until ``None`` or EOF."""
+    try:
+        while (task := conn.recv()) is not None:
+            conn.send(_call(fn, task))
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        for store in _STORE:
+            with contextlib.suppress(Exception):
+                store.close()
+
+
+def _forked(fn: Callable[[A], R], tasks: Sequence[A], n: int) -> Generator[R, None, None]:
+    """``fn`` over ``tasks`` in ``n`` forked workers, each with its own pipe: task i goes to worker i % n, so
+    reading the workers in turn gives the results in order, and at most two tasks wait per worker.
+
+    Why not multiprocessing.Pool: its terminate() (what leaving a pool early does) can hang on the queue locks
+    shared with the workers it kills (seen once in CI). Here nothing is shared but each worker's own pipe, an
+    early stop kills the workers (they only read: SQLite and PostgreSQL drop what a dead reader held), and a
+    normal end lets them leave by themselves."""
+    ctx = multiprocessing.get_context("fork")
+    procs: list[Any] = []
+    conns: list[Connection] = []
+    done = False
+    try:
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(child, fn), daemon=True, name="mlguard-audit-reader")
+            proc.start()
+            child.close()
+            procs.append(proc)
+            conns.append(parent)
+        sent = 0
+        for sent in range(min(2 * n, len(tasks))):
+            conns[sent % n].send(tasks[sent])
+        sent = min(2 * n, len(tasks))
+        for i in range(len(tasks)):
+            try:
+                ok, result = conns[i % n].recv()
+            except (EOFError, OSError):
+                raise MLGuardError("an audit reader process ended unexpectedly") from None
+            if sent < len(tasks):
+                conns[sent % n].send(tasks[sent])
+                sent += 1
+            if not ok:
+                raise result
+            yield result
+        done = True
+    finally:
+        for conn, proc in zip(conns, procs, strict=False):
+            if done:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+            else:
+                proc.kill()
+        for proc in procs:
+            proc.join(5.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in conns:
+            conn.close()
+
+
 def run_windows(fn: Callable[[A], R], tasks: Sequence[A], *, url: str, jobs: int,
                 state: dict[str, Any] | None = None) -> Generator[R, None, None]:
     """``fn(task)`` for every task, results yielded in task order; ``jobs`` worker processes when forking is
@@ -101,22 +167,7 @@ def run_windows(fn: Callable[[A], R], tasks: Sequence[A], *, url: str, jobs: int
                 for s in _STORE:
                     s.close()
             return
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(processes=min(jobs, len(tasks))) as pool:
-            pending: deque[Any] = deque()
-            it = iter(tasks)
-            for task in it:
-                pending.append(pool.apply_async(_call, (fn, task)))
-                if len(pending) >= 2 * jobs:
-                    break
-            while pending:
-                ok, result = pending.popleft().get()
-                if not ok:
-                    raise result
-                for task in it:  # keep the pool busy: one new window for each one consumed
-                    pending.append(pool.apply_async(_call, (fn, task)))
-                    break
-                yield result
+        yield from _forked(fn, tasks, min(jobs, len(tasks)))
     finally:
         _STATE.clear()
         _STATE.update(saved[0])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -250,3 +252,27 @@ def test_empty_log_verifies_and_exports_nothing(store_url: str, keyring: Keyring
         out = tmp_path / f"empty.{fmt}"
         assert export_store(store_url, keyring, out, fmt, jobs=2, window=W) == 0  # type: ignore[arg-type]
         assert out.exists()
+
+
+def _exit_in_worker(task: int) -> int:
+    if task == 2:
+        os._exit(3)  # a worker dying (killed, out of memory) mid-task
+    return task
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    got = []
+    with pytest.raises(MLGuardError, match="ended unexpectedly"):
+        for r in parallel.run_windows(_exit_in_worker, list(range(6)), url=url, jobs=2):
+            got.append(r)
+    assert got == [0, 1]
+
+
+def test_stopping_early_leaves_no_worker_behind(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    before = {p.pid for p in multiprocessing.active_children()}
+    results = parallel.run_windows(abs, list(range(-50, 0)), url=url, jobs=2)
+    assert next(results) == 50
+    results.close()
+    assert {p.pid for p in multiprocessing.active_children()} == before
