@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mlguard.audit.chain import GENESIS
@@ -35,6 +35,7 @@ from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
 
 KEYS_PER_QUERY = 500  # ids per prefetch query (SQLite allows 32,766 parameters; a short statement)
 PAGE = 5000
+T = TypeVar("T")
 _RECORD_TYPES = ["int8", "text", "text", "text", "text", "text", "bytea", "bytea"]  # records' columns, in order
 _KEY_TYPES = ["text", "text", "text", "text", "text", "bytea"]  # data_keys' columns, in order
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -212,25 +213,23 @@ class PostgresStore(AuditStore):
                   to_seq: int | None = None) -> Iterator[RecordRow]:
         where, args = record_filters("%s", since=since, until=until, route=route, subject=subject, kind=kind,
                                      to_seq=to_seq)
-        sql = f"SELECT * FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}"
-
-        def fetch(last: int) -> Any:
-            with self._read() as cur:
-                cur.execute(sql, (last, *args))
-                return cur.fetchall()
-
-        return paged_rows(fetch, since_seq, PAGE, row_from_db)
+        return self._paged(f"SELECT * FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}", args,
+                           since_seq, row_from_db)
 
     def iter_chain(self, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[ChainRow]:
         where, args = record_filters("%s", since=None, until=None, route=None, subject=None, to_seq=to_seq)
-        sql = f"SELECT seq, sealed, hash FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}"
+        return self._paged(f"SELECT seq, sealed, hash FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}",
+                           args, since_seq, chain_row_from_db)
+
+    def _paged(self, sql: str, args: list[str | int], since_seq: int, make: Callable[[Any], T]) -> Iterator[T]:
+        """``sql`` (its first parameter the last seq seen, then ``args``) a page at a time on the read connection."""
 
         def fetch(last: int) -> Any:
             with self._read() as cur:
                 cur.execute(sql, (last, *args))
                 return cur.fetchall()
 
-        return paged_rows(fetch, since_seq, PAGE, chain_row_from_db)
+        return paged_rows(fetch, since_seq, PAGE, make)
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         with self._read() as cur:
