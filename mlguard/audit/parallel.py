@@ -36,7 +36,8 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 _STATE: dict[str, Any] = {}
-"""What forked workers inherit (the store URL, a keyring, a task's arguments): set before the pool starts."""
+"""What forked workers inherit (the store URL, a keyring, a task's arguments): set before they are forked.
+One run at a time per process (the CLI, a benchmark): two threads running ``run_windows`` at once would share it."""
 _STORE: list[AuditStore] = []  # the worker's own store, opened on its first window
 
 
