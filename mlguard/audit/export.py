@@ -48,11 +48,11 @@ def export_store(url: str, keys: KeyProvider, out: Path, fmt: Format, *, since: 
     n_jobs = parallel.default_jobs() if jobs is None else jobs
     state = {"keys": keys, "filters": (since, until, route, subject)}
     if fmt == "jsonl":
-        lines = parallel.run_windows(_window_lines, tasks, url=url, jobs=n_jobs, state=state)
+        texts = parallel.run_windows(_window_text, tasks, url=url, jobs=n_jobs, state=state)
         try:
-            return write_jsonl_lines((line for part in lines for line in part), out, progress)
+            return _write_texts(texts, out, progress)
         finally:
-            lines.close()
+            texts.close()
     rows = parallel.run_windows(_window_rows, tasks, url=url, jobs=n_jobs, state=state)
     try:
         return write_export((row for part in rows for row in part), out, fmt, progress, flat=True)
@@ -69,10 +69,25 @@ def _worker_reader() -> tuple[AuditReader, tuple[str | None, str | None, str | N
     return reader, state["filters"]
 
 
-def _window_lines(window: tuple[int, int | None]) -> list[str]:
-    """One window's records as JSON lines, decrypted in a worker."""
+def _window_text(window: tuple[int, int | None]) -> tuple[int, str]:
+    """One window's records as JSON lines, decrypted in a worker and joined into one text (one string crosses
+    the pipe and is written at once, instead of 4,096 of each), with how many there are."""
     reader, (since, until, route, subject) = _worker_reader()
-    return list(reader.iter_jsonl(since, until, route, subject, since_seq=window[0], to_seq=window[1]))
+    lines = list(reader.iter_jsonl(since, until, route, subject, since_seq=window[0], to_seq=window[1]))
+    return len(lines), "".join(line + "\n" for line in lines)
+
+
+def _write_texts(texts: Iterator[tuple[int, str]], out: Path, progress: Callable[[int], None] | None) -> int:
+    """Write windows of JSON lines (``_window_text``) in order; returns how many records."""
+    n = 0
+    tick = _batched(progress)
+    with out.open("w", encoding="utf-8") as fh:
+        for count, text in texts:
+            fh.write(text)
+            n += count
+            tick(n)
+    tick(n, final=True)
+    return n
 
 
 def _window_rows(window: tuple[int, int | None]) -> list[dict[str, Any]]:
@@ -80,20 +95,6 @@ def _window_rows(window: tuple[int, int | None]) -> list[dict[str, Any]]:
     reader, (since, until, route, subject) = _worker_reader()
     return [_flat(rec) for rec in
             reader.iter_records(since, until, route, subject, since_seq=window[0], to_seq=window[1])]
-
-
-def write_jsonl_lines(lines: Iterator[str], out: Path, progress: Callable[[int], None] | None = None) -> int:
-    """Write ready JSON lines (``AuditReader.iter_jsonl``), the fast JSONL path; returns how many."""
-    n = 0
-    tick = _batched(progress)
-    with out.open("w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(line)
-            fh.write("\n")
-            n += 1
-            tick(n)
-    tick(n, final=True)
-    return n
 
 
 def write_export(records: Iterator[dict[str, Any]], out: Path, fmt: Format,
