@@ -55,7 +55,7 @@ def export_store(url: str, keys: KeyProvider, out: Path, fmt: Format, *, since: 
             texts.close()
     rows = parallel.run_windows(_window_rows, tasks, url=url, jobs=n_jobs, state=state)
     try:
-        return write_export((row for part in rows for row in part), out, fmt, progress, flat=True)
+        return _write_rows((row for part in rows for row in part), out, fmt, progress)
     finally:
         rows.close()
 
@@ -97,35 +97,23 @@ def _window_rows(window: tuple[int, int | None]) -> list[dict[str, Any]]:
             reader.iter_records(since, until, route, subject, since_seq=window[0], to_seq=window[1])]
 
 
-def write_export(records: Iterator[dict[str, Any]], out: Path, fmt: Format,
-                 progress: Callable[[int], None] | None = None, *, flat: bool = False) -> int:
-    """Write ``records`` to ``out``; returns how many. ``flat``: CSV/Parquet rows already made by ``_flat``
-    (in export_store's workers)."""
-    n = 0
+def _write_rows(rows: Iterator[dict[str, Any]], out: Path, fmt: Format,
+               progress: Callable[[int], None] | None = None) -> int:
+    """Write flat rows (``_flat``, made in export_store's workers) as CSV or Parquet; returns how many."""
     tick = _batched(progress)
-    if fmt == "jsonl":
-        with out.open("w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-                n += 1
-                tick(n)
-    elif fmt == "csv":
-        flatten = _same if flat else _flat
+    if fmt == "csv":
+        n = 0
         with out.open("w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             w.writeheader()
-            for rec in records:
-                w.writerow(flatten(rec))
+            for row in rows:
+                w.writerow(row)
                 n += 1
                 tick(n)
     else:
-        n = _parquet(records, out, tick, _same if flat else _flat)
+        n = _parquet(rows, out, tick)
     tick(n, final=True)
     return n
-
-
-def _same(row: dict[str, Any]) -> dict[str, Any]:
-    return row
 
 
 class _batched:
@@ -142,8 +130,7 @@ class _batched:
             self.done = n
 
 
-def _parquet(records: Iterator[dict[str, Any]], out: Path, tick: _batched,
-             flatten: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+def _parquet(rows: Iterator[dict[str, Any]], out: Path, tick: _batched) -> int:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -156,8 +143,7 @@ def _parquet(records: Iterator[dict[str, Any]], out: Path, tick: _batched,
     n = 0
     with pq.ParquetWriter(out, schema) as writer:
         buf: list[dict[str, Any]] = []
-        for rec in records:
-            row = flatten(rec)
+        for row in rows:
             if row["status"] is not None and not isinstance(row["status"], int):
                 row["status"] = None
             buf.append(row)
