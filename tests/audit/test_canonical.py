@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlguard.audit import record
 from mlguard.audit.record import _canonical_std, canonical
@@ -132,3 +134,28 @@ def test_policy_identity_names_each_source_by_id_version_and_hash_once_per_polic
     assert policy_identity(policy) is ident  # computed once per policy object
     other = SimpleNamespace(**{**vars(policy), "failure_mode": "fail_open"})
     assert policy_identity(other)["failure_mode"] == "fail_open"
+
+
+_TRICKY = st.text(alphabet=st.sampled_from(list('0123456789.-e+E:,[]{}"\\ aé')), max_size=12)
+_FLOATS = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                    st.floats(min_value=-1e-4, max_value=1e-4, allow_nan=False),
+                    st.sampled_from([1e-5, -1e-5, 2.5e-5, 9.99e-5, 1e-7, -3e-9, 1.5e-10, 0.0001]))
+_DOCS = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), _FLOATS, _TRICKY),
+                     lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                             st.dictionaries(_TRICKY, inner, max_size=5)),
+                     max_leaves=20)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_DOCS)
+def test_any_document_with_tiny_floats_and_number_like_strings(doc: Any) -> None:
+    """Strings that look like numbers, quotes and separators beside floats of every size: the rewrite of
+    orjson's output touches exactly the float tokens Python spells differently."""
+    assert canonical(doc) == _canonical_std(doc)
+
+
+def test_number_like_text_inside_strings_is_left_alone_without_escapes() -> None:
+    """No backslash in the output, so the quote-parity test decides; every look-alike sits in a string."""
+    doc = {"a": "x:0.00001", "b": 1e-05, "c": "[1e-7,", "d": [2.5e-07, ",0.00002"], "e-": "e-5", "0.00003": 3e-05}
+    assert canonical(doc) == _canonical_std(doc)
+    assert b'"x:0.00001"' in canonical(doc) and b'"b":1e-05' in canonical(doc)
