@@ -39,13 +39,25 @@ class Server:
 
     def rss_mb(self) -> float | None:
         """Resident set size of the server process now (``VmRSS`` in /proc, Linux only; None elsewhere)."""
+        return self.memory_mb().get("VmRSS")
+
+    def anon_mb(self) -> float | None:
+        """The part of the RSS that is the process's own memory (``RssAnon``: heap, arrays, models loaded): the
+        rest is mapped library files, clean pages shared by every worker, whose resident share depends on how
+        the files sit in the page cache (higher right after they were installed). None off Linux."""
+        return self.memory_mb().get("RssAnon")
+
+    def memory_mb(self) -> dict[str, float]:
+        """VmRSS, RssAnon, RssFile and RssShmem of the server process in MB (/proc, Linux only; empty elsewhere)."""
+        out: dict[str, float] = {}
         try:
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    out[key] = int(rest.split()[0]) / 1024
+        except (OSError, ValueError, IndexError):
+            return {}
+        return out
 
 
 def uvicorn_command(target: str, port: int, *, factory: bool = False) -> list[str]:

@@ -51,6 +51,7 @@ def test_every_row_served_with_only_2xx(quick_run: dict[str, Any]) -> None:
             assert run["ready_s"] > 0
             if sys.platform.startswith("linux"):
                 assert run["rss_mb"] and run["rss_mb"] > 10, f"{key}: RSS not read"
+                assert run["anon_mb"] and 10 < run["anon_mb"] < run["rss_mb"], f"{key}: RssAnon not read"
         assert row["probe_statuses"] and set(row["probe_statuses"]) == {200}, f"{key}: {row['probe_statuses']}"
 
 
