@@ -29,11 +29,13 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 # End to end first (writes its section of docs/BENCHMARKS.md; a missed target is reported there, not fatal),
-# then the unguarded-route pass-through cost and the fuzz run.
+# then the audit trail's targets (issue 4: appends, verify, export, stage latency, PostgreSQL; PostgreSQL at
+# MLGUARD_TEST_PG, or add --no-pg), the unguarded-route pass-through cost, the memory soak and the fuzz run.
 # Long forms of the benchmarks (tests run their smoke forms). A script that reports a missed target exits 1; the
 # leading '-' lets the next one run all the same (make says "ignored"), so one miss does not hide the others.
 bench: $(STAMP)
 	-$(BIN)/python bench/e2e.py --write-docs
+	-$(BIN)/python bench/audit.py --records 50000
 	-$(BIN)/python bench/passthrough.py
 	-$(BIN)/python bench/soak.py --requests 30000
 	$(BIN)/python bench/fuzz.py
