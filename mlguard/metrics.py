@@ -21,11 +21,14 @@ prometheus_client is imported lazily (when a guard is wrapped by the middleware 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
+
+from mlguard.metrics_spool import MetricsSpool, spool_dir
 
 if TYPE_CHECKING:
     from mlguard.exchange import Exchange
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 SHARED_KEY = "metrics_registry"
 GUARD_METRICS_KEY = "guard_metrics"
+SPOOL_KEY = "metrics_spool"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -93,10 +97,12 @@ def register_gauges(shared: dict[str, Any], read: Callable[[], Iterable[Family]]
 
 
 def render(shared: dict[str, Any]) -> bytes:
-    """The exposition text of every registered family."""
+    """The exposition text of every registered family; with several workers spooling (``admin.metrics_dir``,
+    mlguard/metrics_spool.py), every worker's families merged."""
     from prometheus_client import generate_latest
 
-    data: bytes = generate_latest(registry_for(shared))
+    spool = shared.get(SPOOL_KEY)
+    data: bytes = generate_latest(spool if spool is not None else registry_for(shared))
     return data
 
 
@@ -205,6 +211,20 @@ class GuardMetrics:
 
         registry_for(guard.context.shared).register(self)
         register_gauges(guard.context.shared, state)
+        self.spool: MetricsSpool | None = None
+        directory = spool_dir(guard.config.admin.metrics_dir, guard.config.base_dir)
+        if directory is not None:
+            self.spool = guard.context.shared[SPOOL_KEY] = MetricsSpool(directory, registry_for(guard.context.shared))
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start spooling (several workers) on the event loop that owns these metrics."""
+        if self.spool is not None:
+            self.spool.bind(loop)
+
+    def close(self) -> None:
+        """At shutdown: the spool's last counts (several workers); nothing otherwise."""
+        if self.spool is not None:
+            self.spool.close()
 
     @classmethod
     def of(cls, guard: Guard) -> GuardMetrics:
@@ -227,6 +247,8 @@ class GuardMetrics:
 
     def _observe(self, ex: Exchange, app_seconds: float, escaped: BaseException | None) -> None:
         elapsed = time.perf_counter() - ex.started
+        if self.spool is not None and not self.spool.bound:  # no lifespan startup came: bind on the first exchange
+            self.spool.bind(asyncio.get_running_loop())
         route = ex.route.path
         outcome, reason = outcome_of(ex, escaped)
         _inc(self.requests, (route, ex.method, outcome, status_class(ex.status)))

@@ -9,6 +9,7 @@ after it has ended, whatever its outcome: served, refused, rejected, failed or a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,16 @@ class GuardMiddleware:
         self._metrics.observe(ex, timed.seconds)
 
     def _lifespan_send(self, send: Send) -> Send:
-        """Forward the app's lifespan messages unchanged; before the server hears that shutdown is complete,
-        close the guard's stages (drain the audit queue, sign a final checkpoint)."""
+        """Forward the app's lifespan messages unchanged. At startup, start spooling metrics when several workers
+        share them (``admin.metrics_dir``); before the server hears that shutdown is complete, close the guard's
+        stages (drain the audit queue, sign a final checkpoint), then write the last metrics."""
 
         async def _send(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if message["type"] == "lifespan.startup.complete":
+                self._metrics.bind(asyncio.get_running_loop())
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.guard.aclose()
+                self._metrics.close()
             await send(message)
 
         return _send

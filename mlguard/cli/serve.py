@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import click
@@ -16,7 +18,8 @@ from mlguard.cli._root import cli
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes; each builds its own guard.")
+              help="Worker processes; each builds its own guard. With more than one, {prefix}/metrics merges "
+                   "every worker's metrics (see admin.metrics_dir).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="uvicorn's log level (mlguard's own is log_level in CONFIG).")
@@ -32,15 +35,26 @@ def serve(config: Path, app: str, host: str, port: int, workers: int, log_level:
 
     from mlguard.config import load_config
     from mlguard.logs import LogFormat, configure_logging, uvicorn_log_config
+    from mlguard.metrics_spool import ENV_DIR
     from mlguard.serving import ENV_APP, ENV_CONFIG, import_app
 
     fmt: LogFormat = "json" if log_format == "json" else "text"
     # what is logged before uvicorn takes over (config load, app import); replaces the CLI's text handler
     configure_logging(fmt, "WARNING", logger="mlguard")
 
-    load_config(config)  # fail fast, with file and field, before any worker starts
+    cfg = load_config(config)  # fail fast, with file and field, before any worker starts
     import_app(app)
     os.environ[ENV_CONFIG] = str(config.resolve())
     os.environ[ENV_APP] = app
-    uvicorn.run("mlguard.serving:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, log_config=uvicorn_log_config(fmt, log_level), access_log=access_log)
+    # Several workers answer {prefix}/metrics together through a spool directory (mlguard/metrics_spool.py):
+    # without one configured, a fresh directory for this run, removed when the server stops.
+    spool: str | None = None
+    if workers > 1 and cfg.admin.enabled and not cfg.admin.metrics_dir and not os.environ.get(ENV_DIR):
+        spool = os.environ[ENV_DIR] = tempfile.mkdtemp(prefix="mlguard-metrics-")
+    try:
+        uvicorn.run("mlguard.serving:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, log_config=uvicorn_log_config(fmt, log_level), access_log=access_log)
+    finally:
+        if spool is not None:
+            os.environ.pop(ENV_DIR, None)
+            shutil.rmtree(spool, ignore_errors=True)

@@ -61,6 +61,13 @@ class AdminSettings(BaseModel):
     prefix: str = Field("/mlguard", description="Path prefix of the admin endpoints.")
     token_env: str = Field("MLGUARD_ADMIN_TOKEN", description="Environment variable holding the admin token.")
     enabled: bool = Field(True, description="Serve the admin endpoints at all.")
+    metrics_dir: str | None = Field(
+        None, description="Directory where each worker process spools its metrics (about once a second), so "
+                          "`{prefix}/metrics` answers for all workers together: counters and histograms summed "
+                          "over every worker since the directory was emptied, gauges one series per live worker "
+                          "(label `worker`). Needed with several workers behind one port; `mlguard serve "
+                          "--workers N` uses a fresh temporary directory when this is unset. Empty it when the "
+                          "service restarts. Relative to the config's directory.")
 
     @field_validator("prefix")
     @classmethod

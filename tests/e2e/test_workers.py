@@ -253,6 +253,7 @@ class Run:
     fairness: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # worker PID -> GET /fairness
     # requests each worker had served when the fairness state was read (before the stop)
     served_before_stop: collections.Counter[int] = field(default_factory=collections.Counter)
+    metrics: dict[int, str] = field(default_factory=dict)  # worker PID -> GET /metrics through it
 
 
 HEADERS = {"content-type": "application/json"}
@@ -320,6 +321,14 @@ async def _drive(server: Server, bodies: list[bytes], sig: signal.Signals) -> Ru
                 assert r.status_code == 200, r.text
                 run.fairness.setdefault(pid, []).append(r.json())
         run.served_before_stop = collections.Counter(run.served)
+
+        # The metrics, asked through a connection to each worker once every worker's spool file is fresh
+        # (written about once a second): each answer covers both workers.
+        await asyncio.sleep(2.5)
+        for pid, clients in pinned.items():
+            r = await clients[0].get("/mlguard/metrics", headers=auth)
+            assert r.status_code == 200, r.text
+            run.metrics[pid] = r.text
 
         # Stop under load: the signal goes out while every connection has a request in flight. Each worker
         # finishes the requests it holds, closes its connections, then (lifespan shutdown) drains its audit
@@ -419,6 +428,25 @@ def _check_served(run: Run) -> None:
     assert sum(run.served.values()) == len(run.ids)
 
 
+def _check_metrics(run: Run) -> None:
+    """``mlguard serve --workers 2`` spools metrics: whichever worker answers the scrape, the request counter is
+    the total over both workers, and each worker's gauges come with its PID."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert set(run.metrics) == set(run.served_before_stop)
+    for pid, text in run.metrics.items():
+        served = 0.0
+        workers: set[str] = set()
+        for fam in text_string_to_metric_families(text):
+            for smp in fam.samples:
+                if smp.name == "mlguard_requests_total" and smp.labels.get("outcome") == "served":
+                    served += smp.value
+                if smp.name == "mlguard_audit_queue_depth":
+                    workers.add(smp.labels["worker"])
+        assert served == run.served_before_stop.total(), (pid, served, run.served_before_stop)
+        assert workers == {str(p) for p in run.served_before_stop}, (pid, workers)
+
+
 def _serve_and_drive(tmp_path: Path, model_cache: Path, bodies: list[bytes], store: str, fairness: str | None,
                      durability: str, sig: signal.Signals) -> Run:
     """Start two workers, drive the load, stop them with ``sig``; the server exited cleanly and served only 200s."""
@@ -430,6 +458,7 @@ def _serve_and_drive(tmp_path: Path, model_cache: Path, bodies: list[bytes], sto
     assert code == 0, server.output()
     assert "Traceback" not in server.output(), server.output()
     _check_served(run)
+    _check_metrics(run)
     return run
 
 

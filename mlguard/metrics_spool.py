@@ -1,0 +1,182 @@
+"""Metrics of several worker processes answered as one: each worker spools its samples to a shared directory,
+and the worker that takes a scrape merges every worker's file.
+
+Why: with ``--workers N`` behind one port, a scrape reaches whichever worker accepted the connection. Each keeps
+its own counters, so successive scrapes jump between the workers' values and Prometheus reads every drop as a
+counter reset. prometheus_client's multiprocess mode covers only its own metric classes; the guard's
+per-exchange metrics are plain integers on the event loop (mlguard/metrics.py), so the guard spools its own.
+
+How: a worker writes a snapshot of its registry (every family, every sample) to ``<dir>/worker-<pid>.json``
+about once a second, and again right before it answers a scrape. A daemon thread only asks the event loop to do
+it: the metrics, and the stage state the gauges read, belong to the loop thread. The worker answering a scrape
+merges every file: counters and histograms are summed over every worker that has written since the directory
+was emptied (a worker that has ended keeps its counts, so a total never goes down while the service runs);
+gauges are one series per live worker, with a ``worker`` label holding its PID (a queue depth or the time since
+a checkpoint belongs to a process). At shutdown a worker writes its last counts and marks itself closed.
+
+A file is written to a temporary name and renamed over the old one, so a reader never sees half a snapshot.
+Nothing in a snapshot is an input value: the same families the endpoint renders (labels are configured route
+paths, entity types, reasons, class names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("mlguard.metrics")
+
+ENV_DIR = "MLGUARD_METRICS_DIR"
+"""Where ``mlguard serve --workers N`` tells its workers to spool (a fresh directory it removes at exit), used
+when the config's ``admin.metrics_dir`` is unset."""
+INTERVAL = 1.0
+"""Seconds between two snapshots of a worker (the staleness of another worker's figures in a scrape)."""
+_SUMMED = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+_PREFIX = "worker-"
+
+Snapshot = list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]
+"""(family name, type, help, [(sample name, labels, value)]) of every family of one registry."""
+
+
+def snapshot(registry: Any) -> Snapshot:
+    """Every family of a prometheus_client registry, as plain values."""
+    return [(m.name, m.type, m.documentation, [(s.name, dict(s.labels), float(s.value)) for s in m.samples])
+            for m in registry.collect()]
+
+
+class MetricsSpool:
+    """This process's file in the shared directory, the ticker that keeps it fresh, and the merge of all files."""
+
+    def __init__(self, directory: Path, registry: Any, *, interval: float = INTERVAL) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.registry = registry
+        self.interval = interval
+        self.pid = os.getpid()
+        self.path = directory / f"{_PREFIX}{self.pid}.json"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    # ------------------------------------------------------------------ this worker's file
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the ticker on the event loop that owns the metrics (lifespan startup, or the first exchange)."""
+        if self._loop is not None:
+            return
+        self._loop = loop
+        self.write()
+        self._thread = threading.Thread(target=self._tick, name="mlguard-metrics-spool", daemon=True)
+        self._thread.start()
+
+    @property
+    def bound(self) -> bool:
+        return self._loop is not None
+
+    def _tick(self) -> None:
+        loop = self._loop
+        while not self._stop.wait(self.interval):
+            if loop is None or loop.is_closed():
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                loop.call_soon_threadsafe(self.write)
+
+    def write(self, *, closed: bool = False) -> None:
+        """Write this worker's snapshot (event loop thread). A failure is logged once and never raised: metrics
+        must not break the service."""
+        try:
+            doc = {"pid": self.pid, "closed": closed, "families": snapshot(self.registry)}
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_bytes(orjson.dumps(doc))
+            os.replace(tmp, self.path)
+        except Exception as exc:
+            if not self._failed:
+                self._failed = True
+                log.error("metrics snapshot not written", extra={"error": type(exc).__name__})
+
+    def close(self) -> None:
+        """Stop the ticker and write the last counts, marked closed (their gauges leave the merge)."""
+        self._stop.set()
+        if self._loop is not None or self.path.exists():
+            self.write(closed=True)
+
+    # ------------------------------------------------------------------ the merge
+
+    def collect(self) -> Iterator[Any]:
+        """Every worker's families merged (prometheus_client's collector protocol); this worker's file is
+        written first, so its own figures are exact."""
+        from prometheus_client.core import Metric
+
+        self.write()
+        merged: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
+        for pid, closed, families in _read_all(self.directory):
+            live = not closed and (pid == self.pid or _alive(pid))
+            for name, typ, help_text, samples in families:
+                kind, _, series = merged.setdefault(name, (typ, help_text, {}))
+                if kind != typ:
+                    continue  # one version of a family's type (a worker from another release): first wins
+                if kind in _SUMMED:
+                    for sname, labels, value in samples:
+                        key = (sname, tuple(sorted(labels.items())))
+                        series[key] = series.get(key, 0.0) + value
+                elif live:
+                    for sname, labels, value in samples:
+                        series[(sname, tuple(sorted({**labels, "worker": str(pid)}.items())))] = value
+        for name in sorted(merged):
+            typ, help_text, series = merged[name]
+            metric = Metric(name, help_text, typ)
+            for (sname, label_items), value in series.items():
+                metric.add_sample(sname, dict(label_items), value)
+            yield metric
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+def _read_all(directory: Path) -> Iterable[tuple[int, bool, Snapshot]]:
+    """(pid, closed, families) of every readable worker file; a file that cannot be read is left out (a worker
+    is rewriting it: the rename makes that a moment, and the next scrape has it)."""
+    for path in sorted(directory.glob(f"{_PREFIX}*.json")):
+        try:
+            doc = orjson.loads(path.read_bytes())
+            families = [(str(n), str(t), str(h), [(str(s), {str(k): str(v) for k, v in lab.items()}, float(x))
+                                                  for s, lab, x in samples]) for n, t, h, samples in doc["families"]]
+            yield int(doc["pid"]), bool(doc["closed"]), families
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this PID exists (signal 0 checks without sending anything). On Windows
+    ``os.kill`` would terminate it: there every worker whose file is not marked closed counts as live."""
+    if sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def spool_dir(configured: str | None, base_dir: Path | None) -> Path | None:
+    """The spool directory: ``admin.metrics_dir`` (relative to the config's directory), else MLGUARD_METRICS_DIR,
+    else None (one worker: its registry is the answer)."""
+    raw = configured or os.environ.get(ENV_DIR) or None
+    if raw is None:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_absolute() and base_dir is not None and configured:
+        path = base_dir / path
+    return path

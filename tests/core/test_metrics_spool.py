@@ -1,0 +1,185 @@
+"""Several workers, one ``{prefix}/metrics``: each worker spools its samples to a shared directory and the one
+that takes the scrape merges them (mlguard/metrics_spool.py).
+
+What must hold: counters and histograms are the sums over every worker that has written (also one that has
+ended: a total never goes down while the service runs); gauges are one series per live worker, labelled with
+its PID, and leave the answer when the worker ends or marks itself closed; a file being rewritten or damaged is
+skipped, never an error; the ticker keeps a worker's file fresh without any scrape. The other workers are
+files written here the way a worker writes them (a separate process is what tests/e2e/test_workers.py runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlguard.metrics_spool import MetricsSpool, spool_dir
+from tests.core.conftest import client
+from tests.core.test_metrics import AUTH, OK, TOKEN, core_guard, parse, total, value
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+    monkeypatch.delenv("MLGUARD_METRICS_DIR", raising=False)
+
+
+def _family_file(directory: Path, pid: int, *, requests: float, queue: float, bucket: float,
+                 closed: bool = False) -> None:
+    """A worker's file as MetricsSpool.write makes it: one counter, one gauge, one histogram."""
+    doc = {"pid": pid, "closed": closed, "families": [
+        ["mlguard_requests", "counter", "Guarded exchanges",
+         [["mlguard_requests_total", {"route": "/predict", "outcome": "served"}, requests]]],
+        ["mlguard_audit_queue_depth", "gauge", "Audit records queued", [["mlguard_audit_queue_depth", {}, queue]]],
+        ["mlguard_overhead_seconds", "histogram", "Guard time",
+         [["mlguard_overhead_seconds_bucket", {"route": "/predict", "le": "0.001"}, bucket],
+          ["mlguard_overhead_seconds_bucket", {"route": "/predict", "le": "+Inf"}, bucket + 1],
+          ["mlguard_overhead_seconds_count", {"route": "/predict"}, bucket + 1],
+          ["mlguard_overhead_seconds_sum", {"route": "/predict"}, 0.5]]]]}
+    (directory / f"worker-{pid}.json").write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def live_pid() -> Iterator[int]:
+    """A process that is running for the test's duration (another 'worker')."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The PID of a process that has ended (a worker that crashed or was replaced)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _guard_with_spool(tmp_path: Path) -> tuple[Any, Path]:
+    spool = tmp_path / "metrics"
+    mw, _ = core_guard(tmp_path, admin={"metrics_dir": str(spool)})
+    return mw, spool
+
+
+async def test_counters_summed_over_all_workers_gauges_per_live_worker(tmp_path: Path, live_pid: int,
+                                                                       dead_pid: int) -> None:
+    mw, spool = _guard_with_spool(tmp_path)
+    async with client(mw) as c:
+        for _ in range(3):
+            assert (await c.post("/predict", json=OK)).status_code == 200
+        _family_file(spool, live_pid, requests=10, queue=4, bucket=7)
+        _family_file(spool, dead_pid, requests=100, queue=9, bucket=70)
+        _family_file(spool, 999_999_999, requests=1000, queue=5, bucket=700, closed=True)
+        series = parse((await c.get("/mlguard/metrics", headers=AUTH)).text)
+    me = str(os.getpid())
+    # this worker's 3 exchanges (its file written just before the merge) + the other three workers'
+    assert total(series, "mlguard_requests_total", route="/predict", outcome="served") == 3 + 10 + 100 + 1000
+    # histograms: every bucket summed (the other workers' 0.001 buckets; this worker's own come on top)
+    assert total(series, "mlguard_overhead_seconds_count", route="/predict") == 3 + 8 + 71 + 701
+    assert total(series, "mlguard_overhead_seconds_bucket", route="/predict", le="+Inf") == 3 + 8 + 71 + 701
+    # gauges: one series per live worker (this one and the running one); the ended and the closed are gone
+    # (this guard has no audit stage: its own gauge is the route's halted state)
+    assert value(series, "mlguard_audit_queue_depth", worker=str(live_pid)) == 4.0
+    workers = {dict(lab).get("worker") for (name, lab) in series if name == "mlguard_audit_queue_depth"}
+    assert workers == {str(live_pid)}
+    assert value(series, "mlguard_route_halted", route="/predict", worker=me) == 0.0
+    assert not any(dict(lab).get("worker") in (str(dead_pid), "999999999") for (_, lab) in series)
+
+
+async def test_damaged_or_half_written_files_are_skipped(tmp_path: Path, live_pid: int) -> None:
+    mw, spool = _guard_with_spool(tmp_path)
+    async with client(mw) as c:
+        assert (await c.post("/predict", json=OK)).status_code == 200
+        _family_file(spool, live_pid, requests=10, queue=4, bucket=7)
+        (spool / "worker-12345.json").write_bytes(b'{"pid": 12345, "closed": false, "famil')
+        (spool / "worker-54321.json").write_text(json.dumps({"pid": "x", "families": 3}))
+        (spool / ".worker-1.json.tmp").write_text("not read: a temporary name")
+        resp = await c.get("/mlguard/metrics", headers=AUTH)
+    assert resp.status_code == 200
+    assert total(parse(resp.text), "mlguard_requests_total", outcome="served") == 1 + 10
+
+
+async def test_a_closed_worker_keeps_its_counts_and_drops_its_gauges(tmp_path: Path) -> None:
+    """Worker A serves, shuts down (lifespan: close writes its last counts, marked closed); worker B, asked
+    next, still counts A's exchanges but shows no gauge of A."""
+    spool = tmp_path / "metrics"
+    a, _ = core_guard(tmp_path / "a", admin={"metrics_dir": str(spool)})
+    async with client(a) as c:
+        for _ in range(2):
+            assert (await c.post("/predict", json=OK)).status_code == 200
+    a_metrics = a._metrics
+    assert a_metrics.spool is not None
+    a_metrics.close()
+    doc = json.loads(a_metrics.spool.path.read_text())
+    assert doc["closed"] is True
+    # B: same directory, another PID (a file named as another process would name it)
+    a_metrics.spool.path.rename(spool / "worker-999999998.json")
+    doc["pid"] = 999_999_998
+    (spool / "worker-999999998.json").write_text(json.dumps(doc))
+    b, _ = core_guard(tmp_path / "b", admin={"metrics_dir": str(spool)})
+    async with client(b) as c:
+        assert (await c.post("/predict", json=OK)).status_code == 200
+        series = parse((await c.get("/mlguard/metrics", headers=AUTH)).text)
+    assert total(series, "mlguard_requests_total", outcome="served") == 3
+    assert {dict(lab).get("worker") for (n, lab) in series if n == "mlguard_route_halted"} == {str(os.getpid())}
+
+
+async def test_the_ticker_keeps_the_file_fresh_without_a_scrape(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from mlguard.metrics import register_gauges, single
+
+    reg = CollectorRegistry(auto_describe=False)
+    state = {"n": 0.0}
+    shared: dict[str, Any] = {"metrics_registry": reg}
+    register_gauges(shared, lambda: [("mlguard_test_gauge", "a test gauge", single(state["n"]))])
+    spool = MetricsSpool(tmp_path / "m", reg, interval=0.05)
+    spool.bind(asyncio.get_running_loop())
+
+    def written() -> float:
+        doc = json.loads(spool.path.read_text())
+        return float(doc["families"][0][3][0][2])
+
+    assert written() == 0.0  # bind writes at once
+    state["n"] = 7.0
+    for _ in range(100):
+        await asyncio.sleep(0.02)  # the ticker asks this loop to write
+        if written() == 7.0:
+            break
+    assert written() == 7.0
+    spool.close()
+    assert json.loads(spool.path.read_text())["closed"] is True
+
+
+async def test_one_worker_without_a_directory_answers_from_its_own_registry(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLGUARD_METRICS_DIR", raising=False)
+    mw, _ = core_guard(tmp_path)
+    assert mw._metrics.spool is None
+    async with client(mw) as c:
+        assert (await c.post("/predict", json=OK)).status_code == 200
+        series = parse((await c.get("/mlguard/metrics", headers=AUTH)).text)
+    assert total(series, "mlguard_requests_total", outcome="served") == 1
+    assert not any("worker" in dict(lab) for (_, lab) in series)
+
+
+def test_directory_from_config_relative_to_it_or_from_the_environment(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLGUARD_METRICS_DIR", raising=False)
+    assert spool_dir(None, tmp_path) is None
+    assert spool_dir("m", tmp_path) == tmp_path / "m"
+    assert spool_dir(str(tmp_path / "abs"), Path("/elsewhere")) == tmp_path / "abs"
+    monkeypatch.setenv("MLGUARD_METRICS_DIR", str(tmp_path / "env"))
+    assert spool_dir(None, tmp_path) == tmp_path / "env"
+    assert spool_dir("m", tmp_path) == tmp_path / "m"  # the config wins
