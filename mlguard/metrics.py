@@ -216,7 +216,7 @@ class GuardMetrics:
         if directory is not None:
             self.spool = guard.context.shared[SPOOL_KEY] = MetricsSpool(directory, registry_for(guard.context.shared))
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Start spooling (several workers) on the event loop that owns these metrics."""
         if self.spool is not None:
             self.spool.bind(loop)
@@ -247,8 +247,11 @@ class GuardMetrics:
 
     def _observe(self, ex: Exchange, app_seconds: float, escaped: BaseException | None) -> None:
         elapsed = time.perf_counter() - ex.started
-        if self.spool is not None and not self.spool.bound:  # no lifespan startup came: bind on the first exchange
-            self.spool.bind(asyncio.get_running_loop())
+        spool = self.spool
+        if spool is not None:
+            if not spool.bound:  # no lifespan startup came: bind on the first exchange
+                spool.bind(running_asyncio_loop())
+            spool.tick_inline()
         route = ex.route.path
         outcome, reason = outcome_of(ex, escaped)
         _inc(self.requests, (route, ex.method, outcome, status_class(ex.status)))
@@ -293,6 +296,14 @@ class GuardMetrics:
         return []
 
 
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop; None under another event loop (trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _inc(counts: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
     counts[key] = counts.get(key, 0) + 1
 
@@ -305,4 +316,4 @@ def _hist(series: dict[tuple[str, ...], _Histogram], key: tuple[str, ...]) -> _H
 
 
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Family", "GuardMetrics", "Sample", "outcome_of", "register_gauges",
-           "registry_for", "render", "single", "status_class"]
+           "registry_for", "render", "running_asyncio_loop", "single", "status_class"]

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,24 +65,30 @@ class MetricsSpool:
         self.pid = os.getpid()
         self.path = directory / f"{_PREFIX}{self.pid}.json"
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.bound = False
+        self._written = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed = False
 
     # ------------------------------------------------------------------ this worker's file
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the ticker on the event loop that owns the metrics (lifespan startup, or the first exchange)."""
-        if self._loop is not None:
+    def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Start the ticker on the event loop that owns the metrics (lifespan startup, or the first exchange).
+        Without an asyncio loop (trio) there is no ticker: ``tick_inline`` writes from the exchanges instead."""
+        if self.bound:
             return
+        self.bound = True
         self._loop = loop
         self.write()
-        self._thread = threading.Thread(target=self._tick, name="mlguard-metrics-spool", daemon=True)
-        self._thread.start()
+        if loop is not None:
+            self._thread = threading.Thread(target=self._tick, name="mlguard-metrics-spool", daemon=True)
+            self._thread.start()
 
-    @property
-    def bound(self) -> bool:
-        return self._loop is not None
+    def tick_inline(self) -> None:
+        """Without a ticker: write when the last snapshot is older than the interval (called per exchange)."""
+        if self._loop is None and time.monotonic() - self._written >= self.interval:
+            self.write()
 
     def _tick(self) -> None:
         loop = self._loop
@@ -99,6 +106,7 @@ class MetricsSpool:
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_bytes(orjson.dumps(doc))
             os.replace(tmp, self.path)
+            self._written = time.monotonic()
         except Exception as exc:
             if not self._failed:
                 self._failed = True
@@ -107,7 +115,7 @@ class MetricsSpool:
     def close(self) -> None:
         """Stop the ticker and write the last counts, marked closed (their gauges leave the merge)."""
         self._stop.set()
-        if self._loop is not None or self.path.exists():
+        if self.bound or self.path.exists():
             self.write(closed=True)
 
     # ------------------------------------------------------------------ the merge

@@ -9,7 +9,6 @@ after it has ended, whatever its outcome: served, refused, rejected, failed or a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from mlguard.admin import Admin
 from mlguard.config import GuardConfig
 from mlguard.exchange import Exchange
-from mlguard.metrics import GuardMetrics
+from mlguard.metrics import GuardMetrics, running_asyncio_loop
 from mlguard.runtime import Guard
 from mlguard.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,7 +71,7 @@ class GuardMiddleware:
 
         async def _send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                self._metrics.bind(asyncio.get_running_loop())
+                self._metrics.bind(running_asyncio_loop())
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.guard.aclose()
                 self._metrics.close()

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,29 @@ def test_directory_from_config_relative_to_it_or_from_the_environment(tmp_path: 
     monkeypatch.setenv("MLGUARD_METRICS_DIR", str(tmp_path / "env"))
     assert spool_dir(None, tmp_path) == tmp_path / "env"
     assert spool_dir("m", tmp_path) == tmp_path / "m"  # the config wins
+
+
+def test_without_an_asyncio_loop_the_exchanges_write_the_file(tmp_path: Path) -> None:
+    """Under another event loop (trio) there is no ticker: each exchange writes once the snapshot is older than
+    the interval."""
+    from prometheus_client import CollectorRegistry
+
+    from mlguard.metrics import register_gauges, single
+
+    reg = CollectorRegistry(auto_describe=False)
+    state = {"n": 1.0}
+    register_gauges({"metrics_registry": reg}, lambda: [("mlguard_test_gauge", "a test gauge", single(state["n"]))])
+    spool = MetricsSpool(tmp_path / "m", reg, interval=0.2)
+    spool.bind(None)
+    assert spool.bound and spool._thread is None  # no ticker thread
+
+    def written() -> float:
+        return float(json.loads(spool.path.read_text())["families"][0][3][0][2])
+
+    assert written() == 1.0
+    state["n"] = 2.0
+    spool.tick_inline()  # within the interval: not rewritten
+    assert written() == 1.0
+    time.sleep(0.25)
+    spool.tick_inline()
+    assert written() == 2.0
