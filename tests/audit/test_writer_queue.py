@@ -1,4 +1,5 @@
-"""The writer's queue: no wake-up is ever missed, the bound holds, and the pooled CSPRNG is fork-safe."""
+"""The writer's queue: no wake-up is ever missed, the bound holds, what an event loop submits in one iteration
+is one batch, and the pooled CSPRNG is fork-safe."""
 
 from __future__ import annotations
 
@@ -75,3 +76,70 @@ def test_random_pool_is_not_replayed_in_a_forked_child() -> None:
     os.close(r)
     os.waitpid(pid, 0)
     assert len(child) == 32 and child != random_bytes(32)
+
+
+def test_what_a_loop_submits_in_one_iteration_is_committed_as_one_batch(tmp_path: Path) -> None:
+    """Coroutines that reach the audit stage during the same loop iteration share one COMMIT (the writer is
+    handed their records together, not woken by the first: it would take the GIL whenever the loop thread
+    releases it and commit the first records nearly alone), and each gets its own seq, in submission order."""
+    import asyncio
+
+    store = open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    w = AuditWriter(store, Keyring.from_seed(b"queue-test-seed-queue-test-seed!!"), checkpoint_seconds=60.0)
+    w.start()
+
+    async def main() -> list[int]:
+        futs = []
+        for i in range(40):  # one iteration: nothing awaited in between
+            futs.append(w.submit_async(_item(i)))
+            time.sleep(0.002)  # the GIL released between two submissions, as numpy does inside an explanation
+        return list(await asyncio.wait_for(asyncio.gather(*futs), 10))
+
+    seqs = asyncio.run(main())
+    w.close()
+    assert seqs == list(range(1, 41))
+    assert w.stats["batches"] == 1  # (checkpoints are not batches)
+    store.close()
+
+
+def test_a_lone_coroutine_is_not_kept_waiting(tmp_path: Path) -> None:
+    """The hand-over runs in the loop's next iteration: with nothing else to do, at once (the writer sleeps
+    up to checkpoint_seconds, 60 s here, so a missed hand-over would show)."""
+    import asyncio
+
+    store = open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    w = AuditWriter(store, Keyring.from_seed(b"queue-test-seed-queue-test-seed!!"), checkpoint_seconds=60.0)
+    w.start()
+
+    async def main() -> list[float]:
+        took = []
+        for i in range(20):
+            t0 = time.monotonic()
+            await asyncio.wait_for(w.submit_async(_item(i)), 10)
+            took.append(time.monotonic() - t0)
+            await asyncio.sleep(0.002 * (i % 3))  # the writer falls asleep in between
+        return took
+
+    took = asyncio.run(main())
+    w.close()
+    assert max(took) < 5.0
+    assert store.count() == 20
+    store.close()
+
+
+def test_the_bound_counts_records_waiting_for_the_hand_over(tmp_path: Path) -> None:
+    import asyncio
+
+    store = open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    w = AuditWriter(store, Keyring.from_seed(b"queue-test-seed-queue-test-seed!!"), queue_size=3)
+
+    async def main() -> None:
+        for i in range(3):  # no writer thread: nothing drains
+            w.submit_async(_item(i))
+        with pytest.raises(AuditUnavailable):
+            w.submit_async(_item(3))  # refused at once, not when handed over
+        await asyncio.sleep(0)  # the hand-over ran: all three are in the queue
+        assert w.depth == 3
+
+    asyncio.run(main())
+    store.close()
