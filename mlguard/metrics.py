@@ -28,6 +28,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlguard.errors import ConfigError
 from mlguard.metrics_spool import MetricsSpool, spool_dir
 
 if TYPE_CHECKING:
@@ -214,7 +215,12 @@ class GuardMetrics:
         self.spool: MetricsSpool | None = None
         directory = spool_dir(guard.config.admin.metrics_dir, guard.config.base_dir)
         if directory is not None:
-            self.spool = guard.context.shared[SPOOL_KEY] = MetricsSpool(directory, registry_for(guard.context.shared))
+            try:
+                self.spool = MetricsSpool(directory, registry_for(guard.context.shared))
+            except OSError as exc:
+                raise ConfigError(f"cannot create the metrics directory {directory} "
+                                  f"({exc.strerror or type(exc).__name__})", field="admin.metrics_dir") from None
+            guard.context.shared[SPOOL_KEY] = self.spool
 
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Start spooling (several workers) on the event loop that owns these metrics."""

@@ -210,3 +210,13 @@ def test_without_an_asyncio_loop_the_exchanges_write_the_file(tmp_path: Path) ->
     time.sleep(0.25)
     spool.tick_inline()
     assert written() == 2.0
+
+
+def test_a_directory_that_cannot_be_made_is_a_config_error(tmp_path: Path) -> None:
+    from mlguard.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the directory should be")
+    with pytest.raises(ConfigError) as err:
+        core_guard(tmp_path, admin={"metrics_dir": str(blocker / "metrics")})
+    assert "admin.metrics_dir" in str(err.value)
