@@ -102,6 +102,9 @@ class MetricsSpool:
         """Write this worker's snapshot (event loop thread). A failure is logged once and never raised: metrics
         must not break the service."""
         try:
+            pid = os.getpid()
+            if pid != self.pid:  # built before a fork (a server that imports the app, then forks workers)
+                self.pid, self.path = pid, self.directory / f"{_PREFIX}{pid}.json"
             doc = {"pid": self.pid, "closed": closed, "families": snapshot(self.registry)}
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_bytes(orjson.dumps(doc))

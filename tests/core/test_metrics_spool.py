@@ -220,3 +220,19 @@ def test_a_directory_that_cannot_be_made_is_a_config_error(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as err:
         core_guard(tmp_path, admin={"metrics_dir": str(blocker / "metrics")})
     assert "admin.metrics_dir" in str(err.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_a_spool_built_before_a_fork_writes_under_the_child_pid(tmp_path: Path) -> None:
+    """A server that imports the app and then forks its workers: each worker writes its own file."""
+    from prometheus_client import CollectorRegistry
+
+    spool = MetricsSpool(tmp_path / "m", CollectorRegistry(auto_describe=False))
+    pid = os.fork()
+    if pid == 0:  # the child writes, then leaves without running the parent's cleanup
+        spool.write()
+        os._exit(0 if spool.path.name == f"worker-{os.getpid()}.json" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (tmp_path / "m" / f"worker-{pid}.json").exists()
+    assert spool.pid == os.getpid()
