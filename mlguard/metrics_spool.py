@@ -14,6 +14,11 @@ was emptied (a worker that has ended keeps its counts, so a total never goes dow
 gauges are one series per live worker, with a ``worker`` label holding its PID (a queue depth or the time since
 a checkpoint belongs to a process). At shutdown a worker writes its last counts and marks itself closed.
 
+Live means: not closed, and the file written within ``LIVE_SECONDS`` (the ticker rewrites it every second, idle
+or not). File age rather than a PID check, because workers in other containers sharing the directory have PIDs
+this process cannot see. Files of ended workers (closed, or untouched for ``RETIRE_SECONDS``) are folded into
+one ``retired.json`` under a file lock, so the directory does not grow with every worker ever started.
+
 A file is written to a temporary name and renamed over the old one, so a reader never sees half a snapshot.
 Nothing in a snapshot is an input value: the same families the endpoint renders (labels are configured route
 paths, entity types, reasons, class names).
@@ -25,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -41,8 +45,14 @@ ENV_DIR = "MLGUARD_METRICS_DIR"
 when the config's ``admin.metrics_dir`` is unset."""
 INTERVAL = 1.0
 """Seconds between two snapshots of a worker (the staleness of another worker's figures in a scrape)."""
+LIVE_SECONDS = 10.0
+"""A worker whose file is older than this has no gauges in the answer (it has ended, or its loop is stuck)."""
+RETIRE_SECONDS = 600.0
+"""A worker file marked closed, or untouched this long, is folded into ``retired.json`` and removed, so a server
+that replaces its workers (gunicorn ``--max-requests``) does not pile up one file per worker ever started."""
 _SUMMED = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
 _PREFIX = "worker-"
+_RETIRED = "retired.json"
 
 Snapshot = list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]
 """(family name, type, help, [(sample name, labels, value)]) of every family of one registry."""
@@ -129,9 +139,11 @@ class MetricsSpool:
         from prometheus_client.core import Metric
 
         self.write()
+        self._retire()
+        now = time.time()
         merged: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
-        for pid, closed, families in _read_all(self.directory):
-            live = not closed and (pid == self.pid or _alive(pid))
+        for _, pid, closed, mtime, families in _read_all(self.directory):
+            live = not closed and (pid == self.pid or now - mtime < LIVE_SECONDS)
             for name, typ, help_text, samples in families:
                 kind, _, series = merged.setdefault(name, (typ, help_text, {}))
                 if kind != typ:
@@ -150,35 +162,65 @@ class MetricsSpool:
                 metric.add_sample(sname, dict(label_items), value)
             yield metric
 
+    def _retire(self) -> None:
+        """Fold the counts of ended workers (file closed, or untouched for RETIRE_SECONDS) into ``retired.json``
+        and remove their files, under an exclusive lock so that two workers answering scrapes at once never
+        fold the same file twice. Where file locks are not available (Windows) nothing is folded."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        try:
+            with open(self.directory / ".lock", "a+b") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                now = time.time()
+                ended = [(path, families) for path, pid, closed, mtime, families in _read_all(self.directory)
+                         if path.name != _RETIRED and pid != self.pid and (closed or now - mtime > RETIRE_SECONDS)]
+                if not ended:
+                    return
+                totals: dict[tuple[str, str, str], dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+                for _path, families in [*_read_retired(self.directory), *ended]:
+                    for name, typ, help_text, samples in families:
+                        if typ in _SUMMED:
+                            series = totals.setdefault((name, typ, help_text), {})
+                            for sname, labels, value in samples:
+                                key = (sname, tuple(sorted(labels.items())))
+                                series[key] = series.get(key, 0.0) + value
+                doc = {"pid": 0, "closed": True, "families": [
+                    (name, typ, help_text, [(sname, dict(lab), value) for (sname, lab), value in series.items()])
+                    for (name, typ, help_text), series in totals.items()]}
+                tmp = self.directory / f".{_RETIRED}.tmp"
+                tmp.write_bytes(orjson.dumps(doc))
+                os.replace(tmp, self.directory / _RETIRED)
+                for path, _ in ended:  # only after the totals holding them are in place
+                    path.unlink(missing_ok=True)
+        except Exception as exc:  # the merge still counts every file; folding is tidying, never an error
+            if not self._failed:
+                self._failed = True
+                log.error("metrics of ended workers not folded", extra={"error": type(exc).__name__})
+
     def describe(self) -> list[Any]:
         return []
 
 
-def _read_all(directory: Path) -> Iterable[tuple[int, bool, Snapshot]]:
-    """(pid, closed, families) of every readable worker file; a file that cannot be read is left out (a worker
-    is rewriting it: the rename makes that a moment, and the next scrape has it)."""
-    for path in sorted(directory.glob(f"{_PREFIX}*.json")):
+def _read_all(directory: Path) -> Iterable[tuple[Path, int, bool, float, Snapshot]]:
+    """(path, pid, closed, mtime, families) of every readable worker file and of ``retired.json``; a file that
+    cannot be read is left out (a worker is rewriting it: the rename makes that a moment, and the next scrape
+    has it)."""
+    for path in [*sorted(directory.glob(f"{_PREFIX}*.json")), directory / _RETIRED]:
         try:
-            doc = orjson.loads(path.read_bytes())
+            raw = path.read_bytes()
+            mtime = path.stat().st_mtime
+            doc = orjson.loads(raw)
             families = [(str(n), str(t), str(h), [(str(s), {str(k): str(v) for k, v in lab.items()}, float(x))
                                                   for s, lab, x in samples]) for n, t, h, samples in doc["families"]]
-            yield int(doc["pid"]), bool(doc["closed"]), families
+            yield path, int(doc["pid"]), bool(doc["closed"]), mtime, families
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process with this PID exists (signal 0 checks without sending anything). On Windows
-    ``os.kill`` would terminate it: there every worker whose file is not marked closed counts as live."""
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _read_retired(directory: Path) -> list[tuple[Path, Snapshot]]:
+    return [(path, families) for path, _, _, _, families in _read_all(directory) if path.name == _RETIRED]
 
 
 def spool_dir(configured: str | None, base_dir: Path | None) -> Path | None:

@@ -80,22 +80,53 @@ async def test_counters_summed_over_all_workers_gauges_per_live_worker(tmp_path:
         for _ in range(3):
             assert (await c.post("/predict", json=OK)).status_code == 200
         _family_file(spool, live_pid, requests=10, queue=4, bucket=7)
-        _family_file(spool, dead_pid, requests=100, queue=9, bucket=70)
+        _family_file(spool, dead_pid, requests=100, queue=9, bucket=70)  # ended 30 s ago, without closing
+        old = time.time() - 30
+        os.utime(spool / f"worker-{dead_pid}.json", (old, old))
         _family_file(spool, 999_999_999, requests=1000, queue=5, bucket=700, closed=True)
         series = parse((await c.get("/mlguard/metrics", headers=AUTH)).text)
+        again = parse((await c.get("/mlguard/metrics", headers=AUTH)).text)
     me = str(os.getpid())
     # this worker's 3 exchanges (its file written just before the merge) + the other three workers'
     assert total(series, "mlguard_requests_total", route="/predict", outcome="served") == 3 + 10 + 100 + 1000
     # histograms: every bucket summed (the other workers' 0.001 buckets; this worker's own come on top)
     assert total(series, "mlguard_overhead_seconds_count", route="/predict") == 3 + 8 + 71 + 701
     assert total(series, "mlguard_overhead_seconds_bucket", route="/predict", le="+Inf") == 3 + 8 + 71 + 701
-    # gauges: one series per live worker (this one and the running one); the ended and the closed are gone
+    # gauges: one series per live worker (this one and the fresh one); the stale and the closed are gone
     # (this guard has no audit stage: its own gauge is the route's halted state)
     assert value(series, "mlguard_audit_queue_depth", worker=str(live_pid)) == 4.0
     workers = {dict(lab).get("worker") for (name, lab) in series if name == "mlguard_audit_queue_depth"}
     assert workers == {str(live_pid)}
     assert value(series, "mlguard_route_halted", route="/predict", worker=me) == 0.0
     assert not any(dict(lab).get("worker") in (str(dead_pid), "999999999") for (_, lab) in series)
+    # the closed worker's file was folded into retired.json (its counts kept once, not twice)
+    assert not (spool / "worker-999999999.json").exists() and (spool / "retired.json").exists()
+    assert total(again, "mlguard_requests_total", outcome="served") == 3 + 10 + 100 + 1000
+
+
+async def test_ended_workers_are_folded_into_one_file_and_counted_once(tmp_path: Path) -> None:
+    """A server that replaces its workers (gunicorn --max-requests) leaves one file per worker ever started:
+    closed ones, and ones untouched for RETIRE_SECONDS (a worker that died), are folded into retired.json at
+    the next scrape; their counts stay in every later answer, exactly once."""
+    from mlguard.metrics_spool import RETIRE_SECONDS
+
+    mw, spool = _guard_with_spool(tmp_path)
+    for n in range(20):
+        _family_file(spool, 900_000_000 + n, requests=1, queue=1, bucket=1, closed=True)
+    _family_file(spool, 800_000_000, requests=50, queue=2, bucket=5)  # died long ago, never closed
+    long_ago = time.time() - RETIRE_SECONDS - 60
+    os.utime(spool / "worker-800000000.json", (long_ago, long_ago))
+    _family_file(spool, 700_000_000, requests=7, queue=3, bucket=1)  # died 30 s ago: not folded yet
+    recent = time.time() - 30
+    os.utime(spool / "worker-700000000.json", (recent, recent))
+    async with client(mw) as c:
+        answers = [parse((await c.get("/mlguard/metrics", headers=AUTH)).text) for _ in range(3)]
+        _family_file(spool, 900_000_100, requests=4, queue=1, bucket=1, closed=True)  # one more ends
+        answers.append(parse((await c.get("/mlguard/metrics", headers=AUTH)).text))
+    left = {p.name for p in spool.glob("worker-*.json")}
+    assert left == {"worker-700000000.json", f"worker-{os.getpid()}.json"}
+    assert [total(a, "mlguard_requests_total", outcome="served") for a in answers] == [77, 77, 77, 81]
+    assert [total(a, "mlguard_overhead_seconds_count", route="/predict") for a in answers] == [48, 48, 48, 50]
 
 
 async def test_damaged_or_half_written_files_are_skipped(tmp_path: Path, live_pid: int) -> None:
