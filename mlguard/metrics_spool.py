@@ -20,8 +20,10 @@ this process cannot see. Files of ended workers (closed, or untouched for ``RETI
 one ``retired.json`` under a file lock, so the directory does not grow with every worker ever started.
 
 A file is written to a temporary name and renamed over the old one, so a reader never sees half a snapshot.
-Nothing in a snapshot is an input value: the same families the endpoint renders (labels are configured route
-paths, entity types, reasons, class names).
+A snapshot holds the same families the token-protected endpoint renders: configured route paths, entity types,
+reasons, class names, and fairness group names (protected-attribute categories, bounded by
+``fairness.categories``/``max_categories``). So the directory is created for this user only (0700) and every
+file is written 0600.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class MetricsSpool:
     """This process's file in the shared directory, the ticker that keeps it fresh, and the merge of all files."""
 
     def __init__(self, directory: Path, registry: Any, *, interval: float = INTERVAL) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
         self.registry = registry
         self.interval = interval
@@ -116,9 +118,7 @@ class MetricsSpool:
             if pid != self.pid:  # built before a fork (a server that imports the app, then forks workers)
                 self.pid, self.path = pid, self.directory / f"{_PREFIX}{pid}.json"
             doc = {"pid": self.pid, "closed": closed, "families": snapshot(self.registry)}
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_bytes(orjson.dumps(doc))
-            os.replace(tmp, self.path)
+            _write_private(self.path, orjson.dumps(doc))
             self._written = time.monotonic()
         except Exception as exc:
             if not self._failed:
@@ -189,9 +189,7 @@ class MetricsSpool:
                 doc = {"pid": 0, "closed": True, "families": [
                     (name, typ, help_text, [(sname, dict(lab), value) for (sname, lab), value in series.items()])
                     for (name, typ, help_text), series in totals.items()]}
-                tmp = self.directory / f".{_RETIRED}.tmp"
-                tmp.write_bytes(orjson.dumps(doc))
-                os.replace(tmp, self.directory / _RETIRED)
+                _write_private(self.directory / _RETIRED, orjson.dumps(doc))
                 for path, _ in ended:  # only after the totals holding them are in place
                     path.unlink(missing_ok=True)
         except Exception as exc:  # the merge still counts every file; folding is tidying, never an error
@@ -217,6 +215,16 @@ def _read_all(directory: Path) -> Iterable[tuple[Path, int, bool, float, Snapsho
             yield path, int(doc["pid"]), bool(doc["closed"]), mtime, families
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name readable by this user only, then rename it over ``path``. Only this
+    user: the samples are what the token-protected endpoint shows, fairness group names among them."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def _read_retired(directory: Path) -> list[tuple[Path, Snapshot]]:

@@ -267,3 +267,15 @@ def test_a_spool_built_before_a_fork_writes_under_the_child_pid(tmp_path: Path) 
     assert os.waitstatus_to_exitcode(status) == 0
     assert (tmp_path / "m" / f"worker-{pid}.json").exists()
     assert spool.pid == os.getpid()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+async def test_the_spool_is_readable_by_this_user_only(tmp_path: Path) -> None:
+    """Snapshots hold what the token-protected endpoint shows (fairness group names among them)."""
+    mw, spool = _guard_with_spool(tmp_path)
+    async with client(mw) as c:
+        assert (await c.post("/predict", json=OK)).status_code == 200
+        assert (await c.get("/mlguard/metrics", headers=AUTH)).status_code == 200
+    assert spool.stat().st_mode & 0o777 == 0o700
+    files = list(spool.glob("*.json"))
+    assert files and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
