@@ -48,16 +48,22 @@ class Server:
         return self.memory_mb().get("RssAnon")
 
     def memory_mb(self) -> dict[str, float]:
-        """VmRSS, RssAnon, RssFile and RssShmem of the server process in MB (/proc, Linux only; empty elsewhere)."""
-        out: dict[str, float] = {}
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                    out[key] = int(rest.split()[0]) / 1024
-        except (OSError, ValueError, IndexError):
-            return {}
+        """VmRSS, RssAnon, RssFile, RssShmem and VmHWM of the server process in MB (empty off Linux)."""
+        return proc_memory(self.pid)
+
+
+def proc_memory(pid: int) -> dict[str, float]:
+    """VmRSS, RssAnon, RssFile, RssShmem and VmHWM of ``pid`` in MB (/proc/<pid>/status; empty off Linux)."""
+    out: dict[str, float] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
         return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
 
 
 def uvicorn_command(target: str, port: int, *, factory: bool = False) -> list[str]:

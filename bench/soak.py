@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.e2e import GUARD_TARGET, SERVERS, server_env  # noqa: E402
 from bench.loadgen import read_response, request_bytes  # noqa: E402
-from bench.server import UVICORN_FLAGS, Server, serve  # noqa: E402
+from bench.server import UVICORN_FLAGS, Server, proc_memory, serve  # noqa: E402
 
 TARGET_MB = 500.0
 NOTE_CHARS = 200
@@ -153,20 +153,6 @@ def make_body(seed: int, i: int, subjects: int = 0) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- memory
-
-
-def proc_memory(pid: int) -> dict[str, float]:
-    """VmRSS, RssAnon, RssFile and RssShmem of ``pid`` in MB (/proc/<pid>/status; empty off Linux)."""
-    out: dict[str, float] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
 
 
 @dataclass

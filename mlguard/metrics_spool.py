@@ -149,9 +149,7 @@ class MetricsSpool:
                 if kind != typ:
                     continue  # one version of a family's type (a worker from another release): first wins
                 if kind in _SUMMED:
-                    for sname, labels, value in samples:
-                        key = (sname, tuple(sorted(labels.items())))
-                        series[key] = series.get(key, 0.0) + value
+                    _sum_into(series, samples)
                 elif live:
                     for sname, labels, value in samples:
                         series[(sname, tuple(sorted({**labels, "worker": str(pid)}.items())))] = value
@@ -174,18 +172,20 @@ class MetricsSpool:
             with open(self.directory / ".lock", "a+b") as lock:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                 now = time.time()
-                ended = [(path, families) for path, pid, closed, mtime, families in _read_all(self.directory)
-                         if path.name != _RETIRED and pid != self.pid and (closed or now - mtime > RETIRE_SECONDS)]
+                retired: list[Snapshot] = []
+                ended: list[tuple[Path, Snapshot]] = []
+                for path, pid, closed, mtime, families in _read_all(self.directory):
+                    if path.name == _RETIRED:
+                        retired.append(families)
+                    elif pid != self.pid and (closed or now - mtime > RETIRE_SECONDS):
+                        ended.append((path, families))
                 if not ended:
                     return
                 totals: dict[tuple[str, str, str], dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-                for _path, families in [*_read_retired(self.directory), *ended]:
+                for families in [*retired, *(f for _, f in ended)]:
                     for name, typ, help_text, samples in families:
                         if typ in _SUMMED:
-                            series = totals.setdefault((name, typ, help_text), {})
-                            for sname, labels, value in samples:
-                                key = (sname, tuple(sorted(labels.items())))
-                                series[key] = series.get(key, 0.0) + value
+                            _sum_into(totals.setdefault((name, typ, help_text), {}), samples)
                 doc = {"pid": 0, "closed": True, "families": [
                     (name, typ, help_text, [(sname, dict(lab), value) for (sname, lab), value in series.items()])
                     for (name, typ, help_text), series in totals.items()]}
@@ -227,8 +227,12 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _read_retired(directory: Path) -> list[tuple[Path, Snapshot]]:
-    return [(path, families) for path, _, _, _, families in _read_all(directory) if path.name == _RETIRED]
+def _sum_into(series: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+              samples: list[tuple[str, dict[str, str], float]]) -> None:
+    """Add counter or histogram samples to ``series``, keyed by sample name and sorted labels."""
+    for sname, labels, value in samples:
+        key = (sname, tuple(sorted(labels.items())))
+        series[key] = series.get(key, 0.0) + value
 
 
 def spool_dir(configured: str | None, base_dir: Path | None) -> Path | None:
