@@ -165,11 +165,11 @@ def test_failure_reaches_waiter_and_gap_recorded(store: AuditStore, keyring: Key
     real = w._commit
     calls = {"n": 0}
 
-    def flaky(batch):  # type: ignore[no-untyped-def]
+    def flaky(batch, **kw):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 1:
             raise OSError("disk gone")
-        return real(batch)
+        return real(batch, **kw)
 
     w._commit = flaky  # type: ignore[method-assign]
     w.start()
@@ -342,3 +342,83 @@ def test_kind_filter_and_deferred_explanation_lookup(store: AuditStore, keyring:
     assert reader.deferred_explanation(record, scan=1) is None  # ev-1 looked at, ev-3 beyond the bound
     later = reader.get("id-000002")
     assert later is not None and reader.deferred_explanation(later) is None
+
+
+def _count_transactions(store: AuditStore) -> list[int]:
+    """Wrap ``store.write`` to count write transactions (the instance attribute shadows the method)."""
+    n = [0]
+    real = store.write
+
+    def counted():  # type: ignore[no-untyped-def]
+        n[0] += 1
+        return real()
+
+    store.write = counted  # type: ignore[method-assign]
+    return n
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_checkpoint_due_under_traffic_rides_in_the_batch_transaction(store: AuditStore, keyring: Keyring,
+                                                                     tmp_path: Path, pipeline: bool) -> None:
+    """A checkpoint that falls due while records flow is signed over the head its batch sets and committed in
+    that batch's transaction: as many transactions as batches, one checkpoint per 10 records, each at a batch's
+    last seq, in the store and in the witness, and the log verifies."""
+    import json
+
+    witness = tmp_path / "witness.jsonl"
+    w = AuditWriter(store, keyring, checkpoint_every=10, witness=witness, pipeline=pipeline)
+    tx = _count_transactions(store)
+    for b in range(5):
+        assert w.append_now([rec(b * 10 + i, keyring) for i in range(10)]) == list(range(b * 10 + 1, b * 10 + 11))
+    assert tx[0] == 5
+    assert [cp["seq"] for cp in store.checkpoints()] == [10, 20, 30, 40, 50]
+    assert [json.loads(line)["seq"] for line in witness.read_text().splitlines()] == [10, 20, 30, 40, 50]
+    heads = {r.seq: r.hash.hex() for r in store.iter_rows()}
+    assert all(cp["head"] == heads[cp["seq"]] for cp in store.checkpoints())
+    assert w.stats["checkpoints"] == 5 and w.stats["errors"] == 0
+    w.append_now([rec(50 + i, keyring) for i in range(4)])  # 4 records: none due
+    assert len(store.checkpoints()) == 5 and tx[0] == 6
+    check(store)
+
+
+def test_witness_failure_does_not_fail_committed_records(store: AuditStore, keyring: Keyring, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The witness cannot be written (its directory is missing): the records of the batch are committed and
+    their waiters get their seqs; the error is logged and counted, and once the witness can be written again the
+    housekeeping writes a fresh checkpoint to the store and to it."""
+    witness = tmp_path / "later" / "witness.jsonl"
+    w = AuditWriter(store, keyring, checkpoint_every=5, checkpoint_seconds=30.0, witness=witness)
+    w.start()
+    futures = [w.submit(rec(i, keyring)) for i in range(5)]
+    assert [f.result(timeout=10) for f in futures] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+    assert store.head()[0] == 5 and [cp["seq"] for cp in store.checkpoints()] == [5]
+    deadline = time.monotonic() + 10
+    while w.stats["errors"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.stats["errors"] >= 1
+    assert any(r.getMessage() == "audit witness append failed" for r in caplog.records)
+    witness.parent.mkdir()
+    deadline = time.monotonic() + 10
+    while not witness.exists() and time.monotonic() < deadline:  # the retry comes about a second later
+        time.sleep(0.05)
+    w.close()
+    assert witness.exists() and '"seq":5' in witness.read_text()
+    check(store)
+
+
+def test_signing_failure_does_not_fail_the_batch(store: AuditStore, keyring: Keyring,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A key provider that cannot sign (a remote KMS down) costs the checkpoint, not the records: the batch
+    commits without one, the failure is logged, and the next batch once signing works carries it."""
+    w = AuditWriter(store, keyring, checkpoint_every=3)
+    real = keyring.sign
+    keyring.sign = lambda msg: (_ for _ in ()).throw(OSError("kms down"))  # type: ignore[method-assign]
+    try:
+        assert w.append_now([rec(i, keyring) for i in range(3)]) == [1, 2, 3]
+    finally:
+        keyring.sign = real  # type: ignore[method-assign]
+    assert store.checkpoints() == [] and store.head()[0] == 3 and w.stats["errors"] == 1
+    assert any(r.getMessage() == "audit checkpoint signing failed" for r in caplog.records)
+    assert w.append_now([rec(3, keyring)]) == [4]
+    assert [cp["seq"] for cp in store.checkpoints()] == [4]
+    check(store)

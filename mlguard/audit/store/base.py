@@ -108,6 +108,11 @@ class WriteTx(ABC):
     def insert_data_keys(self, rows: list[tuple[str, str, str, str, str, bytes]]) -> None:
         """Insert (key_id, subject, domain, period, kek_id, wrapped) rows."""
 
+    @abstractmethod
+    def insert_checkpoint(self, cp: dict[str, Any]) -> None:
+        """Insert a signed checkpoint. The writer signs the head its own transaction sets and inserts the
+        checkpoint in that transaction: no second transaction and fsync per checkpoint."""
+
 
 class AuditStore(ABC):
     """What the audit trail needs from a database. Read methods may run on any thread."""

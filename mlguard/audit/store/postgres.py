@@ -107,6 +107,10 @@ class _Tx(WriteTx):
     def set_head(self, seq: int, head: bytes) -> None:
         self.cur.execute(f"UPDATE {self.s}.head SET seq = %s, hash = %s WHERE id = 1", (seq, head))
 
+    def insert_checkpoint(self, cp: dict[str, Any]) -> None:
+        self.cur.execute(f"INSERT INTO {self.s}.checkpoints (seq, doc) VALUES (%s, %s)",
+                         (cp["seq"], json.dumps(cp, sort_keys=True)))
+
     def insert_data_keys(self, rows: list[tuple[str, str, str, str, str, bytes]]) -> None:
         with self.cur.copy(f"COPY {self.s}.data_keys (key_id, subject, domain, period, kek_id, wrapped) "
                            "FROM STDIN (FORMAT BINARY)") as cp:
@@ -244,8 +248,7 @@ class PostgresStore(AuditStore):
 
     def add_checkpoint(self, cp: dict[str, Any]) -> None:
         with self._txn() as tx:
-            tx.cur.execute(f"INSERT INTO {self.s}.checkpoints (seq, doc) VALUES (%s, %s)",
-                           (cp["seq"], json.dumps(cp, sort_keys=True)))
+            tx.insert_checkpoint(cp)
 
     def checkpoints(self) -> list[dict[str, Any]]:
         with self._read() as cur:

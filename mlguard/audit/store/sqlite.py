@@ -112,6 +112,9 @@ class _Tx(WriteTx):
         self.c.execute("INSERT INTO head VALUES (1, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, "
                        "hash = excluded.hash", (seq, head))
 
+    def insert_checkpoint(self, cp: dict[str, Any]) -> None:
+        self.c.execute("INSERT INTO checkpoints VALUES (?, ?)", (cp["seq"], json.dumps(cp, sort_keys=True)))
+
     def insert_data_keys(self, rows: list[tuple[str, str, str, str, str, bytes]]) -> None:
         _insert_many(self.c, "data_keys", 6, rows)
 
@@ -209,7 +212,7 @@ class SQLiteStore(AuditStore):
 
     def add_checkpoint(self, cp: dict[str, Any]) -> None:
         with self._txn() as tx:
-            tx.c.execute("INSERT INTO checkpoints VALUES (?, ?)", (cp["seq"], json.dumps(cp, sort_keys=True)))
+            tx.insert_checkpoint(cp)
 
     def checkpoints(self) -> list[dict[str, Any]]:
         rows = self._r().execute("SELECT doc FROM checkpoints ORDER BY rowid").fetchall()
