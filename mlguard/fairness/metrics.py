@@ -22,12 +22,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, cast, get_args
 
 from mlguard.fairness.window import GroupSnapshot
 
 Status = Literal["ok", "warn", "violation", "insufficient"]
+Correction = Literal["none", "holm", "bonferroni"]
+"""Multiple-comparison correction of the significance tests of one dimension (see :func:`adjust_p_values`).
+The same values as ``mlguard.policy.model.SignificanceCorrection`` (a test keeps the two in step)."""
 STATUS_ORDER: dict[str, int] = {"insufficient": -1, "ok": 0, "warn": 1, "violation": 2}
 _BY_ORDER: dict[int, Status] = {-1: "insufficient", 0: "ok", 1: "warn", 2: "violation"}
 FISHER_MIN_EXPECTED = 5.0
@@ -195,11 +198,60 @@ def fisher_exact_p(x1: int, n1: int, x2: int, n2: int) -> float:
     return min(1.0, p)
 
 
+def adjust_p_values(p_values: Sequence[float], method: Correction) -> list[float]:
+    """The p-values adjusted for testing them together, in the order given (``"none"`` returns them as they are).
+
+    Why: each test is judged at ``significance_alpha``, so with m tests in one dimension (an intersectional one
+    has ten groups or more) the chance that at least one flags a difference that is not there grows towards
+    1 - (1 - alpha)^m. Comparing adjusted p-values with alpha keeps that family-wise error at alpha:
+
+    * ``"bonferroni"``: min(1, m * p);
+    * ``"holm"`` (Holm 1979, Scand. J. Statist. 6:65-70): sort the p-values, p_(1) <= ... <= p_(m); the adjusted
+      p_(i) is the largest over j <= i of min(1, (m - j + 1) * p_(j)), so adjusted values keep the order of the
+      raw ones. Never larger than Bonferroni's, and it controls the same error, so it flags at least as much.
+
+    Tied p-values get the same adjusted value. Written out here (a few lines) rather than taken from
+    statsmodels' ``multipletests``, which gives the same numbers, to add no dependency.
+
+    Examples
+    --------
+    >>> adjust_p_values([0.01, 0.04, 0.03], "holm")
+    [0.03, 0.06, 0.06]
+    >>> adjust_p_values([0.01, 0.04, 0.03], "bonferroni")
+    [0.03, 0.12, 0.09]
+    """
+    m = len(p_values)
+    if method == "none":
+        return list(p_values)
+    if method == "bonferroni":
+        return [min(1.0, m * p) for p in p_values]
+    if method != "holm":
+        raise ValueError(f"unknown significance correction {method!r} (expected one of {get_args(Correction)})")
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: p_values[k])):  # rank = j - 1
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def _correction(value: Any) -> Correction:
+    """``value`` as a :data:`Correction`; a ValueError for anything else (a typo must not mean "none")."""
+    if value not in get_args(Correction):
+        raise ValueError(f"significance_correction must be one of {', '.join(get_args(Correction))}, "
+                         f"not {value!r}")
+    return cast(Correction, value)
+
+
 # ---------------------------------------------------------------------------------------------- thresholds
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The policy's fairness parameters (the strictest of the composed policies). None: not checked."""
+    """The policy's fairness parameters (the strictest of the composed policies). None: not checked.
+
+    ``significance_correction`` defaults to ``"none"``: no regulation asks for a correction, and a compliance
+    tool must not flag less than it did unless a policy says so (see :func:`evaluate` for the family of tests).
+    """
 
     min_impact_ratio: float | None = 0.8
     max_demographic_parity_difference: float | None = None
@@ -208,6 +260,10 @@ class Thresholds:
     exclude_below_share: float = 0.02
     significance_alpha: float = 0.05
     report_unknown: bool = True
+    significance_correction: Correction = "none"
+
+    def __post_init__(self) -> None:
+        _correction(self.significance_correction)
 
     @classmethod
     def from_policy(cls, fairness: Any) -> Thresholds:
@@ -228,6 +284,7 @@ class Thresholds:
             else d.exclude_below_share,
             significance_alpha=float(get("significance_alpha", d.significance_alpha)),
             report_unknown=bool(get("report_unknown", d.report_unknown)),
+            significance_correction=_correction(get("significance_correction", d.significance_correction)),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -251,7 +308,11 @@ class ImpactRow:
     insufficient: bool
     below_four_fifths: bool
     p_value: float | None
+    """Raw two-sided p-value of the test against the best group; None when the row is not tested."""
     significant: bool
+    """``p_adjusted`` < ``significance_alpha``."""
+    p_adjusted: float | None = None
+    """``p_value`` adjusted over the dimension's family of tests (equal to it under correction "none")."""
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _num(getattr(self, k)) for k in self.__slots__}
@@ -329,6 +390,14 @@ def evaluate(snapshot: Sequence[GroupSnapshot], dimensions: Sequence[str], thres
     ``min_group_size`` decisions, not excluded under the 2% rule); else "violation" when a threshold is breached
     and the breach is statistically significant at ``significance_alpha``; "warn" when breached but not
     significant; "ok" otherwise.
+
+    Significance is judged on p-values adjusted by ``significance_correction`` over one *family*: every
+    significance test made in one evaluation of one dimension, i.e. the tests behind that dimension's breaches.
+    These are one test per impact-ratio row below ``min_impact_ratio`` that is eligible (that group against
+    the group with the highest selection rate), plus the demographic parity test and the equalized odds test
+    when those thresholds are set and exceeded. Dimensions (``sex``, ``race``, ``sex|race``) are separate
+    families, each judged as its own report would be; a dimension with m tests adjusts over m. Each breach
+    carries the raw ``p_value`` and ``p_adjusted``; under "none" the two are equal and nothing changes.
     """
     by_dim: dict[str, list[GroupSnapshot]] = {d: [] for d in dimensions}
     for g in snapshot:
@@ -361,11 +430,21 @@ def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> Dimensi
             )
     insufficient = {g.key for g in known if g.n < th.min_group_size}
     eligible = [g for g in known if g.key not in excluded and g.key not in insufficient]
-    impact = _impact_rows(known, total, excluded, insufficient, th)
-    breaches: list[dict[str, Any]] = []
     elig = disparity(eligible)
+    impact = _impact_rows(known, total, excluded, insufficient, th)
+    differences = _difference_tests(eligible, elig, th) if len(eligible) >= 2 else []
+    # the family (see evaluate): the rows with a p-value are exactly the eligible ones below four-fifths
+    tested = [i for i, r in enumerate(impact) if r.p_value is not None]
+    raw = [cast(float, impact[i].p_value) for i in tested] + [d["p_value"] for d in differences]
+    adjusted = adjust_p_values(raw, th.significance_correction)
+    for i, p_adj in zip(tested, adjusted[:len(tested)], strict=True):
+        impact[i] = replace(impact[i], p_adjusted=p_adj, significant=p_adj < th.significance_alpha)
+    breaches: list[dict[str, Any]] = []
     if len(eligible) >= 2:
-        breaches.extend(_breaches(eligible, elig, impact, th))
+        breaches.extend(_impact_breaches(impact, th))
+        for d, p_adj in zip(differences, adjusted[len(tested):], strict=True):
+            breaches.append({**d, "p_value": _num(d["p_value"]), "p_adjusted": _num(p_adj),
+                             "significant": p_adj < th.significance_alpha})
         if not breaches:
             status: Status = "ok"
         elif any(b["significant"] for b in breaches):
@@ -379,6 +458,7 @@ def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> Dimensi
 
 def _impact_rows(known: list[GroupSnapshot], total: int, excluded: Mapping[str, str], insufficient: set[str],
                  th: Thresholds) -> list[ImpactRow]:
+    """The LL144 rows with raw p-values; ``p_adjusted`` and ``significant`` are set once the family is known."""
     included = [g for g in known if g.key not in excluded]
     best_sel = max((selection_rate(g) for g in included), default=math.nan)
     best_group = max(included, key=selection_rate, default=None)
@@ -400,28 +480,30 @@ def _impact_rows(known: list[GroupSnapshot], total: int, excluded: Mapping[str, 
             group=g.key, n=g.n, share=g.n / total if total else 0.0, selected=g.selected, selection_rate=rate,
             selection_impact_ratio=ir, scoring_rate=sr, scoring_impact_ratio=sir, excluded=not is_in,
             justification=excluded.get(g.key), insufficient=g.key in insufficient, below_four_fifths=below,
-            p_value=p, significant=p is not None and p < th.significance_alpha,
+            p_value=p, significant=False, p_adjusted=None,
         ))
     return rows
 
 
-def _breaches(eligible: list[GroupSnapshot], m: DisparityMetrics, impact: list[ImpactRow], th: Thresholds
-              ) -> list[dict[str, Any]]:
+def _impact_breaches(impact: list[ImpactRow], th: Thresholds) -> list[dict[str, Any]]:
+    return [{"metric": "impact_ratio", "group": row.group, "value": _num(row.selection_impact_ratio),
+             "threshold": th.min_impact_ratio, "p_value": _num(row.p_value), "p_adjusted": _num(row.p_adjusted),
+             "significant": row.significant}
+            for row in impact if row.below_four_fifths and not row.excluded and not row.insufficient]
+
+
+def _difference_tests(eligible: list[GroupSnapshot], m: DisparityMetrics, th: Thresholds
+                      ) -> list[dict[str, Any]]:
+    """The demographic parity and equalized odds breaches, each with its raw p-value (a float, not yet
+    JSON-cleaned); their significance is decided with the rest of the family in :func:`_dimension`."""
     out: list[dict[str, Any]] = []
-    for row in impact:
-        if row.below_four_fifths and not row.excluded and not row.insufficient:
-            out.append({"metric": "impact_ratio", "group": row.group, "value": _num(row.selection_impact_ratio),
-                        "threshold": th.min_impact_ratio, "p_value": _num(row.p_value),
-                        "significant": row.significant})
-    alpha = th.significance_alpha
     if th.max_demographic_parity_difference is not None and \
             m.demographic_parity_difference > th.max_demographic_parity_difference:
         hi = max(eligible, key=selection_rate)
         lo = min(eligible, key=selection_rate)
         p = two_proportion_p(hi.selected, hi.n, lo.selected, lo.n)
         out.append({"metric": "demographic_parity_difference", "value": _num(m.demographic_parity_difference),
-                    "threshold": th.max_demographic_parity_difference, "p_value": _num(p),
-                    "significant": p < alpha})
+                    "threshold": th.max_demographic_parity_difference, "p_value": p})
     if th.max_equalized_odds_difference is not None and \
             not math.isnan(m.equalized_odds_difference) and \
             m.equalized_odds_difference > th.max_equalized_odds_difference:
@@ -434,8 +516,7 @@ def _breaches(eligible: list[GroupSnapshot], m: DisparityMetrics, impact: list[I
         else:
             p = two_proportion_p(hi.fp, hi.fp + hi.tn, lo.fp, lo.fp + lo.tn)
         out.append({"metric": "equalized_odds_difference", "value": _num(m.equalized_odds_difference),
-                    "threshold": th.max_equalized_odds_difference, "p_value": _num(p),
-                    "significant": p < alpha})
+                    "threshold": th.max_equalized_odds_difference, "p_value": p})
     return out
 
 
@@ -447,6 +528,7 @@ def _num(v: Any) -> Any:
 
 
 __all__ = [
-    "DimensionReport", "DisparityMetrics", "FairnessReport", "ImpactRow", "Status", "Thresholds",
-    "disparity", "evaluate", "fisher_exact_p", "fnr", "fpr", "selection_rate", "tpr", "two_proportion_p",
+    "Correction", "DimensionReport", "DisparityMetrics", "FairnessReport", "ImpactRow", "Status", "Thresholds",
+    "adjust_p_values", "disparity", "evaluate", "fisher_exact_p", "fnr", "fpr", "selection_rate", "tpr",
+    "two_proportion_p",
 ]

@@ -174,7 +174,7 @@ def _ll144(dims: dict[str, Any], th: Thresholds) -> dict[str, Any]:
             "categories": [{k: r[k] for k in ("group", "n", "share", "selection_rate", "selection_impact_ratio",
                                                "scoring_rate", "scoring_impact_ratio", "excluded",
                                                "justification", "insufficient", "below_four_fifths", "p_value",
-                                               "significant")} for r in d["impact"]],
+                                               "p_adjusted", "significant")} for r in d["impact"]],
         }
     return out
 
@@ -301,9 +301,9 @@ def render_html(report: dict[str, Any]) -> str:
         breaches = [(dim, b) for dim, d in r["metrics"].items() for b in d["breaches"]]
         if breaches:
             parts.append("<h3>Breaches</h3>" + _table(
-                ["dimension", "metric", "group", "value", "threshold", "p-value", "significant"],
+                ["dimension", "metric", "group", "value", "threshold", "p-value", "adjusted p", "significant"],
                 [[_fmt(dim), _fmt(b["metric"]), _fmt(b.get("group")), _fmt(b["value"]), _fmt(b["threshold"]),
-                  _fmt(b["p_value"]), _fmt(b["significant"])] for dim, b in breaches]))
+                  _fmt(b["p_value"]), _fmt(b.get("p_adjusted")), _fmt(b["significant"])] for dim, b in breaches]))
         parts.append(f"<h3>NYC LL144 summary ({html.escape(r['ll144']['rule'])})</h3>")
         for dim, d in r["ll144"]["dimensions"].items():
             parts.append(f"<p><b>{html.escape(dim)}</b>: {d['total']} individuals, {d['unknown']} of unknown "

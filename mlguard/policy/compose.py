@@ -252,6 +252,8 @@ STRATEGIES: dict[str, Strategy] = {
     "fairness.min_group_size": _extreme(min),  # a smaller minimum judges more groups: the stricter check
     "fairness.exclude_below_share": _extreme(min),  # excludes fewer categories
     "fairness.significance_alpha": _extreme(max),  # flags more differences as significant
+    # no correction flags the most, Bonferroni the least (Holm's adjusted p-values never exceed Bonferroni's)
+    "fairness.significance_correction": _rank(["bonferroni", "holm", "none"]),
     "fairness.action": _rank(["annotate", "alert", "block"]),
     "fairness.report_unknown": _ANY_TRUE,
     "fairness.intersectional": _ANY_TRUE,

@@ -22,6 +22,7 @@ from mlguard.policy.model import (
     FairnessAction,
     IsoDuration,
     Operator,
+    SignificanceCorrection,
     Status,
     _Strict,
     parse_duration,
@@ -148,6 +149,7 @@ class EffectiveFairness(_Strict):
     min_group_size: int = 30
     exclude_below_share: float | None = None
     significance_alpha: float | None = None
+    significance_correction: SignificanceCorrection | None = None
     action: FairnessAction = "annotate"
     report_unknown: bool = True
     intersectional: bool = False

@@ -37,6 +37,7 @@ __all__ = [
     "PolicyDoc",
     "RetentionSection",
     "Rule",
+    "SignificanceCorrection",
     "Status",
     "parse_duration",
 ]
@@ -48,6 +49,11 @@ FailureMode = Literal["fail_open", "fail_closed"]
 Status = Literal["in_force", "enacted_not_yet_effective", "guidance", "engineering_default"]
 FairnessAction = Literal["annotate", "alert", "block"]
 Baseline = Literal["all", "cutoff"]
+SignificanceCorrection = Literal["none", "holm", "bonferroni"]
+"""Multiple-comparison correction of a dimension's significance tests (``mlguard.fairness.metrics.Correction``).
+
+Not from any regulation: a statistical safeguard against false alarms when one dimension has many groups
+(Holm 1979). ``none`` is the default and composes as the strictest, because it flags the most."""
 
 OPERATOR_STRENGTH: tuple[Operator, ...] = (
     "keep", "mask", "generalize", "hmac", "encrypt", "token", "replace", "drop",
@@ -274,6 +280,7 @@ class FairnessSection(_Strict):
     min_group_size: Rule[Annotated[int, Field(ge=1)]] | None = None
     exclude_below_share: Rule[_Ratio] | None = None
     significance_alpha: Rule[Annotated[float, Field(gt=0.0, lt=1.0)]] | None = None
+    significance_correction: Rule[SignificanceCorrection] | None = None
     action: Rule[FairnessAction] | None = None
     report_unknown: Rule[bool] | None = None
     intersectional: Rule[bool] | None = None
