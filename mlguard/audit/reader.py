@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,17 @@ def load_keyring(path: str | Path | None) -> Keyring:
     return Keyring.from_env(env)
 
 
+_PLAIN_ID = re.compile(r"[0-9A-Za-z_.:-]+")
+
+
+def _json_string(value: Any) -> bytes | None:
+    """``value`` as any JSON encoder writes it as a string (quotes included, nothing escaped), when it is such an
+    id (a UUID's text is); None otherwise (no byte pre-filter is sound then: every event is parsed)."""
+    if isinstance(value, str) and _PLAIN_ID.fullmatch(value):
+        return f'"{value}"'.encode("ascii")
+    return None
+
+
 class AuditReader:
     """``AuditReader(store_url, keyring_path)``: ``.get(audit_id)`` and ``.iter_records(...)``."""
 
@@ -64,31 +76,44 @@ class AuditReader:
             yield self._decode(row, sealed, fetch)
 
     def _read_ahead(self, since: str | None, until: str | None, route: str | None, subject: str | None,
-                    since_seq: int, to_seq: int | None) -> Iterator[tuple[RecordRow, Sealed, Fetch]]:
+                    since_seq: int, to_seq: int | None, *, kind: str | None = None, limit: int | None = None,
+                    page_keys: bool = False) -> Iterator[tuple[RecordRow, Sealed, Fetch]]:
         """Rows with their parsed envelopes, read PREFETCH at a time so each page's data keys come from the
-        store in one query; with the fetch to open them with."""
+        store in one query; with the fetch to open them with. ``kind``: the clear kind column; ``limit``: at
+        most that many rows; ``page_keys``: see ``_prefetch``."""
         subj = pseudonym(self.keys, subject) if subject is not None else None
-        rows = self.store.iter_rows(since=since, until=until, route=route, subject=subj, since_seq=since_seq,
-                                    to_seq=to_seq)
+        rows: Iterator[RecordRow] = self.store.iter_rows(since=since, until=until, route=route, subject=subj,
+                                                         kind=kind, since_seq=since_seq, to_seq=to_seq)
+        if limit is not None:
+            rows = itertools.islice(rows, max(limit, 0))
         while chunk := list(itertools.islice(rows, PREFETCH)):
             sealeds = [decode(row.sealed) for row in chunk]
-            fetch = self._prefetch(sealeds)
+            fetch = self._prefetch(sealeds, page_keys=page_keys)
             for row, sealed in zip(chunk, sealeds, strict=True):
                 yield row, sealed, fetch
 
     def deferred_explanation(self, record: dict[str, Any], *, scan: int = DEFERRED_SCAN) -> dict[str, Any] | None:
         """The explanation event a deferred explanation became, for the exchange ``record`` (decoded): the
         first ``explanation`` event after it that names its audit id, looking at up to ``scan`` of them (the
-        worker appends it seconds after the exchange). None when there is none (yet)."""
+        worker appends it seconds after the exchange). None when there is none (yet).
+
+        Events are read ahead a page at a time (their data keys in one query per page, fresh from the store
+        for a non-caching reader too) and opened to their canonical bytes; only those whose bytes hold the
+        audit id as a JSON string are parsed, and the match is confirmed on the parsed data. A shredded event
+        names nothing readable and is passed over, as its decoded record (no ``data``) was."""
         seq = record.get("seq")
         if not isinstance(seq, int):
             return None
-        for n, row in enumerate(self.store.iter_rows(since_seq=seq, kind="explanation")):
-            if n >= scan:
-                break
-            event = self.decode(row)
-            data = event.get("data")
-            if isinstance(data, dict) and data.get("audit_id") == record.get("audit_id"):
+        audit_id = record.get("audit_id")
+        needle = _json_string(audit_id)
+        for _row, sealed, fetch in self._read_ahead(None, None, None, None, seq, None, kind="explanation",
+                                                     limit=scan, page_keys=True):
+            body, _, _ = self.sealer.open_raw(sealed, fetch, cached=self.cache_keys)
+            if body is None or (needle is not None and needle not in body):
+                continue  # shredded, or its canonical bytes cannot name the audit id
+            doc = json.loads(body.decode("utf-8"))
+            data = doc.get("data")
+            if isinstance(data, dict) and data.get("audit_id") == audit_id:
                 explanation = data.get("explanation")
                 return explanation if isinstance(explanation, dict) else None
         return None
@@ -125,10 +150,15 @@ class AuditReader:
                     continue
             yield json.dumps(self._decode(row, sealed, fetch), ensure_ascii=False, default=str)
 
-    def _prefetch(self, sealeds: list[Sealed]) -> Fetch:
+    def _prefetch(self, sealeds: list[Sealed], *, page_keys: bool = False) -> Fetch:
         """Unwrap the data keys a page of records needs with one store query instead of one per new key (the
-        export's largest cost after decrypting when subjects are many); returns the fetch to open them with."""
-        if not self.cache_keys:
+        export's largest cost after decrypting when subjects are many); returns the fetch to open them with.
+
+        A non-caching reader asks the store for every record's key as it opens it, unless ``page_keys``: then
+        the page's key rows are read in one query here and answer for its records (a shred is seen from the
+        next page on; a caller that opens the page at once, as ``deferred_explanation`` does, reads the store
+        as the per-record queries would have, a few milliseconds earlier)."""
+        if not self.cache_keys and not page_keys:
             return self.store.get_data_key
         wanted: dict[str, str] = {}
         for sealed in sealeds:
@@ -137,8 +167,11 @@ class AuditReader:
                 wanted[str(h["kid"])] = "data"
                 if h.get("pkid") is not None:
                     wanted[str(h["pkid"])] = "protected"
-        gone = self.sealer.prefetch(wanted, self.store.get_data_keys)
         get = self.store.get_data_key
+        if not self.cache_keys:
+            rows = self.store.get_data_keys(list(wanted)) if wanted else {}
+            return lambda key_id: rows.get(key_id) if key_id in wanted else get(key_id)
+        gone = self.sealer.prefetch(wanted, self.store.get_data_keys)
         return lambda key_id: None if key_id in gone else get(key_id)
 
     def close(self) -> None:
