@@ -30,7 +30,8 @@ def _quick(*extra: str) -> dict[str, Any]:
 
 def test_quick_run_measures_everything_on_sqlite() -> None:
     result = _quick("--no-pg")
-    for key in ("sync_64_writers_rps", "one_fsync_per_record_rps", "async_committed_rps",
+    for key in ("sync_64_writers_rps", "sync_64_writers_example_size_rps", "one_fsync_per_record_rps",
+                "async_committed_rps",
                 "async_one_thread_committed_rps", "async_one_subject_committed_rps", "async_enqueue_rps",
                 "verify_rps", "verify_one_process_rps", "export_jsonl_rps", "export_csv_rps", "export_parquet_rps",
                 "stage_p50_ms_on", "stage_p50_ms_off"):
@@ -38,6 +39,7 @@ def test_quick_run_measures_everything_on_sqlite() -> None:
     assert result["verify_ok"] is True
     assert result["records"] == 3_200  # 64 writers x 50 records, all committed and read back
     assert result["async_resealed_batches"] == 0
+    assert result["example_size_record_bytes"] > 4 * result["small_record_bytes"]
     assert not any(k.startswith("pg_") for k in result)
 
 
@@ -55,6 +57,8 @@ def test_targets_are_judged_on_the_long_form_figures() -> None:
     from bench.audit import targets
 
     good = {"sync_64_writers_rps": 25_000.0, "group_commit_speedup": 7.0, "one_fsync_per_record_rps": 3_500.0,
+            "sync_64_writers_example_size_rps": 15_000.0, "example_size_record_bytes": 4465,
+            "small_record_bytes": 1037,
             "async_committed_rps": 60_000.0, "async_enqueue_rps": 4e6, "async_one_subject_committed_rps": 7e4,
             "verify_rps": 3e5, "verify_one_process_rps": 3e5, "export_jsonl_rps": 1e5, "export_csv_rps": 2e4,
             "export_parquet_rps": 2e4, "stage_added_p50_ms": 0.6, "stage_p50_ms_on": 0.9, "stage_p50_ms_off": 0.3,
