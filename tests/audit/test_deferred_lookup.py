@@ -1,7 +1,7 @@
 """``AuditReader.deferred_explanation``: the event a deferred explanation became, found by reading ahead and
 parsing only the events whose decrypted bytes name the audit id; same answers as the per-event decode it replaced
-(``reference`` below), on SQLite and PostgreSQL (``store`` fixture: skipped with a reason without PostgreSQL,
-failed under CI)."""
+(``reference``, kept in bench/deferred_lookup.py), on SQLite and PostgreSQL (``store`` fixture: skipped with a
+reason without PostgreSQL, failed under CI)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bench.deferred_lookup import reference
 from mlguard.audit.reader import DEFERRED_SCAN, PREFETCH, AuditReader
 from mlguard.audit.record import Pending, canonical, event, iso, pseudonym
 from mlguard.audit.store.base import AuditStore
@@ -19,22 +20,6 @@ from mlguard.keys import Keyring
 T0 = 1_790_000_000.0  # 2026-09-21
 ME = "0192f1a4-7c3e-7b21-9d4a-3f6e8a1b2c01"  # the exchange whose explanation was deferred
 _n = itertools.count()
-
-
-def reference(reader: AuditReader, record: dict[str, Any], *, scan: int = DEFERRED_SCAN) -> dict[str, Any] | None:
-    """The lookup as it was before it read ahead: every explanation event decoded into a full record."""
-    seq = record.get("seq")
-    if not isinstance(seq, int):
-        return None
-    for n, row in enumerate(reader.store.iter_rows(since_seq=seq, kind="explanation")):
-        if n >= scan:
-            break
-        ev = reader.decode(row)
-        data = ev.get("data")
-        if isinstance(data, dict) and data.get("audit_id") == record.get("audit_id"):
-            explanation = data.get("explanation")
-            return explanation if isinstance(explanation, dict) else None
-    return None
 
 
 def exchange(audit_id: str, keyring: Keyring) -> Pending:
