@@ -9,9 +9,14 @@ own store connection, and the results come back **in window order**, so what the
 sequential stream. At most ``2 * jobs`` windows are in flight: memory stays bounded whatever the log's length.
 
 Workers are forked (they inherit the keyring object without it ever being serialised); where ``fork`` is not
-available, or the log is a single window, everything runs in the calling process. Workers never touch the
-parent's store connections (they open their own) and leave through ``os._exit`` (as multiprocessing's workers
-do), so an inherited SQLite connection is never closed, or checkpointed, by a child.
+available, where the caller has other threads running, or the log is a single window, everything runs in the
+calling process. Why not fork beside threads: the child gets a copy of every lock as it was, and one held by
+another thread at that moment (a logging handler's, an allocator's) is held forever in the child, which then
+hangs; Python 3.12+ warns of it ("This process is multi-threaded, use of fork() may lead to deadlocks in the
+child", reproduced here on 3.12.1). The CLI runs single-threaded (its progress bars start no monitor thread);
+a server or a notebook that verifies or exports in-process, with threads about, reads in its own process.
+Workers never touch the parent's store connections (they open their own) and leave through ``os._exit`` (as
+multiprocessing's workers do), so an inherited SQLite connection is never closed, or checkpointed, by a child.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import threading
 from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -46,8 +52,14 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_JOBS))
 
 
+def other_threads() -> bool:
+    """Whether another Python thread is running in this process (forking then is not safe, see above)."""
+    return threading.active_count() > 1
+
+
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether workers can be forked safely: the platform has ``fork`` and no other Python thread is running."""
+    return "fork" in multiprocessing.get_all_start_methods() and not other_threads()
 
 
 def windows(upto: int, size: int = WINDOW) -> list[tuple[int, int | None]]:

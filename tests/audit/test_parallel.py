@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ from mlguard.audit.writer import AuditWriter
 from mlguard.cli import cli
 from mlguard.errors import IntegrityError, MLGuardError
 from mlguard.keys import Keyring
+
+_REAL_OTHER_THREADS = parallel.other_threads
+
+
+@pytest.fixture(autouse=True)
+def _fork_as_the_cli_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the forked workers, which the CLI (single-threaded) gets; a thread left idle by
+    another test of the session (anyio's worker threads linger) must not send them down the in-process path."""
+    monkeypatch.setattr(parallel, "other_threads", lambda: False)
+
 
 T0 = 1_790_000_000.0
 SEED = b"mlguard-test-seed-0123456789abcdef"  # the keyring fixture's
@@ -254,10 +265,35 @@ def test_empty_log_verifies_and_exports_nothing(store_url: str, keyring: Keyring
         assert out.exists()
 
 
+_PARENT = os.getpid()
+
+
 def _exit_in_worker(task: int) -> int:
-    if task == 2:
+    if task == 2 and os.getpid() != _PARENT:  # never the test process itself
         os._exit(3)  # a worker dying (killed, out of memory) mid-task
     return task
+
+
+def _pid(task: int) -> int:
+    return os.getpid()
+
+
+def test_no_fork_while_other_threads_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller with another thread running reads in its own process (a fork there can copy a lock held by
+    that thread and hang the child; Python 3.12+ warns); without one, the windows go to forked workers."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    assert parallel.can_fork() and os.getpid() not in set(parallel.run_windows(_pid, list(range(4)), url=url,
+                                                                              jobs=2))
+    monkeypatch.setattr(parallel, "other_threads", _REAL_OTHER_THREADS)  # the real check from here on
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        assert parallel.other_threads() and not parallel.can_fork()
+        assert set(parallel.run_windows(_pid, list(range(4)), url=url, jobs=2)) == {os.getpid()}
+    finally:
+        stop.set()
+        t.join()
 
 
 def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path) -> None:
