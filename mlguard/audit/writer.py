@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,11 +254,15 @@ class AuditWriter:
     def _run(self) -> None:
         stop = False
         while not stop:
-            timeout = max(0.0, self._last_cp + self.checkpoint_seconds - time.monotonic())
-            batch, stop = self._take(timeout)
-            if batch:
-                self._commit_and_resolve(batch)
-            self._housekeeping(force=stop)
+            batch: list[tuple[Pending, Waiter]] = []
+            try:
+                timeout = max(0.0, self._last_cp + self.checkpoint_seconds - time.monotonic())
+                batch, stop = self._take(timeout)
+                if batch:
+                    self._commit_and_resolve(batch)
+                self._housekeeping(force=stop)
+            except Exception as exc:  # a bug: see _abandon
+                self._abandon("audit writer failed", batch, exc)
 
     def _take(self, timeout: float) -> tuple[list[tuple[Pending, Waiter]], bool]:
         """Everything queued (up to MAX_BATCH), waiting up to ``timeout`` for the first record; and whether the
@@ -292,11 +296,13 @@ class AuditWriter:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]] = {}
         for (_, waiter), result in zip(batch, seqs, strict=True):
             if isinstance(waiter, Future):
-                if not waiter.done():
-                    if isinstance(result, BaseException):
-                        waiter.set_exception(result)
-                    else:
-                        waiter.set_result(result)
+                # InvalidStateError: cancelled by its caller between done() and here; nobody waits for it
+                with contextlib.suppress(InvalidStateError):
+                    if not waiter.done():
+                        if isinstance(result, BaseException):
+                            waiter.set_exception(result)
+                        else:
+                            waiter.set_result(result)
             elif waiter is not None:
                 by_loop.setdefault(waiter[0], []).append((waiter[1], result))
         for loop, results in by_loop.items():
@@ -406,11 +412,22 @@ class AuditWriter:
                         seqs = self._failed(job.batch, exc)
                     self._resolve_batch(job.batch, seqs)
                     self._housekeeping()
-            except Exception:  # a bug here must not stop the thread: the writer would wait for it forever
-                self.stats["errors"] += 1
-                log.exception("audit committer failed")
+            except Exception as exc:  # a bug: see _abandon (the writer thread would also wait for it forever)
+                self._abandon("audit committer failed", job.batch if isinstance(job, _Job) else [], exc)
             finally:
                 self._handoff.task_done()
+
+    def _abandon(self, what: str, batch: list[tuple[Pending, Waiter]], exc: Exception) -> None:
+        """After an unexpected error in a thread's loop (a bug, not a store error: those are failed batches):
+        log and count it, answer whoever still waits for ``batch`` with AuditUnavailable, and let the thread go
+        on. Why: a thread that ended would leave every later sync request waiting for a COMMIT that never
+        comes, with no error, no 503 and no timeout. Whether the batch was committed is not known here, so no
+        gap record is written (a waiter already answered keeps its answer: futures settle once)."""
+        self.stats["errors"] += 1
+        log.error(what, extra={"error": type(exc).__name__, "records": len(batch)})
+        err = AuditUnavailable(f"{what}: {type(exc).__name__}")
+        with contextlib.suppress(Exception):
+            self._resolve_batch(batch, [err] * len(batch))
 
     def _failed(self, batch: list[tuple[Pending, Waiter]], exc: Exception) -> list[int | BaseException]:
         self.stats["errors"] += 1

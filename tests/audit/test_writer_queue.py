@@ -143,3 +143,39 @@ def test_the_bound_counts_records_waiting_for_the_hand_over(tmp_path: Path) -> N
 
     asyncio.run(main())
     store.close()
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["writer", "committer"])
+def test_a_bug_in_the_writer_thread_answers_the_batch_and_keeps_the_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, pipeline: bool) -> None:
+    """An unexpected error in the thread's loop (here: resolving a committed batch) must not end the thread:
+    with sync durability every later request would wait for ever. The batch's waiters get AuditUnavailable,
+    the error is counted and logged (class only), and the next record is committed as usual."""
+    store = open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    w = AuditWriter(store, Keyring.from_seed(b"queue-test-seed-queue-test-seed!!"), pipeline=pipeline)
+    real = AuditWriter._resolve_batch
+    calls = {"n": 0}
+
+    def flaky(batch: list, seqs: list) -> None:  # type: ignore[type-arg]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("planted-secret-value")
+        real(batch, seqs)
+
+    monkeypatch.setattr(AuditWriter, "_resolve_batch", staticmethod(flaky))
+    w.start()
+    first = w.submit(_item(1))
+    assert first is not None
+    with pytest.raises(AuditUnavailable, match="RuntimeError"):
+        first.result(timeout=10)
+    second = w.submit(_item(2))
+    assert second is not None
+    assert second.result(timeout=10) == 2  # the thread lives on; the first record was committed (seq 1)
+    w.close()
+    assert w.stats["errors"] == 1
+    assert store.count() == 2
+    failed = [r for r in caplog.records if r.getMessage() == ("audit committer failed" if pipeline
+                                                              else "audit writer failed")]
+    assert [getattr(r, "error", None) for r in failed] == ["RuntimeError"]
+    assert all("planted-secret-value" not in str(vars(r)) for r in caplog.records)
+    store.close()
