@@ -62,7 +62,7 @@ class AuditStage(BaseStage):
         settings = ctx.config.audit
         base = ctx.config.base_dir
         self.keys = keyring_for(ctx)
-        self.store = store or open_store(resolve_store_url(settings.store, base))
+        self.store = store or open_store(resolve_store_url(settings.store, base), lock_timeout=settings.lock_timeout)
         witness = settings.witness
         if witness is not None and not witness.is_absolute() and base is not None:
             witness = base / witness

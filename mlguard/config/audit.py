@@ -23,3 +23,10 @@ class AuditSettings(BaseModel):
     checkpoint_every: int = Field(1000, gt=0, description="Sign a checkpoint every N records.")
     checkpoint_seconds: float = Field(60.0, gt=0, description="...and every T seconds, even when idle.")
     queue_size: int = Field(10_000, gt=0, description="Bound of the async queue (durability: async).")
+    lock_timeout: float = Field(
+        30.0, gt=0,
+        description="Seconds a batch waits for the store's write lock held by someone else (another process, a "
+                    "SQL session left open) before it fails: the waiting requests then get the policy's "
+                    "failure_mode (fail_closed: 503) instead of waiting for ever. SQLite: the busy timeout; "
+                    "PostgreSQL: lock_timeout on the writer's connection.",
+    )

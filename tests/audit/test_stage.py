@@ -133,6 +133,40 @@ async def test_async_queue_full(tmp_path: Path, mode: str, status: int) -> None:
     stage.store.close()  # type: ignore[attr-defined]
 
 
+@pytest.mark.anyio
+async def test_store_lock_held_elsewhere_answers_503_then_recovers(tmp_path: Path) -> None:
+    """Sync durability, fail_closed: while someone else holds the audit database's write lock, requests are
+    answered 503 (problem+json, no input value) after ``lock_timeout`` instead of waiting for ever; once the lock
+    is released the next request is served and recorded, and the log verifies."""
+    import sqlite3
+
+    guard = Guard(config(tmp_path, lock_timeout=0.3), stages=["audit"])
+    app = GuardMiddleware(model_app, guard=guard)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.post("/predict", json=body())).status_code == 200
+        holder = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            refused = await client.post("/predict", json=body())
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert refused.status_code == 503
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert not any(v in refused.text for v in PLANTED.values())
+        served = await client.post("/predict", json=body())
+        assert served.status_code == 200
+    await guard.aclose()
+    store = open_store(f"sqlite:///{tmp_path / 'audit.db'}", create=False)
+    # the refused exchange's record could not be written (its batch failed); the two served ones are there
+    assert store.get_row(served.headers["mlguard-audit-id"]) is not None
+    assert store.get_row(refused.headers["mlguard-audit-id"]) is None
+    res = verify_log(store.iter_rows(), head=store.head(), checkpoints=store.checkpoints(),
+                     public_keys=store.public_keys())
+    assert res.ok
+    store.close()
+
+
 def test_keyring_created_0600(tmp_path: Path) -> None:
     Guard(config(tmp_path), stages=["audit"])
     assert (tmp_path / "k.keyring").stat().st_mode & 0o077 == 0

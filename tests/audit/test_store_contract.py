@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -422,3 +423,58 @@ def test_signing_failure_does_not_fail_the_batch(store: AuditStore, keyring: Key
     assert w.append_now([rec(3, keyring)]) == [4]
     assert [cp["seq"] for cp in store.checkpoints()] == [4]
     check(store)
+
+
+class _LockHolder:
+    """Holds the store's write lock from outside the store, as another process or an open SQL session would:
+    SQLite's RESERVED lock (BEGIN IMMEDIATE), PostgreSQL's head-row lock (SELECT ... FOR UPDATE)."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            import sqlite3
+
+            self.conn: Any = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+            import psycopg
+
+            parts = urlsplit(url)
+            schema = dict(parse_qsl(parts.query))["schema"]
+            self.conn = psycopg.connect(urlunsplit((*parts[:3], "", "")))
+            self.conn.execute(f"SELECT seq FROM {schema}.head WHERE id = 1 FOR UPDATE")
+
+    def release(self) -> None:
+        self.conn.rollback() if hasattr(self.conn, "broken") else self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+def test_a_write_lock_held_elsewhere_fails_the_batch_after_lock_timeout(store_url: str, keyring: Keyring) -> None:
+    """A lock never released (a SQL session left open) must not leave writes waiting for ever: after
+    ``lock_timeout`` the batch fails with AuditUnavailable, and once the lock is gone the next batch commits and
+    the log verifies. (Run in a thread so that a write that never returns fails the test instead of hanging it.)"""
+    from mlguard.errors import AuditUnavailable
+
+    store = open_store(store_url, lock_timeout=0.3)
+    w = AuditWriter(store, keyring)
+    w.append_now([rec(0, keyring)])  # the head row exists: PostgreSQL's lock is on it
+    holder = _LockHolder(store_url)
+    outcome: list[BaseException | list[int]] = []
+    t = threading.Thread(target=lambda: outcome.append(_try(lambda: w.append_now([rec(1, keyring)]))))
+    t.start()
+    t.join(timeout=30)
+    holder.release()
+    assert not t.is_alive(), "the write still waits for the lock"
+    assert len(outcome) == 1 and isinstance(outcome[0], AuditUnavailable)
+    assert w.append_now([rec(2, keyring)]) == [2]
+    assert store.count() == 2
+    check(store)
+    store.close()
+
+
+def _try(fn: Any) -> Any:
+    try:
+        return fn()
+    except BaseException as exc:
+        return exc

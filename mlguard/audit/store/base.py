@@ -214,18 +214,25 @@ def cp_from_json(text: str) -> dict[str, Any]:
     return doc
 
 
-def open_store(url: str, *, create: bool = True) -> AuditStore:
+LOCK_TIMEOUT = 30.0
+"""Default seconds a write waits for the store's write lock (``audit.lock_timeout``)."""
+
+
+def open_store(url: str, *, create: bool = True, lock_timeout: float = LOCK_TIMEOUT) -> AuditStore:
     """Open ``sqlite:///PATH`` or ``postgresql://...`` (``?schema=NAME`` picks a PostgreSQL schema).
 
     ``create=False`` (readers: verify, export, the CLI) refuses a log that does not exist instead of creating an
     empty one: verifying a mistyped path or schema must fail, not report an intact empty log.
+    ``lock_timeout``: seconds a write transaction waits for the write lock that another process (or a person in
+    a SQL shell) holds before it fails with AuditUnavailable; without a bound, a lock never released would
+    leave every sync request waiting for ever.
     """
     if url.startswith("sqlite:///"):
         from mlguard.audit.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url, create=create)
+        return SQLiteStore(url, create=create, lock_timeout=lock_timeout)
     if url.startswith(("postgresql://", "postgres://")):
         from mlguard.audit.store.postgres import PostgresStore
 
-        return PostgresStore(url, create=create)
+        return PostgresStore(url, create=create, lock_timeout=lock_timeout)
     raise ConfigError("audit store URL must start with sqlite:/// or postgresql://", field="audit.store")

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mlguard.audit.chain import GENESIS
 from mlguard.audit.store.base import (
+    LOCK_TIMEOUT,
     AuditStore,
     ChainRow,
     DataKeyRow,
@@ -120,8 +121,9 @@ class _Tx(WriteTx):
 
 
 class PostgresStore(AuditStore):
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.url = url
+        self.lock_timeout = lock_timeout
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         schema = query.pop("schema", "mlguard")
@@ -157,6 +159,11 @@ class PostgresStore(AuditStore):
         try:
             conn = self._pg.connect(self.dsn, autocommit=autocommit, connect_timeout=5)
             conn.execute("SET synchronous_commit = on")
+            if not autocommit:
+                # The writer waits at most this long for the head row's lock (another process's batch takes
+                # milliseconds; a session left open in a SQL shell, for ever): then the batch fails with
+                # AuditUnavailable and the policy's failure_mode answers, instead of every request hanging.
+                conn.execute(f"SET lock_timeout = {max(1, round(self.lock_timeout * 1000))}")
             if not autocommit:
                 conn.commit()
         except self._pg.Error as exc:

@@ -31,6 +31,7 @@ from typing import Any
 
 from mlguard.audit.chain import GENESIS
 from mlguard.audit.store.base import (
+    LOCK_TIMEOUT,
     AuditStore,
     ChainRow,
     DataKeyRow,
@@ -189,9 +190,10 @@ class _WalCheckpointer:
 
 
 class SQLiteStore(AuditStore):
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.url = url
         self.path = Path(url[len("sqlite:///"):])
+        self.lock_timeout = lock_timeout  # SQLite's busy timeout: how long BEGIN IMMEDIATE waits for the lock
         self._wlock = threading.Lock()
         self._local = threading.local()
         fresh = not self.path.exists()
@@ -209,7 +211,8 @@ class SQLiteStore(AuditStore):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self.lock_timeout)
             # 16 KiB pages for a new file (an existing one keeps its size: SQLite ignores this then). A sealed
             # exchange record is about 1.5 KB: a 4 KiB page holds two (2.2 KB of file per record), a 16 KiB page
             # ten; a third less to write to the WAL, fsync and checkpoint per record.
