@@ -16,6 +16,7 @@ from typing import Any, Literal
 from mlguard.audit import parallel
 from mlguard.audit.reader import FIELDS, AuditReader
 from mlguard.audit.store.base import open_store
+from mlguard.files import open_private
 from mlguard.keys import KeyProvider
 
 Format = Literal["jsonl", "csv", "parquet"]
@@ -81,7 +82,7 @@ def _write_texts(texts: Iterator[tuple[int, str]], out: Path, progress: Callable
     """Write windows of JSON lines (``_window_text``) in order; returns how many records."""
     n = 0
     tick = _batched(progress)
-    with out.open("w", encoding="utf-8") as fh:
+    with open_private(out, "w", encoding="utf-8") as fh:
         for count, text in texts:
             fh.write(text)
             n += count
@@ -103,7 +104,7 @@ def _write_rows(rows: Iterator[dict[str, Any]], out: Path, fmt: Format,
     tick = _batched(progress)
     if fmt == "csv":
         n = 0
-        with out.open("w", encoding="utf-8", newline="") as fh:
+        with open_private(out, "w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             w.writeheader()
             for row in rows:
@@ -141,7 +142,7 @@ def _parquet(rows: Iterator[dict[str, Any]], out: Path, tick: _batched) -> int:
     types = {"seq": pa.int64(), "status": pa.int64(), "latency_ms": pa.float64(), "shredded": pa.bool_()}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
     n = 0
-    with pq.ParquetWriter(out, schema) as writer:
+    with open_private(out, "wb") as sink, pq.ParquetWriter(sink, schema) as writer:
         buf: list[dict[str, Any]] = []
         for row in rows:
             if row["status"] is not None and not isinstance(row["status"], int):

@@ -265,6 +265,28 @@ def test_empty_log_verifies_and_exports_nothing(store_url: str, keyring: Keyring
         assert out.exists()
 
 
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_export_files_are_readable_by_their_owner_only(tmp_path: Path, keyring: Keyring, fmt: str) -> None:
+    """A decrypted export holds protected attributes in clear: it is created 0600 whatever the umask, and an
+    existing file written over is narrowed to 0600 too; the content is the export's."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    store = open_store(url)
+    _fill(store, keyring)
+    store.close()
+    new, old = tmp_path / f"new.{fmt}", tmp_path / f"old.{fmt}"
+    old.write_bytes(b"stale")
+    old.chmod(0o644)
+    mask = os.umask(0o022)
+    try:
+        for out in (new, old):
+            assert export_store(url, keyring, out, fmt, jobs=1) == N  # type: ignore[arg-type]
+            assert out.stat().st_mode & 0o777 == 0o600, out.name
+    finally:
+        os.umask(mask)
+    assert old.read_bytes() == new.read_bytes()
+
+
 _PARENT = os.getpid()
 
 
