@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlguard.config import RouteConfig
+from mlguard.errors import ConfigError
 from mlguard.jsonpath import JSONPath, compile_path
+from mlguard.policy.model import KNOWN_ENTITIES
 
 if TYPE_CHECKING:
     from mlguard.policy import EffectivePolicy
 
 _PARAM = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+PII_KEYWORDS = ("scan", "keep")
+"""The route ``pii`` values that are not entities (``mlguard.pii.redactor.SCAN`` and ``KEEP``)."""
+
+_ENTITY_ALIASES = {
+    "NAME": "PERSON", "FULL_NAME": "PERSON", "FIRST_NAME": "PERSON", "LAST_NAME": "PERSON", "SSN": "US_SSN",
+    "EMAIL": "EMAIL_ADDRESS", "PHONE": "PHONE_NUMBER", "ADDRESS": "STREET_ADDRESS", "DOB": "DATE_OF_BIRTH",
+    "BIRTH_DATE": "DATE_OF_BIRTH", "BIRTHDATE": "DATE_OF_BIRTH", "ZIP": "ZIP_CODE", "POSTCODE": "ZIP_CODE",
+    "POSTAL_CODE": "ZIP_CODE", "IP": "IP_ADDRESS", "IBAN": "IBAN_CODE", "CARD": "CREDIT_CARD",
+    "CARD_NUMBER": "CREDIT_CARD", "MRN": "MEDICAL_RECORD_NUMBER", "VIN": "VEHICLE_ID", "PASSPORT": "US_PASSPORT",
+    "DRIVER_LICENSE": "US_DRIVER_LICENSE",
+}
+"""Names people write for a known entity, only to suggest the right one in the error."""
 
 
 @dataclass(slots=True)
@@ -37,9 +54,15 @@ class CompiledRoute:
         return self.config.path
 
 
-def compile_route(index: int, route: RouteConfig, policy: EffectivePolicy) -> CompiledRoute:
-    """Compile one route; JSONPath errors name the route's field."""
+def compile_route(index: int, route: RouteConfig, policy: EffectivePolicy, *,
+                  custom_entities: Iterable[str] = ()) -> CompiledRoute:
+    """Compile one route; JSONPath errors and unknown PII entities name the route's field.
+
+    ``custom_entities``: the entities of the deployment's own recognizers (``pii_engine.custom_recognizers``);
+    the policy's entities and custom recognizers are known from ``policy``.
+    """
     where = f"routes.{index}"
+    check_pii_entities(index, route, known_entities(policy, custom_entities))
     regex = "^" + _PARAM.sub(r"(?P<\1>[^/]+)", re.escape(route.path).replace(r"\{", "{").replace(r"\}", "}"))
     model = route.model
     return CompiledRoute(
@@ -57,6 +80,44 @@ def compile_route(index: int, route: RouteConfig, policy: EffectivePolicy) -> Co
         features=(compile_path(model.features, field=f"{where}.model.features")
                   if model and model.features else None),
     )
+
+
+def known_entities(policy: EffectivePolicy, custom_entities: Iterable[str] = ()) -> frozenset[str]:
+    """The entity names a route's ``pii`` map may give a field: those the PII stage knows (``KNOWN_ENTITIES``:
+    presidio's and mlguard's recognizers), those the policy has a rule for, and those of custom recognizers
+    (the policy's and the deployment's). Read from data only: no PII engine is built."""
+    return frozenset({*KNOWN_ENTITIES, *policy.pii.entities, *(r.entity for r in policy.pii.custom_recognizers),
+                      *custom_entities})
+
+
+def check_pii_entities(index: int, route: RouteConfig, known: frozenset[str]) -> None:
+    """Refuse a route ``pii`` value that is neither ``scan``, ``keep`` nor a known entity.
+
+    Why: a declared field is replaced by its entity's operator with no detection, so a misspelt entity (``NAME``)
+    would silently get the policy's default operator instead of the one the policy sets for ``PERSON``.
+    """
+    for path, value in route.pii.items():
+        if value in PII_KEYWORDS or value in known:
+            continue
+        hint = _suggest(value, known)
+        raise ConfigError(
+            f"unknown PII entity {value!r}{f' (did you mean {hint}?)' if hint else ''}; give `scan`, `keep` or one "
+            f"of {', '.join(sorted(known))}; an entity of your own needs a recognizer under "
+            "pii_engine.custom_recognizers",
+            field=f"routes.{index}.pii.{path}")
+
+
+def _suggest(value: str, known: frozenset[str]) -> str | None:
+    upper = re.sub(r"[\s\-]+", "_", value.strip()).upper()
+    if value.lower() in PII_KEYWORDS:
+        return value.lower()
+    if upper in known:
+        return upper
+    alias = _ENTITY_ALIASES.get(upper)
+    if alias is not None and alias in known:
+        return alias
+    close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class RouteTable:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,85 @@ from mlguard.stage import STAGE_ORDER, BuildContext, Stage
 log = logging.getLogger("mlguard.runtime")
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedConfig:
+    """A configuration that passed :func:`check_config`: its composed policies and compiled routes."""
+
+    config: GuardConfig
+    policy: EffectivePolicy
+    retention_max: str | None
+    routes: list[CompiledRoute]
+
+
+def check_config(config: GuardConfig, *, file: str | Path | None = None, files: bool = False) -> CheckedConfig:
+    """Every check of a configuration that needs no engine: the one validation of ``Guard`` and of
+    ``mlguard config check`` (and ``mlguard serve`` before any worker starts), so that what the check accepts
+    starts, and what does not start the check refuses.
+
+    Composes the policies (the global list and each route's own), checks the deployment's ``retention.max``
+    against every one of them (required by gdpr; never below a legal minimum) and compiles the routes (paths,
+    JSONPaths, PII entities). With ``files``, also what the start-up would read from disk later: each model
+    binding's ``module:attr`` (found, not imported: :func:`mlguard.explain.binding.check_binding`) and background
+    CSV. Builds no engine, opens no store, creates no file. A ConfigError names ``file`` when it names no other.
+    """
+    try:
+        base_dir = config.base_dir
+        policy = _compose(config.policies, base_dir, field="policies")
+        retention_max = policy.check_retention_max(config.retention.max)
+        custom = [str(spec.get("entity", "")) for spec in config.pii_engine.custom_recognizers
+                  if isinstance(spec, Mapping)]
+        routes: list[CompiledRoute] = []
+        for i, route in enumerate(config.routes):
+            route_policy = policy
+            if route.policies is not None:
+                route_policy = _compose(route.policies, base_dir, field=f"routes.{i}.policies")
+                route_policy.check_retention_max(config.retention.max)  # its records share the one trail
+            routes.append(compile_route(i, route, route_policy, custom_entities=custom))
+            if files and route.model is not None:
+                from mlguard.explain.binding import check_binding
+
+                check_binding(i, route.model, base_dir=base_dir)
+    except ConfigError as exc:
+        raise located(exc, file) from None
+    return CheckedConfig(config, policy, retention_max, routes)
+
+
+def _compose(names: list[str], base_dir: Path | None, *, field: str) -> EffectivePolicy:
+    try:
+        return resolve_policies(names, base_dir=base_dir)
+    except ConfigError as exc:
+        if exc.file is None and exc.field is None:  # an unknown name: say which list holds it
+            raise type(exc)(str(exc), field=field) from None
+        raise
+
+
+def located(exc: ConfigError, file: str | Path | None) -> ConfigError:
+    """``exc`` naming ``file`` (the deployment config) when it names no file of its own (a policy file's
+    error keeps that file), so every configuration error reads ``FILE:FIELD: message``."""
+    if file is None or exc.file is not None:
+        return exc
+    text = str(exc)
+    prefix = f"{exc.field}: " if exc.field else ""
+    message = text[len(prefix):] if prefix and text.startswith(prefix) else text
+    try:
+        out = type(exc)(message, file=str(file), field=exc.field)
+    except TypeError:  # a subclass with another signature
+        out = ConfigError(message, file=str(file), field=exc.field)
+    return out.with_traceback(exc.__traceback__)
+
+
 class Guard:
     """The built guard: config, composed policies, compiled routes and the ordered stages."""
 
     def __init__(self, config: str | Path | GuardConfig | dict[str, Any], *,
                  stages: list[str] | None = None, shared: dict[str, Any] | None = None) -> None:
+        file = config if isinstance(config, str | Path) else None
         self.config = load_config(config)
         logging.getLogger("mlguard").setLevel(self.config.log_level)
-        base_dir = self.config.base_dir
-        self.policy: EffectivePolicy = resolve_policies(self.config.policies, base_dir=base_dir)
-        self.retention_max = self.policy.retention_max_for(self.config.retention.max)
-        routes: list[CompiledRoute] = []
-        for i, route in enumerate(self.config.routes):
-            policy = (resolve_policies(route.policies, base_dir=base_dir)
-                      if route.policies is not None else self.policy)
-            routes.append(compile_route(i, route, policy))
+        checked = check_config(self.config, file=file)
+        self.policy: EffectivePolicy = checked.policy
+        self.retention_max = checked.retention_max
+        routes = checked.routes
         self.table = RouteTable(routes)
         mask_route_paths((r.path, r.pattern) for r in routes)  # a path parameter is an input: never logged
         self.oversight = Oversight(routes)
@@ -48,7 +114,10 @@ class Guard:
         self.stages: list[Stage] = []
         self.unavailable: dict[str, str] = {}
         for name in stages if stages is not None else STAGE_ORDER:
-            stage = _build_stage(name, ctx, self.unavailable)
+            try:
+                stage = _build_stage(name, ctx, self.unavailable)
+            except ConfigError as exc:  # e.g. routes.0.model.feature_order, found only with the model loaded
+                raise located(exc, file) from None
             if stage is not None:
                 self.stages.append(stage)
         store = ctx.shared.get("audit_store")

@@ -14,24 +14,22 @@ def config() -> None:
     """Group of configuration commands."""
 
 
-@config.command("check", help="Validate FILE and compose its policies; exit 1 naming file and field on error.")
+@config.command("check", help="Validate FILE as `mlguard serve` will (policies, retention, routes, PII entities, "
+                              "model modules, background files) without building any engine or creating any file; "
+                              "exit 1 naming file and field on error.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def check(ctx: click.Context, file: Path) -> None:
     from mlguard.config import load_config
     from mlguard.errors import ConfigError
-    from mlguard.policy import resolve_policies
-    from mlguard.routes import compile_route
+    from mlguard.runtime import check_config
 
     try:
-        cfg = load_config(file)
-        policy = resolve_policies(cfg.policies, base_dir=cfg.base_dir)
-        for i, route in enumerate(cfg.routes):
-            compile_route(i, route, policy)
+        checked = check_config(load_config(file), file=file, files=True)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(1)
-    click.echo(f"{file}: ok ({len(cfg.routes)} routes; policies {', '.join(policy.ids)})")
+    click.echo(f"{file}: ok ({len(checked.routes)} routes; policies {', '.join(checked.policy.ids)})")
 
 
 @config.command("reference", help="Print every configuration key with its type, default and meaning (Markdown).")

@@ -12,7 +12,10 @@ import click
 from mlguard.cli._root import cli
 
 
-@cli.command(help="Serve MODULE:APP wrapped by the guard described in CONFIG (mlguard.yaml), under uvicorn.")
+@cli.command(help="Serve MODULE:APP wrapped by the guard described in CONFIG (mlguard.yaml), under uvicorn.\n\n"
+                  "Exit codes: 2 a configuration error (CONFIG is checked as by `mlguard config check` before any "
+                  "worker starts; the message names file and field); 3 the server could not start (uvicorn's "
+                  "start-up failure, e.g. the port is in use).")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("app")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
@@ -36,13 +39,16 @@ def serve(config: Path, app: str, host: str, port: int, workers: int, log_level:
     from mlguard.config import load_config
     from mlguard.logs import LogFormat, configure_logging, uvicorn_log_config
     from mlguard.metrics_spool import ENV_DIR
+    from mlguard.runtime import check_config
     from mlguard.serving import ENV_APP, ENV_CONFIG, import_app
 
     fmt: LogFormat = "json" if log_format == "json" else "text"
     # what is logged before uvicorn takes over (config load, app import); replaces the CLI's text handler
     configure_logging(fmt, "WARNING", logger="mlguard")
 
-    cfg = load_config(config)  # fail fast, with file and field, before any worker starts
+    # Fail fast, with file and field, before any worker starts (exit 2): the checks of `mlguard config check`.
+    # A worker that fails to build its guard is not stopped by uvicorn, which starts it again and again.
+    cfg = check_config(load_config(config), file=config, files=True).config
     import_app(app)
     os.environ[ENV_CONFIG] = str(config.resolve())
     os.environ[ENV_APP] = app

@@ -10,15 +10,20 @@ Nothing here puts an input value in a message: skip reasons and errors name feat
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import json
 import logging
 import math
+import os
 import pickle
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -284,7 +289,7 @@ def load_background(cfg: ModelBinding, order: list[str], *, base_dir: Path | Non
     if cfg.background is None and cfg.background_rows is None:
         return Background(None, None, None)
     if cfg.background is not None:
-        path = cfg.background if cfg.background.is_absolute() or base_dir is None else base_dir / cfg.background
+        path = background_path(cfg.background, base_dir)
         try:
             blob = path.read_bytes()
         except OSError as exc:
@@ -314,6 +319,142 @@ def load_background(cfg: ModelBinding, order: list[str], *, base_dir: Path | Non
     if not np.all(np.isfinite(data)):
         raise ConfigError("background holds non-finite values", field=field)
     return Background(sample_rows(data, cfg.background_size), sha, source, data.shape[0], data)
+
+
+def background_path(background: Path, base_dir: Path | None) -> Path:
+    """Where a configured background CSV is read from: relative paths resolve against ``base_dir``."""
+    return background if background.is_absolute() or base_dir is None else base_dir / background
+
+
+# ---------------------------------------------------------------------- checking without building
+
+
+def check_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> None:
+    """What ``mlguard config check`` can tell of a model binding without importing the model or reading data.
+
+    The ``module:attr`` of ``object`` is looked up, not imported: the module file is found on ``sys.path`` and
+    the current directory (where ``mlguard serve`` imports from), without running any package's ``__init__``
+    unless the module cannot be found otherwise, and ``attr`` is looked for among the names the module's
+    source binds at top level (a module already imported is asked directly). The background CSV must exist.
+    Raises ConfigError naming the field, with the messages :func:`build_binding` would give at start-up.
+    """
+    where = f"routes.{index}.model"
+    if cfg.object is None:
+        return
+    if cfg.features is None:
+        raise ConfigError("a model object needs `features` (JSONPath to the feature object)",
+                          field=f"{where}.features")
+    if isinstance(cfg.object, str):
+        _check_model_spec(cfg.object, field=f"{where}.object")
+    if cfg.background is not None and cfg.background_rows is not None:
+        raise ConfigError("give background or background_rows, not both", field=f"{where}.background")
+    if cfg.background is not None:
+        path = background_path(cfg.background, base_dir)
+        if not path.is_file():
+            raise ConfigError(f"background file {str(path)!r} does not exist", field=f"{where}.background")
+
+
+def _check_model_spec(spec: str, *, field: str) -> None:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"expected 'module:attr', got {spec!r}", field=field)
+    first = attr.split(".")[0]
+    module = sys.modules.get(module_name)
+    if module is not None:  # already imported (in this process): ask it
+        known = hasattr(module, first)
+    else:
+        found = find_module_spec(module_name)
+        if found is None:
+            raise ConfigError(f"cannot find module {module_name!r} (looked on sys.path and in the current "
+                              "directory)", field=field)
+        known = _binds_at_top_level(found, first)
+    if not known:
+        raise ConfigError(f"{module_name!r} has no attribute {attr!r}", field=field)
+
+
+def find_module_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """The spec of module ``name`` as ``mlguard serve`` would import it (the current directory importable).
+
+    Packages on the way are searched through their ``__path__`` without being imported; only when that finds
+    nothing (a package that extends its ``__path__`` when imported) is :func:`importlib.util.find_spec` asked,
+    which imports the parent packages (never writing bytecode)."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)  # as `mlguard serve` does (mlguard.serving.import_app)
+    try:
+        parts = name.split(".")
+        try:
+            spec = importlib.util.find_spec(parts[0])
+        except (ImportError, ValueError):
+            return None
+        for i in range(1, len(parts)):
+            if spec is None or not spec.submodule_search_locations:
+                spec = None
+                break
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:i + 1]),
+                                                            list(spec.submodule_search_locations))
+        if spec is None and len(parts) > 1:
+            dont_write = sys.dont_write_bytecode
+            sys.dont_write_bytecode = True
+            try:
+                spec = importlib.util.find_spec(name)
+            except Exception:  # a parent package that fails to import: the module cannot be imported either
+                spec = None
+            finally:
+                sys.dont_write_bytecode = dont_write
+        return spec
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+_DYNAMIC = ("__getattr__", "globals()", "setattr(", "exec(", "vars()", "sys.modules", "import *", ":=")
+"""Ways a module may bind a name that a reading of its top-level statements does not see."""
+
+
+def _binds_at_top_level(spec: importlib.machinery.ModuleSpec, name: str) -> bool:
+    """Whether the module's source binds ``name`` at top level (or may, in ways a reading cannot tell)."""
+    origin = spec.origin
+    if not spec.has_location or origin is None or not origin.endswith(".py"):
+        return True  # an extension or namespace module: only importing it would tell
+    try:
+        source = Path(origin).read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=origin)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return True  # the import at start-up reports it
+    if name in _top_level_names(tree.body) or any(d in source for d in _DYNAMIC):
+        return True
+    if spec.submodule_search_locations:  # pkg:submodule
+        return importlib.machinery.PathFinder.find_spec(f"{spec.name}.{name}",
+                                                        list(spec.submodule_search_locations)) is not None
+    return False
+
+
+_BLOCKS = (ast.If, ast.Try, ast.TryStar, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith)
+
+
+def _top_level_names(body: list[ast.stmt]) -> set[str]:
+    """Names the statements of a module's top level bind, inside if/try/for/while/with blocks too."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.For | ast.AsyncFor | ast.With
+                        | ast.AsyncWith):
+            targets: list[ast.AST] = (list(node.targets) if isinstance(node, ast.Assign)
+                                      else [i.optional_vars for i in node.items if i.optional_vars is not None]
+                                      if isinstance(node, ast.With | ast.AsyncWith) else [node.target])
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        if isinstance(node, _BLOCKS):
+            for block in ("body", "orelse", "finalbody"):
+                names |= _top_level_names(getattr(node, block, []))
+            for handler in getattr(node, "handlers", []):
+                names |= _top_level_names(handler.body)
+    return names
 
 
 def sample_rows(data: FloatArray, size: int) -> FloatArray:

@@ -242,3 +242,25 @@ class EffectivePolicy(_Strict):
         if floor is not None and parse_duration(chosen).sort_key < parse_duration(floor).sort_key:
             return floor
         return chosen
+
+    def check_retention_max(self, configured: str | None) -> str | None:
+        """:meth:`retention_max_for`, refusing a configured maximum below a policy's legal minimum.
+
+        Why an error rather than the floor: two *policies* whose maximum and minimum cross are resolved to the
+        floor at composition (GDPR Art 17(3)(b), reported as a conflict), but a deployment that writes a maximum
+        shorter than a minimum it is bound by has misread its obligations, and keeping its records longer than
+        it said without a word is not what it asked for. The start-up (and ``mlguard config check``) refuses,
+        naming the policy, as ``mlguard audit purge`` does inside a legal minimum. Raises PolicyError
+        (field ``retention.max``) for this and for everything :meth:`retention_max_for` refuses.
+        """
+        from mlguard.errors import PolicyError
+
+        chosen = self.retention_max_for(configured)
+        floor = self.retention.min
+        if configured is not None and floor is not None \
+                and parse_duration(configured).sort_key < parse_duration(floor).sort_key:
+            holder = ", ".join(self.retention.min_from or self.origin("retention.min")) or "a policy"
+            raise PolicyError(f"{configured} is shorter than the legal minimum retention: records must be kept "
+                              f"under {holder} (retention.min {floor}); set retention.max to {floor} or longer",
+                              field="retention.max")
+        return chosen

@@ -68,15 +68,16 @@ than a pseudonym; ``keep`` is no protection at all.
 """
 
 KNOWN_ENTITIES: frozenset[str] = frozenset({
-    # presidio-analyzer's own
+    # presidio-analyzer's own (its English recognizers; a test compares them with the installed presidio's)
     "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
     "US_DRIVER_LICENSE", "US_PASSPORT", "US_BANK_NUMBER", "DATE_TIME", "LOCATION", "URL", "NRP",
-    "MEDICAL_LICENSE",
+    "MEDICAL_LICENSE", "US_ITIN", "CRYPTO", "ORGANIZATION", "MAC_ADDRESS", "UUID", "UK_NHS",
     # mlguard's recognizers (issue 3)
     "STREET_ADDRESS", "ZIP_CODE", "DATE_OF_BIRTH", "MEDICAL_RECORD_NUMBER", "HEALTH_PLAN_NUMBER",
     "ACCOUNT_NUMBER", "VEHICLE_ID", "DEVICE_ID", "AGE",
 })
-"""Entity names the PII stage knows. Policies may name others only with a custom recognizer for them."""
+"""Entity names the PII stage knows, as data so that checks need no engine (presidio imports spaCy). Policies and
+routes' ``pii`` maps may name others only with a custom recognizer for them (``mlguard.routes.known_entities``)."""
 
 _ENTITY_RE = r"^[A-Z][A-Z0-9_]*$"
 _ID_RE = r"^[a-z0-9][a-z0-9_.-]*$"

@@ -96,6 +96,8 @@ def test_gdpr_requires_a_configured_retention_maximum(tmp_path: Path) -> None:
 
     with pytest.raises(PolicyError, match=r"retention\.max"):
         Guard({"policies": ["gdpr"], "audit": {"enabled": False}}, stages=[])
-    guard = Guard({"policies": ["gdpr", "ecoa"], "retention": {"max": "P1Y"}, "audit": {"enabled": False}},
+    with pytest.raises(PolicyError, match=r"under ecoa \(retention\.min P25M\)"):  # never below ecoa's floor
+        Guard({"policies": ["gdpr", "ecoa"], "retention": {"max": "P1Y"}, "audit": {"enabled": False}}, stages=[])
+    guard = Guard({"policies": ["gdpr", "ecoa"], "retention": {"max": "P25M"}, "audit": {"enabled": False}},
                   stages=[])
-    assert guard.retention_max == "P25M"  # never below ecoa's legal floor
+    assert guard.retention_max == "P25M"

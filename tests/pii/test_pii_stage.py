@@ -110,7 +110,8 @@ async def test_app_sees_redacted_document_and_protected_travel_beside(tmp_path: 
 async def test_planted_values_never_in_logs_responses_or_files(tmp_path: Path, recording_app: RecordingApp,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    mw, _ = build(make_config(tmp_path, ["hipaa"]), recording_app)  # hipaa: token vault on disk
+    cfg = {**make_config(tmp_path, ["hipaa"]), "retention": {"max": "P6Y"}}  # hipaa's floor is six years
+    mw, _ = build(cfg, recording_app)  # hipaa: token vault on disk
     async with client(mw) as c:
         r = await c.post("/predict", json=REQUEST)
     assert r.status_code == 200
