@@ -27,7 +27,8 @@ class FairnessSettings(BaseModel):
         default_factory=dict,
         description="Allowed values per protected attribute, e.g. {sex: [Female, Male]}; any other value counts as "
                     "`other`, so free text sent in a protected field never becomes a group name in reports, "
-                    "metrics or the shared store. Attributes not listed keep their first max_categories values.",
+                    "metrics or the shared store. Values of attributes not listed are shown by keyed digests "
+                    "(`sex=~3f09c1a2d4`), never in clear.",
     )
     webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST, in seconds.")
     webhook_retries: int = Field(3, ge=0, le=10, description="Webhook retries after a failed POST (backoff).")

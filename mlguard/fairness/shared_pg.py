@@ -99,7 +99,7 @@ class SharedWindow:
     def __init__(self, url: str, *, route: str, attributes: Sequence[str], size: int, secret: bytes,
                  seconds: float | None = None, bucket_seconds: int = 60, intersectional: bool = True,
                  max_categories: int = 50, categories: Mapping[str, Collection[str]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 label_key: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -116,7 +116,7 @@ class SharedWindow:
         self.clock = clock
         # Category mapping only (unknown/other, the max_categories bound); its counts are not used.
         self._keys = FairnessWindow(attributes, size=1, intersectional=intersectional,
-                                    max_categories=max_categories, categories=categories)
+                                    max_categories=max_categories, categories=categories, label_key=label_key)
         self.dimensions = self._keys.dimensions
         self._lock = threading.Lock()
         self._oldest_needed: int | None = None

@@ -130,6 +130,7 @@ class FairnessStage(BaseStage):
         attributes = sorted(route.protected)
         policy_fairness = getattr(route.policy, "fairness", None)
         intersectional = s.intersectional or bool(getattr(policy_fairness, "intersectional", False))
+        label_key = self._label_key(attributes)
         if s.shared_store:
             from mlguard.fairness.shared_pg import SharedWindow
             from mlguard.keys import keyring_for
@@ -139,10 +140,22 @@ class FairnessStage(BaseStage):
                                 secret=secret,
                                 seconds=s.window_seconds, bucket_seconds=s.bucket_seconds,
                                 intersectional=intersectional, max_categories=s.max_categories,
-                                categories=s.categories)
+                                categories=s.categories, label_key=label_key)
         return FairnessWindow(attributes, size=s.window_size, seconds=s.window_seconds,
                               intersectional=intersectional, max_categories=s.max_categories,
-                              categories=s.categories)
+                              categories=s.categories, label_key=label_key)
+
+    def _label_key(self, attributes: list[str]) -> bytes | None:
+        """The key that names values of attributes without declared categories (window.py: Names); None when
+        every attribute is declared. From the keyring, so every worker and every restart names a value alike."""
+        undeclared = [a for a in attributes if a not in self.settings.categories]
+        if not undeclared:
+            return None
+        from mlguard.keys import keyring_for
+
+        log.warning("fairness: groups of %s are shown by keyed digests (~...), not by value: list the values "
+                    "under fairness.categories to see them by name", ", ".join(undeclared))
+        return keyring_for(self.ctx).secret("fairness.labels")
 
     # ------------------------------------------------------------------ per decision
 

@@ -10,10 +10,19 @@ Groups: one per value of each protected attribute ("sex=Female") and, when inter
 ("sex=Female|race=Black"). A value that is missing or of an unexpected type counts as "unknown" (LL144 asks for
 the size of the unknown category); a value beyond ``max_categories`` distinct ones per attribute counts as
 "other", so hostile input cannot grow memory without bound. Nothing here logs or raises with a value.
+
+Names: group names are shown in clear in metrics labels, the admin endpoint, reports and alerts, so a value
+only becomes a name when the deployment declared it (``categories``). With a ``label_key`` (the stage always
+passes one), a value of an attribute without declared categories is named by a keyed digest instead
+("sex=~3f09c1a2d4"): groups stay apart and stable across workers and restarts, and free text a client puts in a
+protected field (a name, an email address) never appears in clear. Without a key (unit use), values are kept as
+they come.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -92,6 +101,12 @@ class GroupSnapshot:
     scored: int = 0  # decisions of the group that carried a score
 
 
+def digest_label(key: bytes, attribute: str, value: str) -> str:
+    """The name a value of an undeclared attribute is shown by: a keyed digest, never the value."""
+    mac = hmac.new(key, attribute.encode() + b"\0" + value.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return "~" + mac.hexdigest()[:10]
+
+
 def dimensions_for(attributes: Sequence[str], intersectional: bool) -> list[str]:
     """The dimensions metrics are computed over: each attribute, then their intersection (when > 1)."""
     dims = list(attributes)
@@ -118,6 +133,9 @@ class FairnessWindow:
     categories : mapping of str to collection of str, optional
         Allowed values per attribute: any other value counts as "other" (a closed list keeps free text sent in a
         protected field out of group names, which reports and metrics show in clear).
+    label_key : bytes, optional
+        Name the values of attributes without ``categories`` by a keyed digest ("~" and 10 hex digits) instead
+        of the value itself (see the module docstring).
 
     Examples
     --------
@@ -130,9 +148,10 @@ class FairnessWindow:
 
     def __init__(self, attributes: Sequence[str], *, size: int, seconds: float | None = None,
                  intersectional: bool = True, max_categories: int = 50,
-                 categories: Mapping[str, Collection[str]] | None = None,
+                 categories: Mapping[str, Collection[str]] | None = None, label_key: bytes | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.attributes = tuple(attributes)
+        self.label_key = label_key
         self.allowed = {a: frozenset(v) for a, v in (categories or {}).items()}
         self.size = size
         self.seconds = seconds
@@ -166,6 +185,8 @@ class FairnessWindow:
             return OTHER  # not remembered: hostile values must not grow the map
         elif len(known) >= self.max_categories:
             return OTHER
+        elif allowed is None and self.label_key is not None:
+            cat = digest_label(self.label_key, attribute, text)
         else:
             cat = text
         known[value] = cat
@@ -293,4 +314,5 @@ def _median(values: list[float]) -> float:
     return (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
-__all__ = ["OTHER", "UNKNOWN", "FairnessWindow", "GroupCounts", "GroupSnapshot", "Slot", "dimensions_for"]
+__all__ = ["OTHER", "UNKNOWN", "FairnessWindow", "GroupCounts", "GroupSnapshot", "Slot", "digest_label",
+           "dimensions_for"]

@@ -54,6 +54,10 @@ fairness:
 """
 
 
+CATEGORIES = {"sex": ["Female", "Male"], "race": ["Black", "White"]}
+"""The values the tests send, declared (undeclared attributes are shown by digests: test_stage.py)."""
+
+
 def make_config(tmp_path: Any, action: str = "annotate", **fairness: Any) -> dict[str, Any]:
     """A guard config with one screening route under a test policy extending nyc_ll144."""
     policy = tmp_path / f"fair_{action}.yaml"
@@ -61,7 +65,7 @@ def make_config(tmp_path: Any, action: str = "annotate", **fairness: Any) -> dic
     return {
         "policies": [str(policy)],
         "admin": {"token_env": "MLGUARD_TEST_FAIRNESS_TOKEN"},
-        "fairness": {"window_size": 1000, "evaluate_every": 1, **fairness},
+        "fairness": {"window_size": 1000, "evaluate_every": 1, "categories": CATEGORIES, **fairness},
         "routes": [{
             "path": "/screen", "subject": "$.candidate.id",
             "protected": {"sex": "$.candidate.sex", "race": "$.candidate.race"},

@@ -222,3 +222,33 @@ async def test_categories_keep_free_text_out_of_reports_and_metrics(tmp_path: An
         metrics = (await c.get("/mlguard/metrics", headers=auth)).text
     assert "912-45-6789" not in report and "912-45-6789" not in metrics
     assert "sex=other" in report
+
+
+@pytest.mark.anyio
+async def test_undeclared_attributes_are_named_by_keyed_digests(tmp_path: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """No categories declared: free text sent in a protected field (a name, an email address) must not become a
+    group name in clear in the admin endpoint or the metrics; groups are named by keyed digests, the same value
+    always by the same one, also after a restart (the keyring's key)."""
+    monkeypatch.setenv("MLGUARD_TEST_FAIRNESS_TOKEN", "t0k")
+    planted = "Zebulon Quixotic planted.person@example.com"
+    config = {**make_config(tmp_path, categories={}), "base_dir": str(tmp_path)}  # the keyring goes there
+    guard, mw, _ = build(config)
+    auth = {"authorization": "Bearer t0k"}
+    async with client(mw) as c:
+        for sex in (planted, planted, "Female"):
+            r = await c.post("/screen", json={"candidate": {"id": "c1", "sex": sex, "race": "Black"}, "x": 1})
+            assert r.status_code == 200
+        report = (await c.get("/mlguard/fairness", headers=auth)).text
+        metrics = (await c.get("/mlguard/metrics", headers=auth)).text
+    counts = {g.key: g.n for g in guard.stages[0].routes[0].window.snapshot()}  # type: ignore[attr-defined]
+    sexes = sorted((k, n) for k, n in counts.items() if k.startswith("sex="))
+    assert sorted(n for _, n in sexes) == [1, 2] and all(k.startswith("sex=~") and len(k) == 15 for k, _ in sexes)
+    for text in (report, metrics, str(counts)):
+        assert "Zebulon" not in text and "planted.person" not in text and "Female" not in text
+        assert "Black" not in text  # race is undeclared too
+    assert "sex=~" in report and "sex=~" in metrics
+    again, _, _ = build(config)  # a restart: same keyring, same names
+    assert again.stages[0].routes[0].window.group_keys({"sex": planted, "race": "Black"}) == \
+        guard.stages[0].routes[0].window.group_keys({"sex": planted, "race": "Black"})  # type: ignore[attr-defined]
+    assert (tmp_path / "mlguard.keyring").exists()
