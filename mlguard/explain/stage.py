@@ -71,7 +71,9 @@ class ExplainStage(BaseStage):
         if rx is None:
             return
         if ex.status is None or not 200 <= ex.status < 300:
-            self._skip(ex, rx, f"no decision to explain: the app answered {ex.status}")
+            # The app's own error body (a validation error, a problem document) is left as the app wrote it:
+            # the skip is in the record and the headers only.
+            self._skip(ex, rx, f"no decision to explain: the app answered {ex.status}", body=False)
             return
         row = rx.binding.build_row(ex.document)
         if row.values is None:
@@ -160,21 +162,24 @@ class ExplainStage(BaseStage):
             return rx.binding.favorable_score(outcome.score) is False
         return False
 
-    def _skip(self, ex: Exchange, rx: RouteExplainer, reason: str) -> None:
+    def _skip(self, ex: Exchange, rx: RouteExplainer, reason: str, *, body: bool = True) -> None:
         doc = {"status": "skipped", "skipped": True, "reason": reason}
         ex.record["explanation"] = dict(doc)
         self.store.put(ex.audit_id, Entry("skipped", rx.binding.route_index, doc, dict(doc)))
-        self._attach(ex, doc, "skipped")
+        self._attach(ex, doc, "skipped", body=body)
 
-    def _attach(self, ex: Exchange, doc: dict[str, Any], status: str) -> None:
-        body = ex.response_doc
+    def _attach(self, ex: Exchange, doc: dict[str, Any], status: str, *, body: bool = True) -> None:
+        """Add ``doc`` to the response body (``explain.mode: body``) or name it in headers; ``body=False``:
+        headers only, whatever the mode."""
+        body_doc = ex.response_doc
         name = self.settings.field
-        if self.settings.mode == "body" and isinstance(body, dict) and name not in body:
-            ex.response_doc = {**body, name: doc}
+        in_body = body and self.settings.mode == "body"
+        if in_body and isinstance(body_doc, dict) and name not in body_doc:
+            ex.response_doc = {**body_doc, name: doc}
             ex.response_modified = True
             ex.attached[name] = "explanation"
             return
-        if self.settings.mode == "body":
+        if in_body:
             log.warning("explanation not added to the body (not a JSON object, or member taken); header used",
                         extra={"audit_id": ex.audit_id})
         ex.extra_headers[HEADER] = ex.audit_id

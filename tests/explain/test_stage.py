@@ -273,7 +273,7 @@ async def test_model_that_raises_follows_failure_mode(build: Any, data: Any, mod
 
 
 async def test_non_2xx_answer_is_not_explained(build: Any, data: Any, models: dict[str, Any]) -> None:
-    mw, _app, _stage = build()
+    mw, _app, stage = build()
 
     async def failing(scope: Any, receive: Any, send: Any) -> None:
         await receive()
@@ -285,7 +285,11 @@ async def test_non_2xx_answer_is_not_explained(build: Any, data: Any, models: di
     async with client(mw) as c:
         resp = await c.post("/predict", json=request([1.0] * 5, data))
     assert resp.status_code == 422
-    assert resp.json()["explanation"]["reason"] == "no decision to explain: the app answered 422"
+    assert resp.json() == {"detail": "bad"}  # the app's own error body, as the app wrote it
+    assert resp.headers["mlguard-explanation-status"] == "skipped"
+    assert resp.headers["mlguard-explanation"] == resp.headers["mlguard-audit-id"]
+    assert stage.store.get(resp.headers["mlguard-audit-id"]).public["reason"] == \
+        "no decision to explain: the app answered 422"
 
 
 async def test_deferred_mode_returns_a_reference_then_the_explanation(build: Any, data: Any) -> None:
