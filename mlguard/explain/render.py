@@ -166,8 +166,12 @@ def _label(name: str) -> str:
 
 
 def _num(value: Any) -> str:
+    """A number as a person reads it: integers whole, four significant digits below 1,000, and larger
+    fractions with two decimals at most (61010.5 is "61,010.5", never "6.101e+04")."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     if math.isfinite(value) and float(value).is_integer():
         return str(int(value))
+    if math.isfinite(value) and abs(value) >= 1000:
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
     return f"{value:.4g}"

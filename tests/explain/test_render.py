@@ -95,6 +95,18 @@ def test_render_without_changes_says_none_found() -> None:
     assert "What would have changed" not in render_plain(doc)
 
 
+
+def test_numbers_are_written_as_people_read_them() -> None:
+    """The plain text is for the person concerned: no scientific notation for ordinary amounts."""
+    doc = {"status": "ready", "method": "m", "output": "probability", "base_value": 0.3,
+           "inputs": {"capital_gain": 61010.5, "hours": 40.0, "rate": 0.123456, "debt": -1234.567, "n": 15024},
+           "top": [{"feature": "capital_gain", "contribution": 0.1}], "contributions": {"capital_gain": 0.1}}
+    text = render_plain(doc)
+    assert "e+0" not in text
+    for line in ("capital gain: 61,010.5", "hours: 40", "rate: 0.1235", "debt: -1,234.57", "n: 15024"):
+        assert f"  - {line}\n" in text, line
+
+
 # ---------------------------------------------------------------------- mlguard explain
 
 
