@@ -44,12 +44,14 @@ async def run(n: int, url: str | None, seed: int) -> None:
         from examples.hiring_screen.app import CONFIG_PATH, model_app
         from mlguard.config import load_config
         from mlguard.middleware import GuardMiddleware
+        from mlguard.runtime import Guard
 
         tmp = Path(tempfile.mkdtemp(prefix="mlguard-hiring-"))
         cfg = load_config(CONFIG_PATH).model_copy(deep=True)
         cfg.audit.store = f"sqlite:///{tmp}/audit.db"
         cfg.audit.keyring = tmp / "mlguard.keyring"
-        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=GuardMiddleware(model_app, config=cfg))
+        guard = Guard(cfg)  # closed below: ASGITransport sends no lifespan, so nobody else would close it
+        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=GuardMiddleware(model_app, guard=guard))
         base = "http://hiring.local"
         print(f"audit trail: {tmp}/audit.db (keyring {tmp}/mlguard.keyring)")
     else:
@@ -64,6 +66,8 @@ async def run(n: int, url: str | None, seed: int) -> None:
                 await client.post("/mlguard/feedback", headers=headers,
                                   json={"audit_id": r.headers["mlguard-audit-id"], "label": truth})
         status = (await client.get("/mlguard/fairness", headers=headers)).json()
+    if url is None:
+        await guard.aclose()  # the queue drained, a last checkpoint signed, the WAL folded into the database
     print(f"{n} candidates screened; MLGuard-Fairness of the last: {last}")
     for route in status["routes"].values():
         rep = route["report"]

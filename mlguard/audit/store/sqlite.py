@@ -196,6 +196,11 @@ class SQLiteStore(AuditStore):
         self.lock_timeout = lock_timeout  # SQLite's busy timeout: how long BEGIN IMMEDIATE waits for the lock
         self._wlock = threading.Lock()
         self._local = threading.local()
+        # Every thread's reader connection, so close() closes them all: SQLite copies the WAL back and deletes
+        # it only when the last connection closes; one left open in a worker thread left it on disk (megabytes
+        # per thousand records) until the process ended, and after it.
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         fresh = not self.path.exists()
         if fresh and not create:
             raise AuditUnavailable(f"no audit log at {self.path}")
@@ -233,6 +238,8 @@ class SQLiteStore(AuditStore):
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
         return conn
 
     def write(self) -> AbstractContextManager[WriteTx]:
@@ -380,9 +387,10 @@ class SQLiteStore(AuditStore):
 
     def close(self) -> None:
         self._checkpointer.close()
-        with self._wlock:
-            self._w.close()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
+        with self._wlock:
+            self._w.close()  # the last connection: SQLite checkpoints the WAL and removes it
