@@ -15,7 +15,8 @@ from names, paths, limits and counts, because the request body may hold personal
     │   ├── BodyTooLarge            413
     │   ├── UnsupportedMediaType    415
     │   ├── MalformedBody           400 (bad JSON, bad UTF-8)
-    │   └── BodyLimitExceeded       422 (depth, string length, integer digits, array length)
+    │   ├── BodyLimitExceeded       422 (depth, string length, integer digits, array length)
+    │   └── ScanBudgetExceeded      413 (more text to scan for PII than one request may send to NER)
     ├── ClientDisconnected          the client went away mid-body
     ├── StageError                  a pipeline stage failed (its failure_mode decides what follows)
     │   ├── PIIError
@@ -96,6 +97,20 @@ class BodyLimitExceeded(RequestRejected):
     status = 422
     title = "Request body exceeds a limit"
     type_suffix = "limit-exceeded"
+
+
+class ScanBudgetExceeded(RequestRejected):
+    """More free text to scan for personal data than one request may send to the NER engine
+    (``pii_engine.max_scan_chars`` / ``max_scan_texts``); raised by the PII stage before any detection runs.
+
+    Why 413 and not 422: like ``max_body_bytes`` it refuses the amount of work a request asks for, not a shape
+    the body may not have (the 422 limits); the client can send the same content in smaller requests. ``detail``
+    holds the counts and the limit, never the text.
+    """
+
+    status = 413
+    title = "Too much text to scan for personal data"
+    type_suffix = "scan-budget-exceeded"
 
 
 class ClientDisconnected(MLGuardError):

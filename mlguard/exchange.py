@@ -3,6 +3,8 @@
 read body (capped) > parse JSON (limits) > split subject and protected attributes > stages.before_app (PII)
 > decide > call the app with the (possibly rewritten) body > capture its response > stages.after_app
 (explain, fairness, response scan) > decide > stages.finish (audit) > decide > send (+ MLGuard-* headers).
+A ``before_app`` that raises RequestRejected (the PII scan budget) refuses the input as a body limit does: its
+problem+json, the app not called, no failure_mode involved.
 
 Why a per-request object: all state of one request lives here and dies with it; the middleware and the stages
 hold only what is built once. Nothing here logs or raises with an input value.
@@ -97,11 +99,7 @@ class Exchange:
             self.raw_body = await bodyio.read_body(self.scope, receive, limits.max_body_bytes)
             self.original = bodyio.parse_json(self.raw_body, limits)
         except RequestRejected as exc:
-            self.rejection = exc
-            self.status = exc.status
-            await self._finish_stages()
-            await send_problem(send, exc.status, exc.title, exc.detail, exc.type_suffix,
-                               instance=self.audit_id, headers=self._guard_headers(), limit=exc.limit)
+            await self._reject(exc, send)
             return
         except ClientDisconnected:
             self.disconnected = True
@@ -114,6 +112,10 @@ class Exchange:
 
         for stage in guard.stages:
             await self._run_hook(stage.name, "before_app", stage.before_app)
+            if self.rejection is not None:  # a stage refused the input (PII scan budget): as a body limit
+                self.protected.clear()  # read from a refused input: not kept in the record
+                await self._reject(self.rejection, send)
+                return
         if await self._refused("request", send):
             return
 
@@ -191,12 +193,24 @@ class Exchange:
                 if removed:
                     self.set_document(doc)
 
+    async def _reject(self, exc: RequestRejected, send: Send) -> None:
+        """Answer a refused input with its problem+json, after the finish stages ran."""
+        self.rejection = exc
+        self.status = exc.status
+        await self._finish_stages()
+        await send_problem(send, exc.status, exc.title, exc.detail, exc.type_suffix,
+                           instance=self.audit_id, headers=self._guard_headers(), limit=exc.limit)
+
     async def _run_hook(self, name: str, phase: str, hook: Any) -> None:
         t0 = time.perf_counter()
         try:
             await hook(self)
         except Exception as exc:
-            self._record_failure(name, phase, exc)
+            if phase == "before_app" and isinstance(exc, RequestRejected):
+                # A refusal of the input, not a failure of the stage: no failure_mode applies (run answers it).
+                self.rejection = exc
+            else:
+                self._record_failure(name, phase, exc)
         finally:
             key = f"{name}.{phase}"
             self.timings_ms[key] = self.timings_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0

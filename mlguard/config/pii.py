@@ -8,7 +8,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class PIIEngineSettings(BaseModel):
-    """How the detection engine is built: once per process, offline."""
+    """How the detection engine is built: once per process, offline.
+
+    The scan budget (``max_scan_chars``, ``max_scan_texts``): the process has one detection engine, it runs one
+    detection at a time and holds the GIL meanwhile, so every other guarded request waits for the one being
+    scanned. A 268 KB body of 9,000 short strings, inside every body limit, took 12-26 s of NER and stalled the
+    rest as long. Measured here through ``Redactor`` as the stage runs it (2 cores, best of 5, synth_v2 prose and
+    generated strings): about 50 ms per 1,000 characters (one 10,000-character note 0.47 s, three of 3,000
+    0.53 s, one of 20,000 1.1 s) and about 1-1.5 ms per string on top (1,000 strings of 2-12 characters
+    0.96-1.44 s); with other jobs on both cores, about 1.5x that. 12,000 characters and 100 strings are then about
+    0.75 s at worst on a quiet machine, about 1 s on a busy one.
+
+    Only what would reach the engine counts: the distinct strings left after the cache, and their characters;
+    declared fields, cache hits, repeats within the document, and strings withheld as unscannable
+    (``max_field_chars``) do not. Over the budget a request is refused with 413 before any detection
+    (``ScanBudgetExceeded``: a limit on the work asked for, like ``limits.max_body_bytes``, not on the shape of
+    the body); a response over it (``scan_response``) has its unscanned strings withheld. So a single string
+    longer than ``max_scan_chars`` but within ``max_field_chars`` gets its request refused, while a longer one
+    is withheld. ``mlguard redact`` applies no budget.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -22,6 +40,16 @@ class PIIEngineSettings(BaseModel):
     max_field_chars: int = Field(
         20_000, gt=0,
         description="Longest string scanned; a longer one is replaced whole by `<REDACTED>` (finding UNSCANNED).",
+    )
+    max_scan_chars: int = Field(
+        12_000, ge=0,
+        description="Most characters of text one request may send to NER (about 1 s here); over it the request is "
+                    "refused with 413 before any detection (0 = no limit).",
+    )
+    max_scan_texts: int = Field(
+        100, ge=0,
+        description="Most distinct strings one request may send to NER; over it the request is refused with 413 "
+                    "before any detection (0 = no limit).",
     )
     cache_size: int = Field(4096, ge=0, description="Entries in the bounded cache of repeated values (0 = off).")
     workers: int = Field(1, ge=0, description="Processes for `mlguard redact`; 0 = one per core.")

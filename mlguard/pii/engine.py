@@ -139,6 +139,7 @@ class PIIEngine:
                 art = super()._doc_to_nlp_artifact(doc, language)
                 if not lemmas:
                     art.lemmas = [t.lower_ for t in doc]
+                art.keywords = _Keywords(art.keywords)
                 return art
 
         ner_conf = NerModelConfiguration(labels_to_ignore=["CARDINAL", "ORDINAL", "QUANTITY", "MONEY",
@@ -263,6 +264,27 @@ class PIIEngine:
                           str((r.recognition_metadata or {}).get("recognizer_name", "unknown")))
                      for r in results]
             out.append(merge_spans([s for s in spans if _specific(s, text)]))
+
+
+class _Keywords(list[str]):
+    """Presidio's keyword list with set-speed membership; the same list in every other respect.
+
+    Why: Presidio's context enhancer, for every detected span, walks the lemmas before and after it and asks
+    ``lemma in keywords`` at each step, ``keywords`` being a list as long as the text. A text with n tokens and
+    k spans cost O(k * n * n): with other jobs on both cores, a 10,000-character note with 200 spans took 3.7 s
+    here and a 19,000-character one 24 s, most of it in that ``in``; with this list, 0.6 s and 1.7 s, and every
+    span, score and offset identical (a set of strings holds exactly what the list holds). The set is built on
+    the first ``in``, after Presidio has finished building the list."""
+
+    __slots__ = ("_members",)
+    _members: frozenset[str]
+
+    def __contains__(self, item: object) -> bool:
+        try:
+            members = self._members
+        except AttributeError:
+            members = self._members = frozenset(self)
+        return item in members
 
 
 def _release_freed_memory() -> None:

@@ -12,6 +12,12 @@ inline; only the detection of uncached scanned strings is CPU work, done in ONE 
 off the event loop. Strings too long to scan, or holding NUL or lone surrogates, are replaced whole by
 ``<REDACTED>`` with an ``UNSCANNED`` finding: never sent to the engine, never passed on in clear.
 
+The scan budget (``pii_engine.max_scan_chars`` / ``max_scan_texts``, see PIIEngineSettings): ``prepare`` counts
+what detection would cost (the distinct strings left after the cache, and their characters) and, when asked,
+applies the budget there, before any NER: ``budget="refuse"`` raises ScanBudgetExceeded (the request path),
+``budget="withhold"`` withholds every string left to scan, as for an unscannable one (the response path). The
+default, no budget, is what the CLI and ``redact`` use.
+
 Findings carry entity, JSON path, offsets in the original string, recognizer, score and operator; never values.
 """
 
@@ -24,9 +30,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlguard.config.pii import PIIEngineSettings
+from mlguard.errors import ScanBudgetExceeded
 from mlguard.jsonpath import JSONPath, format_location
 from mlguard.pii.operators import DROP, Keyring, Operator, TokenVault, build_operator
 from mlguard.types import JSON, Finding
@@ -41,6 +48,7 @@ REDACTED = "<REDACTED>"
 
 Rules = Sequence[tuple[JSONPath, str]]
 Location = tuple[str | int, ...]
+Budget = Literal["refuse", "withhold"]
 
 
 @dataclass(slots=True)
@@ -62,6 +70,8 @@ class Plan:
     findings: list[Finding] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
     drops: list[tuple[Any, str | int]] = field(default_factory=list)
+    scan_texts: int = 0  # distinct strings detection would send to the engine (cache hits not counted)
+    scan_chars: int = 0  # their characters
 
     @property
     def needs_engine(self) -> bool:
@@ -195,8 +205,12 @@ class Redactor:
 
     # ------------------------------------------------------------------ phases
 
-    def prepare(self, doc: JSON, rules: Rules = (), scan_undeclared: bool | None = None) -> Plan:
-        """Walk ``doc``: copy it, apply declared fields, queue strings to scan (cache hits resolved now)."""
+    def prepare(self, doc: JSON, rules: Rules = (), scan_undeclared: bool | None = None, *,
+                budget: Budget | None = None) -> Plan:
+        """Walk ``doc``: copy it, apply declared fields, queue strings to scan (cache hits resolved now).
+
+        ``budget`` applies ``max_scan_chars``/``max_scan_texts`` to what is left to detect: ``"refuse"`` raises
+        ScanBudgetExceeded, ``"withhold"`` withholds it all (UNSCANNED, ``limit:<name>``); None: no budget."""
         scan = self.settings.scan_undeclared if scan_undeclared is None else scan_undeclared
         default = SCAN if scan else KEEP
         plan = Plan(doc=None)
@@ -204,11 +218,38 @@ class Redactor:
         match = _matcher(rules)
         self._walk(doc, (), holder, 0, match(()) or default, match, default, plan)
         plan.doc = holder[0]
+        todo: set[str] = set()
         for pending in plan.pending:
             hit = self.cache.get(self.cache.digest(pending.text))
             if hit is not None:
                 pending.spans = list(hit)
+            else:
+                todo.add(pending.text)
+        plan.scan_texts = len(todo)
+        plan.scan_chars = sum(map(len, todo))
+        if budget is not None:
+            exceeded = self.over_budget(plan)
+            if exceeded is not None:
+                if budget == "refuse":
+                    raise exceeded
+                self.withhold(plan, f"limit:{exceeded.limit}")
         return plan
+
+    def over_budget(self, plan: Plan) -> ScanBudgetExceeded | None:
+        """The refusal ``plan`` earns under ``max_scan_texts`` / ``max_scan_chars`` (0 = no limit), or None.
+        The detail holds counts and the limit, never text."""
+        s = self.settings
+        if s.max_scan_texts and plan.scan_texts > s.max_scan_texts:
+            return ScanBudgetExceeded(
+                f"{plan.scan_texts} distinct strings to scan for personal data exceed "
+                f"pii_engine.max_scan_texts={s.max_scan_texts}; send fewer free-text values per request",
+                limit="max_scan_texts")
+        if s.max_scan_chars and plan.scan_chars > s.max_scan_chars:
+            return ScanBudgetExceeded(
+                f"{plan.scan_chars} characters of text to scan for personal data exceed "
+                f"pii_engine.max_scan_chars={s.max_scan_chars}; send less free text per request",
+                limit="max_scan_chars")
+        return None
 
     def detect(self, plans: Sequence[Plan]) -> None:
         """Run detection for every unresolved string of ``plans`` in one batched engine call."""

@@ -6,6 +6,13 @@ engine identity goes to ``ex.record["pii"]`` for the sealed audit record.
 after_app: when ``policy.pii.scan_response`` is on, every string of the JSON response is scanned; findings are
 recorded with paths prefixed ``response:``.
 
+The scan budget (``pii_engine.max_scan_chars`` / ``max_scan_texts``): a request with more text to scan than that
+is refused before any detection: ``before_app`` raises ScanBudgetExceeded, a RequestRejected, which the Exchange
+answers as it answers the body limits (413 problem+json, the app not called, no input in the record) instead of
+treating it as a stage failure. A response over the budget cannot be refused to the client who sent a small
+request: its strings left to scan are withheld (``<REDACTED>``, finding UNSCANNED ``limit:max_scan_...``), as an
+over-long string is, and nothing reaches the engine.
+
 Why detection runs in a worker thread: NER is CPU work of milliseconds; on the event loop it would stall every
 other request. Declared fields and cache hits need no engine and stay inline (sub-millisecond).
 Failures raise PIIError (message free of input values); the policy's failure_mode decides what follows, with one
@@ -23,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from mlguard.errors import MLGuardError, PIIError
-from mlguard.pii.redactor import SCAN, Plan, Redactor
+from mlguard.errors import MLGuardError, PIIError, RequestRejected
+from mlguard.pii.redactor import SCAN, Budget, Plan, Redactor
 from mlguard.stage import BaseStage, BuildContext
 
 if TYPE_CHECKING:
@@ -61,7 +68,9 @@ class PIIStage(BaseStage):
         redactor = self._redactors[ex.route.index]
         try:
             doc, findings = await _redact(redactor, ex.document, ex.route.pii_rules,
-                                          ex.route.config.scan_undeclared)
+                                          ex.route.config.scan_undeclared, "refuse")
+        except RequestRejected:
+            raise  # over the scan budget: the Exchange refuses the request (nothing scanned, nothing passed on)
         except _Withheld as exc:
             # Detection failed: the strings it did not scan are withheld and the stage still fails, so the policy's
             # failure_mode decides; under fail_open the app gets this document, never the text in clear.
@@ -85,7 +94,7 @@ class PIIStage(BaseStage):
         redactor = self._redactors[ex.route.index]
         failed: _Withheld | None = None
         try:
-            doc, findings = await _redact(redactor, ex.response_doc, (), True)
+            doc, findings = await _redact(redactor, ex.response_doc, (), True, "withhold")
         except _Withheld as exc:
             failed, doc, findings = exc, exc.document, exc.findings
         except Exception:
@@ -117,10 +126,12 @@ class _Withheld(PIIError):
         self.findings = findings
 
 
-async def _redact(redactor: Redactor, doc: Any, rules: Any, scan: bool | None) -> tuple[Any, list[Any]]:
-    """Redact ``doc``; a detection failure raises _Withheld (a safe document attached), any other PIIError."""
+async def _redact(redactor: Redactor, doc: Any, rules: Any, scan: bool | None, budget: Budget
+                  ) -> tuple[Any, list[Any]]:
+    """Redact ``doc``; a detection failure raises _Withheld (a safe document attached), any other PIIError;
+    over the scan budget ScanBudgetExceeded (``budget="refuse"``) or the unscanned strings withheld."""
     try:
-        plan: Plan = redactor.prepare(doc, rules, scan)
+        plan: Plan = redactor.prepare(doc, rules, scan, budget=budget)
     except Exception as exc:
         raise _pii_error(exc) from None
     if plan.needs_engine:
