@@ -6,17 +6,24 @@ the app's name travel in the environment and every worker builds its own Guard o
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
-from mlguard.errors import ConfigError
+from mlguard.errors import ConfigError, DependencyMissing, KeyringError
 from mlguard.middleware import GuardMiddleware
 from mlguard.types import ASGIApp
 
 ENV_CONFIG = "MLGUARD_SERVE_CONFIG"
 ENV_APP = "MLGUARD_SERVE_APP"
+ENV_FATAL = "MLGUARD_SERVE_FATAL"
+"""Set by ``mlguard serve --workers N``: the file where a worker leaves the error that stops the server."""
+
+_LASTING = (ConfigError, KeyringError, DependencyMissing)
+"""Errors building the guard that starting the worker again cannot mend (a store that is down may come back)."""
 
 
 def import_app(target: str) -> ASGIApp:
@@ -46,4 +53,26 @@ def create_app() -> GuardMiddleware:
     target = os.environ.get(ENV_APP)
     if not config or not target:
         raise ConfigError(f"{ENV_CONFIG} and {ENV_APP} must be set (mlguard serve sets them)")
-    return GuardMiddleware(import_app(target), config=Path(config))
+    try:
+        return GuardMiddleware(import_app(target), config=Path(config))
+    except _LASTING as exc:
+        fatal = os.environ.get(ENV_FATAL)
+        if fatal:
+            stop_supervisor(Path(fatal), exc)
+        raise
+
+
+def stop_supervisor(path: Path, exc: Exception) -> None:
+    """Leave ``exc`` for ``mlguard serve`` at ``path`` and ask the worker supervisor (this worker's parent) to
+    stop.
+
+    Why: uvicorn's supervisor starts a worker that exited again at once, for ever, so a worker that cannot build
+    its guard for a lasting reason (a keyring readable by others, a model whose features do not match the
+    config: what `mlguard config check` cannot see without building) looped, printing its traceback every few
+    seconds, and the server never answered. The first worker to fail writes the message (messages of these
+    errors name files, fields and counts, never an input value); serve prints it and exits 2."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the first worker's error wins
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"{type(exc).__name__}: {exc}")
+    os.kill(os.getppid(), signal.SIGTERM)

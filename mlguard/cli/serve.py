@@ -40,7 +40,7 @@ def serve(config: Path, app: str, host: str, port: int, workers: int, log_level:
     from mlguard.logs import LogFormat, configure_logging, uvicorn_log_config
     from mlguard.metrics_spool import ENV_DIR
     from mlguard.runtime import check_config
-    from mlguard.serving import ENV_APP, ENV_CONFIG, import_app
+    from mlguard.serving import ENV_APP, ENV_CONFIG, ENV_FATAL, import_app
 
     fmt: LogFormat = "json" if log_format == "json" else "text"
     # what is logged before uvicorn takes over (config load, app import); replaces the CLI's text handler
@@ -57,10 +57,22 @@ def serve(config: Path, app: str, host: str, port: int, workers: int, log_level:
     spool: str | None = None
     if workers > 1 and cfg.admin.enabled and not cfg.admin.metrics_dir and not os.environ.get(ENV_DIR):
         spool = os.environ[ENV_DIR] = tempfile.mkdtemp(prefix="mlguard-metrics-")
+    # A worker that cannot build its guard for a lasting reason stops the server (mlguard/serving.py:
+    # stop_supervisor) instead of being restarted for ever; its error is read back from this directory.
+    fatal_dir = tempfile.mkdtemp(prefix="mlguard-serve-") if workers > 1 else None
+    if fatal_dir is not None:
+        os.environ[ENV_FATAL] = os.path.join(fatal_dir, "fatal")
     try:
         uvicorn.run("mlguard.serving:create_app", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, log_config=uvicorn_log_config(fmt, log_level), access_log=access_log)
+        fatal = Path(fatal_dir, "fatal") if fatal_dir is not None else None
+        if fatal is not None and fatal.exists():
+            click.echo(f"error: a worker could not start: {fatal.read_text(encoding='utf-8')}", err=True)
+            raise click.exceptions.Exit(2)
     finally:
         if spool is not None:
             os.environ.pop(ENV_DIR, None)
             shutil.rmtree(spool, ignore_errors=True)
+        if fatal_dir is not None:
+            os.environ.pop(ENV_FATAL, None)
+            shutil.rmtree(fatal_dir, ignore_errors=True)

@@ -77,3 +77,25 @@ def test_serve_bad_app_name_is_usage_error(tmp_path: Path) -> None:
     cfg.write_text("routes: []\n")
     assert main(["serve", str(cfg), "no_colon"]) == 2
     assert main(["serve", str(cfg), "nonexistent_module_xyz:app"]) == 2
+
+
+def test_a_worker_that_cannot_build_its_guard_stops_the_server(tmp_path: Path) -> None:
+    """With several workers, uvicorn starts a worker that exited again at once, for ever: a keyring readable by
+    others (found only when a worker builds its guard) looped with a traceback every few seconds. The first
+    failing worker now stops the server, which exits 2 with the error."""
+    (tmp_path / "plainapp.py").write_text(APP)
+    keyring = tmp_path / "k.keyring"
+    assert main(["keys", "init", "--out", str(keyring)]) == 0
+    keyring.chmod(0o644)
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text(json.dumps({"policies": ["base"], "audit": {"store": "sqlite:///./a.db", "keyring": "./k.keyring"},
+                               "explain": {"enabled": False}, "fairness": {"enabled": False},
+                               "routes": [{"path": "/predict", "scan_undeclared": False}]}))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "mlguard", "serve", str(cfg), "plainapp:app", "--port",
+                           str(free_port()), "--workers", "2"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=150)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "error: a worker could not start: KeyringError:" in out and "chmod 600" in out
+    assert out.count("KeyringError: keyring") <= 3  # each of the two workers at most once, and serve's line
