@@ -186,6 +186,9 @@ def _fairness_section(client: Any, guard: Any, headers: dict[str, str],
     for route in status["routes"].values():
         rep = route["report"]
         out(f"   route {route['path']}: {rep['status']} over {rep['decisions']} decisions")
+        if rep["status"] in ("warn", "violation"):
+            out("   (the 'fairness status changed' ERROR line above is the guard's alert for this: expected with "
+                "this example's model; in production it goes to your logs, metrics and fairness.webhook)")
         for dim, d in rep["dimensions"].items():
             if "|" in dim:
                 continue  # intersections: in the report (mlguard report fairness), not the summary
