@@ -60,6 +60,10 @@ def explain_command(audit_id: str, store_url: str, keyring: Path | None, config_
         click.echo(json.dumps(explanation, indent=2, sort_keys=True))
         return
     changes, catalog = _changes(config_path, record, explanation)
+    if config_path is None and explanation.get("status") == "ready":
+        click.echo("note: without --config (the service's mlguard.yaml) the text has no reason catalogue and no "
+                   "'What would have changed the result' section; GET {prefix}/explanations/ID/plain has both",
+                   err=True)
     from mlguard.explain.render import render_plain
 
     click.echo(render_plain(explanation, changes=changes, catalog=catalog, audit_id=audit_id), nl=False)

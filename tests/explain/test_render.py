@@ -179,7 +179,8 @@ def test_cli_renders_with_changes(cli_env: Path) -> None:
 
 def test_cli_without_config_and_json(cli_env: Path) -> None:
     res = _run("id-1", "--store", "sqlite:///x.db")
-    assert res.exit_code == 0 and "What would have changed" not in res.output
+    assert res.exit_code == 0 and "What would have changed" not in res.stdout
+    assert "without --config" in res.stderr  # says what is missing and where to get it
     res = _run("id-1", "--store", "sqlite:///x.db", "--json")
     assert res.exit_code == 0 and json.loads(res.output)["method"] == "shap.TreeExplainer"
 
