@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 def _config(tmp_path: Path) -> dict[str, Any]:
     cfg = base_config(tmp_path, policies=["ecoa"])
-    cfg["audit"] = {"enabled": False}
+    cfg["audit"] = {**cfg["audit"], "enabled": False}  # its keyring (fairness names groups with it) in tmp_path
     cfg["routes"][0]["scan_undeclared"] = False
     return cfg
 

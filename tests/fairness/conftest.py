@@ -63,6 +63,7 @@ def make_config(tmp_path: Any, action: str = "annotate", **fairness: Any) -> dic
     policy = tmp_path / f"fair_{action}.yaml"
     policy.write_text(POLICY.format(action=action))
     return {
+        "base_dir": str(tmp_path),  # a keyring, when one is made (undeclared categories), goes there
         "policies": [str(policy)],
         "admin": {"token_env": "MLGUARD_TEST_FAIRNESS_TOKEN"},
         "fairness": {"window_size": 1000, "evaluate_every": 1, "categories": CATEGORIES, **fairness},

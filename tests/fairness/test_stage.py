@@ -232,7 +232,7 @@ async def test_undeclared_attributes_are_named_by_keyed_digests(tmp_path: Any,
     always by the same one, also after a restart (the keyring's key)."""
     monkeypatch.setenv("MLGUARD_TEST_FAIRNESS_TOKEN", "t0k")
     planted = "Zebulon Quixotic planted.person@example.com"
-    config = {**make_config(tmp_path, categories={}), "base_dir": str(tmp_path)}  # the keyring goes there
+    config = make_config(tmp_path, categories={})  # base_dir tmp_path: the keyring goes there
     guard, mw, _ = build(config)
     auth = {"authorization": "Bearer t0k"}
     async with client(mw) as c:
