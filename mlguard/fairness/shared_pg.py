@@ -15,7 +15,10 @@ counts table holds aggregates per category and bucket only (a bucket with very f
 choose ``bucket_seconds`` so buckets hold many).
 
 Calls are blocking (psycopg); the stage runs them in a worker thread. One connection per window, serialised by a
-lock.
+lock. A connection that broke (the server restarted, a proxy dropped it) is replaced at the next call: the call
+that met the failure raises FairnessError (the policy's failure_mode decides), the ones after it work again as
+soon as the server answers, with no restart of the guard (the counts live in the database, nothing is lost
+here). A row lock held elsewhere is waited for at most LOCK_TIMEOUT_S, then the call fails the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from mlguard.fairness.window import FairnessWindow, GroupSnapshot
 log = logging.getLogger("mlguard.fairness.shared")
 
 COUNTS = "mlguard_fairness_counts"
+LOCK_TIMEOUT_S = 30
+"""Seconds a shared-window statement waits for a row lock another session holds (PostgreSQL lock_timeout)."""
 DECISIONS = "mlguard_fairness_decisions"
 
 _SCHEMA = """
@@ -121,12 +126,27 @@ class SharedWindow:
         self._lock = threading.Lock()
         self._oldest_needed: int | None = None
         self._last_prune_bucket: int | None = None
+        self._url = url
+        self._conn: Any = None
         try:
-            self._conn = psycopg.connect(url, autocommit=True)
             with self._lock:
-                _create_tables(self._conn)
+                _create_tables(self._connection())
         except psycopg.Error as exc:
             raise FairnessError(f"shared fairness store unavailable ({type(exc).__name__})") from None
+
+    def _connection(self) -> Any:
+        """The open connection, or a new one when there is none or it broke (called under ``_lock``)."""
+        import psycopg
+
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            self._conn = None
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5,
+                                   options=f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}")
+            self._conn = conn
+        return conn
 
     def _bucket(self, now: float | None = None) -> int:
         return int((self.clock() if now is None else now) // self.bucket_seconds)
@@ -153,7 +173,7 @@ class SharedWindow:
 
         with self._lock:
             try:
-                return fn(self._conn)
+                return fn(self._connection())
             except psycopg.Error as exc:
                 raise FairnessError(f"shared fairness store failed ({type(exc).__name__})") from None
 
@@ -306,7 +326,9 @@ class SharedWindow:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 __all__ = ["COUNTS", "DECISIONS", "SharedWindow"]

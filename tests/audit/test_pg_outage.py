@@ -52,7 +52,11 @@ class CuttableProxy:
 
     def cut(self) -> None:
         if self._listener is not None:
-            self._listener.close()  # new connections are refused
+            # new connections are refused; shutdown first: a close alone leaves the socket listening while the
+            # accept thread is blocked on it
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
             self._listener = None
         with self._lock:
             conns, self._conns = self._conns, []

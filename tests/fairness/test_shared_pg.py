@@ -125,3 +125,37 @@ async def test_stage_with_shared_store(pg: str, tmp_path: Any, token: str, monke
     finally:
         st.window.clear()
         await guard.aclose()
+
+
+def test_a_dropped_connection_is_replaced_at_the_next_call(pg: str) -> None:
+    """The server restarting (here: a proxy dropping every connection and refusing new ones, then accepting
+    again) fails the calls made meanwhile with FairnessError, and the window works again by itself as soon as the
+    server answers: without a new connection every call after the outage failed until the guard restarted,
+    and under fail_closed every request of the route was refused."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from mlguard.errors import FairnessError
+    from mlguard.fairness.shared_pg import SharedWindow
+    from tests.audit.test_pg_outage import CuttableProxy
+
+    parts = urlsplit(pg)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    netloc = (f"{parts.username}@" if parts.username else "") + f"127.0.0.1:{proxy.port}"
+    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    route = f"/outage-{uuid.uuid4().hex[:8]}"
+    w = SharedWindow(url, route=route, attributes=["sex"], size=1000, bucket_seconds=3600, secret=b"k" * 32)
+    try:
+        w.add({"sex": "F"}, pred=True, audit_id=f"{route}-1")
+        proxy.cut()
+        with pytest.raises(FairnessError):
+            w.add({"sex": "F"}, pred=True, audit_id=f"{route}-2")
+        with pytest.raises(FairnessError):  # still down: the reconnection is refused, cleanly
+            w.add({"sex": "F"}, pred=True, audit_id=f"{route}-3")
+        proxy.restore()
+        w.add({"sex": "M"}, pred=False, audit_id=f"{route}-4")
+        counts = {g.key: g.n for g in w.snapshot()}
+        assert counts == {"sex=F": 1, "sex=M": 1}
+        assert w.knows(f"{route}-4") and not w.knows(f"{route}-2")
+    finally:
+        w.close()
+        proxy.cut()
