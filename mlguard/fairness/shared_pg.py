@@ -137,14 +137,17 @@ class SharedWindow:
     def _connection(self) -> Any:
         """The open connection, or a new one when there is none or it broke (called under ``_lock``)."""
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
 
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
             self._conn = None
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5,
-                                   options=f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}")
+            # the URL's own options (a search_path, say) are kept: a keyword argument would replace them
+            given = conninfo_to_dict(self._url).get("options")
+            options = " ".join(o for o in (str(given or ""), f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}") if o)
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5, options=options)
             self._conn = conn
         return conn
 
