@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,21 +181,64 @@ def bundle_cmd(store_url: str, out: Path) -> None:
     click.echo(f"bundled {n} records into {out}", err=True)
 
 
-def _policy(config: Path | None, names: tuple[str, ...]) -> tuple[Any, str | None]:
-    """The effective policy (from --policy names, else the config's list) and the config's retention.max."""
-    if config is None and not names:
-        return None, None
-    from mlguard.config import load_config
-    from mlguard.policy import resolve_policies
+class _Given:
+    """What the operator named: policies (--policy, else the config's list), and from --config its retention
+    maximum and witness file."""
 
-    try:
-        if config is None:
-            return resolve_policies(list(names)), None
-        cfg = load_config(config)
-        chosen = list(names) if names else cfg.policies
-        return resolve_policies(chosen, base_dir=cfg.base_dir), cfg.retention.max
-    except MLGuardError as exc:
-        raise click.UsageError(str(exc)) from None
+    def __init__(self, config: Path | None, names: tuple[str, ...]) -> None:
+        self.names: list[str] = list(names)
+        self.base_dir: Path | None = None
+        self.retention_max: str | None = None
+        self.witness: Path | None = None
+        if config is not None:
+            from mlguard.config import load_config
+
+            try:
+                cfg = load_config(config)
+            except MLGuardError as exc:
+                raise click.UsageError(str(exc)) from None
+            self.names = self.names or list(cfg.policies)
+            self.base_dir, self.retention_max = cfg.base_dir, cfg.retention.max
+            w = cfg.audit.witness
+            self.witness = w if w is None or w.is_absolute() or cfg.base_dir is None else cfg.base_dir / w
+
+    def policy(self, recorded: AbstractSet[str] = frozenset()) -> Any:
+        """The effective policy of the named policies and of ``recorded``, the ids the records themselves name.
+
+        Why the records' own: a retention minimum binds the records written under it, whatever the operator
+        remembers to pass. Shredding a subject with no --policy, or purging with --policy gdpr, destroyed records
+        written under ecoa inside its 25-month minimum. A recorded id that is not a bundled policy (a file of the
+        deployment's) must come through --config or --policy, or the operation is refused."""
+        from mlguard.policy import resolve_policies
+
+        try:
+            policy = resolve_policies(self.names, base_dir=self.base_dir) if self.names else None
+        except MLGuardError as exc:
+            raise click.UsageError(str(exc)) from None
+        missing = set(recorded) - set(policy.ids if policy is not None else ())
+        if not missing:
+            return policy
+        try:
+            return resolve_policies(self.names + sorted(missing), base_dir=self.base_dir)
+        except MLGuardError as exc:
+            raise RetentionRefused(
+                f"refused: the records name policies {', '.join(sorted(recorded))}, not all of which could be "
+                f"loaded ({exc}); pass the deployment's --config (or --policy FILE), or --override-retention "
+                "under a legal obligation") from None
+
+
+def _recorded_policies(keys: Any, store: Any, *, subject: str | None = None, until: str | None = None) -> set[str]:
+    """The policy ids named by the records about to become unreadable (a subject's, or those before ``until``);
+    shredded records name none (their content is gone)."""
+    from mlguard.audit.reader import AuditReader
+
+    ids: set[str] = set()
+    reader = AuditReader(store, keys)
+    for rec in reader.iter_records(until=until, subject=subject):
+        pol = rec.get("policies")
+        if isinstance(pol, dict):
+            ids.update(str(i) for i in pol.get("ids") or ())
+    return ids
 
 
 def _writer(store: Any, keys: Any, witness: Path | None) -> Any:
@@ -219,19 +263,24 @@ def shred(ctx: click.Context, store_url: str, keyring: Path | None, subject: str
     from mlguard.ids import uuid7
 
     keys = _keyring(keyring)
-    policy, _ = _policy(config, policies)
+    given = _Given(config, policies)
     store = _open(store_url)
     try:
         subj = str(pseudonym(keys, subject))
         days = store.subject_periods(subj)
-        if policy is not None and not override_retention:
+        if not days and not any(True for _ in store.iter_rows(subject=subj)):
+            click.echo(f"no records of this subject (pseudonym {subj}): nothing shredded; check the id", err=True)
+            ctx.exit(1)
+        if not override_retention:
             try:
-                check_shred(policy, datetime.now(UTC), days)
+                policy = given.policy(_recorded_policies(keys, store, subject=subject))
+                if policy is not None:
+                    check_shred(policy, datetime.now(UTC), days)
             except RetentionRefused as exc:
                 click.echo(str(exc), err=True)
                 ctx.exit(1)
         gone = store.delete_data_keys(subject=subj)
-        w = _writer(store, keys, witness)
+        w = _writer(store, keys, witness or given.witness)
         w.append_now([event(str(uuid7()), time.time(), "tombstone",
                             {"reason": "erasure", "keys_destroyed": len(gone), "days": days,
                              "override_retention": override_retention}, subject=subj, clear=True)])
@@ -258,32 +307,38 @@ def purge(ctx: click.Context, store_url: str, keyring: Path | None, config: Path
     from mlguard.audit.retention import purge_plan
     from mlguard.ids import uuid7
 
-    policy, cfg_max = _policy(config, policies)
-    configured_max = configured_max or cfg_max
-    if policy is None:
+    given = _Given(config, policies)
+    configured_max = configured_max or given.retention_max
+    if not given.names:
         raise click.UsageError("purge needs the policies: --config FILE or --policy NAME")
     cut = None
     if before is not None:
         stamp = _ts(before)
         cut = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    try:
-        plan = purge_plan(policy, datetime.now(UTC), before=cut, configured_max=configured_max)
-    except RetentionRefused as exc:
-        click.echo(str(exc), err=True)
-        ctx.exit(1)
-    except MLGuardError as exc:
-        raise click.UsageError(str(exc)) from None
-    if plan.before_day is None:
-        click.echo(f"nothing to purge: {plan.reason}")
-        return
-    if dry_run:
-        click.echo(f"would shred data keys of days before {plan.before_day} ({plan.reason})")
-        return
     keys = _keyring(keyring)
     store = _open(store_url)
     try:
+        try:
+            now = datetime.now(UTC)
+            plan = purge_plan(given.policy(), now, before=cut, configured_max=configured_max)
+            if plan.before_day is not None:
+                # the records this would make unreadable may name more policies than were given: plan again
+                # with theirs too (a longer minimum refuses an explicit cut-off, or moves the maximum's)
+                recorded = _recorded_policies(keys, store, until=plan.before_day)
+                plan = purge_plan(given.policy(recorded), now, before=cut, configured_max=configured_max)
+        except RetentionRefused as exc:
+            click.echo(str(exc), err=True)
+            ctx.exit(1)
+        except MLGuardError as exc:
+            raise click.UsageError(str(exc)) from None
+        if plan.before_day is None:
+            click.echo(f"nothing to purge: {plan.reason}")
+            return
+        if dry_run:
+            click.echo(f"would shred data keys of days before {plan.before_day} ({plan.reason})")
+            return
         gone = store.delete_data_keys(before_period=plan.before_day)
-        w = _writer(store, keys, witness)
+        w = _writer(store, keys, witness or given.witness)
         w.append_now([event(str(uuid7()), time.time(), "tombstone",
                             {"reason": "retention", "before": plan.before_day, "rule": plan.reason,
                              "keys_destroyed": len(gone)}, clear=True)])

@@ -6,6 +6,7 @@ import csv
 import json
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,70 @@ def test_retire_names_the_store_without_its_password(tmp_path: Path) -> None:
 
     assert _where("postgresql://bob:s3cret@db.example:5432/audit?schema=x") == "postgresql://db.example/audit"
     assert _where(f"sqlite:///{tmp_path}/a.db") == f"sqlite:///{tmp_path}/a.db"
+
+
+@pytest.fixture
+def ecoa_log(tmp_path: Path) -> tuple[str, Path, Keyring]:
+    """Records of today, written under gdpr + ecoa (ecoa: kept at least 25 months), as the stage writes them."""
+    kpath = tmp_path / "k.keyring"
+    assert run("keys", "init", "--out", str(kpath))[0] == 0
+    ring = Keyring.load(kpath)
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    store = open_store(url)
+    w = AuditWriter(store, ring)
+    now = time.time()
+    w.append_now([Pending(f"e-{i}", iso(now), "exchange", "/a", pseudonym(ring, f"s{i % 2}"),
+                          canonical({**FULL, "audit_id": f"e-{i}", "kind": "exchange", "status": 200, "ts": iso(now),
+                                     "route": "/a", "subject": pseudonym(ring, f"s{i % 2}"), "input": {"i": i},
+                                     "policies": {"ids": ["gdpr", "ecoa"], "content_hash": "x", "sources": []}}),
+                          canonical({"sex": "F"})) for i in range(6)])
+    store.close()
+    return url, kpath, ring
+
+
+def _readable(url: str, kpath: Path, tmp_path: Path) -> int:
+    x = tmp_path / "readable.jsonl"
+    assert run("audit", "export", "--store", url, "--keyring", str(kpath), "--out", str(x))[0] == 0
+    recs = [json.loads(line) for line in x.read_text().splitlines()]
+    return sum(1 for r in recs if r["kind"] == "exchange" and not r["shredded"])
+
+
+def test_retention_minimums_come_from_the_records_too(ecoa_log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    """A shred with no --policy, or a purge naming gdpr only, must not destroy records written under ecoa inside
+    its 25-month minimum: the records name their policies, and those are checked whatever is passed."""
+    url, kpath, _ = ecoa_log
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "s0")
+    assert code == 1 and "ecoa" in out and "retention.min P25M" in out
+    code, out = run("audit", "purge", "--store", url, "--keyring", str(kpath), "--policy", "gdpr",
+                    "--before", "2099-01-01")
+    assert code == 1 and "ecoa" in out
+    code, out = run("audit", "purge", "--store", url, "--keyring", str(kpath), "--policy", "gdpr", "--max", "P1D")
+    assert code == 0 and ("nothing" in out or "purged: 0" in out)  # the maximum is raised to ecoa's floor
+    assert _readable(url, kpath, tmp_path) == 6  # nothing was destroyed
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "s0",
+                    "--override-retention")
+    assert code == 0 and "tombstone" in out
+    assert _readable(url, kpath, tmp_path) == 3  # s1's three records
+
+
+def test_shred_of_an_unknown_subject_says_so(ecoa_log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    url, kpath, _ = ecoa_log
+    store = open_store(url)
+    before = store.head()
+    store.close()
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "NOBODY-XYZ")
+    assert code == 1 and "no records of this subject" in out
+    store = open_store(url)
+    assert store.head() == before  # no tombstone appended
+    store.close()
+
+
+def test_shred_with_config_appends_to_the_configured_witness(ecoa_log: tuple[str, Path, Keyring],
+                                                              tmp_path: Path) -> None:
+    url, kpath, _ = ecoa_log
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text("policies: [base]\naudit: {witness: ./wit.jsonl}\n")
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "s1", "--config",
+                    str(cfg), "--override-retention")
+    assert code == 0, out
+    assert (tmp_path / "wit.jsonl").read_text().strip()  # the checkpoint after the tombstone is there
