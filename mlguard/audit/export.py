@@ -21,8 +21,13 @@ from mlguard.keys import KeyProvider
 
 Format = Literal["jsonl", "csv", "parquet"]
 GROUP = 5000
-_SCALAR = {"audit_id", "seq", "ts", "route", "method", "status", "latency_ms", "subject", "kind", "shredded"}
-COLUMNS = (*FIELDS, "data")
+_FLAGS = ("inspected", "app_called", "disconnected")
+"""Booleans of an exchange record (Parquet: bool columns)."""
+_SCALAR = {"audit_id", "seq", "ts", "ts_end", "route", "method", "status", "latency_ms", "subject", "kind", "shredded",
+           "app_error", *_FLAGS}
+COLUMNS = (*FIELDS, "ts_end", *_FLAGS, "app_error", "rejection", "outcome", "pii", "data")
+"""Every member a record can have (record.py: from_exchange, event), so CSV and Parquet lose none of what JSONL
+carries; nested ones as JSON text (tests/audit/test_cli.py compares the formats' fields)."""
 
 
 def _flat(rec: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +144,8 @@ def _parquet(rows: Iterator[dict[str, Any]], out: Path, tick: _batched) -> int:
         from mlguard.errors import DependencyMissing
 
         raise DependencyMissing("pyarrow", "parquet") from None
-    types = {"seq": pa.int64(), "status": pa.int64(), "latency_ms": pa.float64(), "shredded": pa.bool_()}
+    types = {"seq": pa.int64(), "status": pa.int64(), "latency_ms": pa.float64(), "shredded": pa.bool_(),
+             **{flag: pa.bool_() for flag in _FLAGS}}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
     n = 0
     with open_private(out, "wb") as sink, pq.ParquetWriter(sink, schema) as writer:

@@ -171,3 +171,40 @@ def test_keyring_created_0600(tmp_path: Path) -> None:
     Guard(config(tmp_path), stages=["audit"])
     assert (tmp_path / "k.keyring").stat().st_mode & 0o077 == 0
     assert isinstance(Keyring.load(tmp_path / "k.keyring"), Keyring)
+
+
+@pytest.mark.anyio
+async def test_csv_and_parquet_exports_carry_every_member_jsonl_does(tmp_path: Path) -> None:
+    """The flat formats had a fixed column list that lost eight members of the stage's records (pii, outcome,
+    ts_end, app_called, app_error, disconnected, inspected, rejection) without a word."""
+    import csv
+    import json
+
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is the `parquet` extra")
+    from mlguard.audit.export import export_store
+
+    guard = Guard(config(tmp_path), stages=["audit"])
+    app = GuardMiddleware(model_app, guard=guard)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.post("/predict", json=body())).status_code == 200
+        assert (await client.post("/predict", content=b"{", headers={"content-type": "application/json"})
+                ).status_code == 400
+    await guard.aclose()
+    url, ring = f"sqlite:///{tmp_path / 'audit.db'}", Keyring.load(tmp_path / "k.keyring")
+    outs = {fmt: tmp_path / f"x.{fmt}" for fmt in ("jsonl", "csv", "parquet")}
+    for fmt, out in outs.items():
+        assert export_store(url, ring, out, fmt, jobs=1) >= 2  # type: ignore[arg-type]
+    records = [json.loads(line) for line in outs["jsonl"].read_text().splitlines()]
+    exchanges = [r for r in records if r["kind"] == "exchange"]
+    assert len(exchanges) == 2 and exchanges[1]["rejection"]["status"] == 400
+    members = set().union(*(r.keys() for r in records))
+    rows = list(csv.DictReader(outs["csv"].open(encoding="utf-8")))
+    table = pq.read_table(outs["parquet"]).to_pylist()
+    assert members <= set(rows[0]) and members <= set(table[0])
+    by_id = {r["audit_id"]: r for r in table}
+    for rec in exchanges:
+        row = by_id[rec["audit_id"]]
+        assert row["inspected"] is rec["inspected"] and row["app_called"] is rec["app_called"]
+        assert row["ts_end"] == rec["ts_end"]
+        for name in ("pii", "outcome", "rejection"):
+            assert (None if row[name] is None else json.loads(row[name])) == rec.get(name)
