@@ -82,6 +82,16 @@ class Witness:
         self.path = path
         self._lock = threading.Lock()
 
+    def ensure(self) -> None:
+        """Create the file, empty, when it does not exist yet. Why: the first checkpoint may be a minute (or
+        1,000 records) away, and a `mlguard audit verify --witness FILE` run meanwhile (a cron job right after a
+        deploy) stopped with 'witness file does not exist' as if it were misconfigured."""
+        with self._lock:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+            except OSError as exc:
+                raise AuditError(f"cannot create the witness file ({exc.strerror})") from exc
+
     def append(self, cp: dict[str, Any]) -> None:
         line = json.dumps(cp, sort_keys=True, separators=(",", ":")) + "\n"
         with self._lock:

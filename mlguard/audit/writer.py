@@ -42,7 +42,7 @@ from mlguard.audit.chain import Witness, link, make_checkpoint
 from mlguard.audit.record import Pending, event
 from mlguard.audit.seal import KeyRow, Sealer
 from mlguard.audit.store.base import AuditStore, RecordRow, WriteTx
-from mlguard.errors import AuditUnavailable, MLGuardError
+from mlguard.errors import AuditError, AuditUnavailable, MLGuardError
 from mlguard.ids import uuid7
 from mlguard.keys import KeyProvider
 
@@ -70,6 +70,11 @@ class AuditWriter:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.witness = Witness(witness) if witness is not None else None
+        if self.witness is not None:
+            try:
+                self.witness.ensure()
+            except AuditError as exc:  # e.g. its volume not mounted yet: appends are retried, as at run time
+                log.warning("audit witness file cannot be created yet", extra={"error": type(exc).__name__})
         # The queue: a deque (append/popleft are atomic) plus a condition used only to wake a sleeping writer.
         # queue.Queue took a lock and a notify per record on both sides, several microseconds of GIL time each.
         self._dq: deque[tuple[Pending, Waiter] | None] = deque()

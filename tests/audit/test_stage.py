@@ -208,3 +208,24 @@ async def test_csv_and_parquet_exports_carry_every_member_jsonl_does(tmp_path: P
         assert row["ts_end"] == rec["ts_end"]
         for name in ("pii", "outcome", "rejection"):
             assert (None if row[name] is None else json.loads(row[name])) == rec.get(name)
+
+
+@pytest.mark.anyio
+async def test_the_witness_file_exists_from_the_start_and_verifies_before_any_checkpoint(tmp_path: Path) -> None:
+    """A verify with --witness right after a deploy (no checkpoint signed yet) stopped with 'witness file does
+    not exist' (exit 2, as if misconfigured); the writer now creates the file, empty, when it starts."""
+    from click.testing import CliRunner
+
+    from mlguard.cli import cli
+
+    guard = Guard(config(tmp_path, checkpoint_every=1000), stages=["audit"])
+    witness = tmp_path / "witness.jsonl"
+    assert witness.exists() and witness.read_text() == ""
+    app = GuardMiddleware(model_app, guard=guard)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.post("/predict", json=body())).status_code == 200
+    res = CliRunner().invoke(cli, ["audit", "verify", "--store", f"sqlite:///{tmp_path / 'audit.db'}",
+                                   "--witness", str(witness)])
+    assert res.exit_code == 0, res.output
+    await guard.aclose()
+    assert witness.read_text().strip()  # the closing checkpoint is there now
