@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mlguard.errors import RetentionRefused
+from mlguard.errors import PolicyError, RetentionRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,10 @@ def purge_plan(policy: Any, now: datetime, *, before: datetime | None = None,
         if floor is not None and before > floor:
             raise RetentionRefused(f"refused: records after {floor:%Y-%m-%d} must be kept under {holder}")
         return PurgePlan(before.strftime("%Y-%m-%d"), "explicit cut-off")
-    chosen = policy.retention_max_for(configured_max)
+    try:  # a maximum shorter than a legal minimum is refused, as at start-up (not quietly raised to it)
+        chosen = policy.check_retention_max(configured_max)
+    except PolicyError as exc:
+        raise RetentionRefused(f"refused: {exc}") from None
     if chosen is None:
         return PurgePlan(None, "no retention maximum is set by the policies or the deployment")
     from mlguard.policy import parse_duration
