@@ -53,17 +53,23 @@ def export_store(url: str, keys: KeyProvider, out: Path, fmt: Format, *, since: 
     tasks = parallel.windows(head, window)
     n_jobs = parallel.default_jobs() if jobs is None else jobs
     state = {"keys": keys, "filters": (since, until, route, subject)}
-    if fmt == "jsonl":
-        texts = parallel.run_windows(_window_text, tasks, url=url, jobs=n_jobs, state=state)
-        try:
-            return _write_texts(texts, out, progress)
-        finally:
-            texts.close()
-    rows = parallel.run_windows(_window_rows, tasks, url=url, jobs=n_jobs, state=state)
     try:
-        return _write_rows((row for part in rows for row in part), out, fmt, progress)
-    finally:
-        rows.close()
+        if fmt == "jsonl":
+            texts = parallel.run_windows(_window_text, tasks, url=url, jobs=n_jobs, state=state)
+            try:
+                return _write_texts(texts, out, progress)
+            finally:
+                texts.close()
+        rows = parallel.run_windows(_window_rows, tasks, url=url, jobs=n_jobs, state=state)
+        try:
+            return _write_rows((row for part in rows for row in part), out, fmt, progress)
+        finally:
+            rows.close()
+    except BaseException:
+        # a failed export (a keyring without the KEK, a store gone) leaves no file: an empty or cut one would
+        # pass for the export of an empty or shorter log
+        out.unlink(missing_ok=True)
+        raise
 
 
 def _worker_reader() -> tuple[AuditReader, tuple[str | None, str | None, str | None, str | None]]:

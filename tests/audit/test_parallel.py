@@ -181,8 +181,11 @@ def test_export_worker_error_reaches_the_caller(tmp_path: Path, keyring: Keyring
     finally:
         store.close()
     for jobs in (1, 2):
-        with pytest.raises(IntegrityError, match="malformed"):
-            export_store(url, keyring, tmp_path / "x.jsonl", "jsonl", jobs=jobs, window=W)
+        for fmt in ("jsonl", "csv"):
+            out = tmp_path / f"x.{fmt}"
+            with pytest.raises(IntegrityError, match="malformed"):
+                export_store(url, keyring, out, fmt, jobs=jobs, window=W)  # type: ignore[arg-type]
+            assert not out.exists()  # no cut file that would pass for the export of a shorter log
 
 
 def test_an_error_that_cannot_cross_the_pipe_is_still_raised() -> None:
