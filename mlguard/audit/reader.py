@@ -17,7 +17,7 @@ from typing import Any
 from mlguard.audit.record import pseudonym
 from mlguard.audit.seal import Fetch, Sealed, Sealer, decode
 from mlguard.audit.store.base import AuditStore, RecordRow, open_store
-from mlguard.errors import KeyringError
+from mlguard.errors import IntegrityError, KeyringError
 from mlguard.keys import ENV_VAR, KeyProvider, Keyring
 
 PREFETCH = 256
@@ -28,6 +28,18 @@ DEFERRED_SCAN = 100_000
 FIELDS = ("audit_id", "seq", "ts", "route", "method", "status", "latency_ms", "policies", "model", "input",
           "findings", "output", "attached", "explanation", "fairness", "decision", "failures", "subject",
           "protected", "kind", "shredded")
+
+
+def _check_columns(row: RecordRow, sealed: Sealed) -> None:
+    """The clear columns a store filters on (audit id, time, kind, route, subject) must say what the record's
+    sealed header says: the header is covered by the chain, the columns are not, so an edited column (a record
+    moved to another route or day) is caught here when the record is read, instead of exporting it under the
+    wrong filter. (A record moved out of a filter is not read at all: an export without filters reads every one.)"""
+    h = sealed.header
+    if (row.audit_id, row.ts, row.kind, row.route, row.subject) != (
+            h.get("id"), h.get("ts"), h.get("kind"), h.get("route"), h.get("subj")):
+        raise IntegrityError(f"record {row.seq}: the store's columns (id, ts, kind, route, subject) differ from "
+                             "its sealed header: edited outside the guard", seq=row.seq)
 
 
 def load_keyring(path: str | Path | None) -> Keyring:
@@ -90,6 +102,7 @@ class AuditReader:
             sealeds = [decode(row.sealed) for row in chunk]
             fetch = self._prefetch(sealeds, page_keys=page_keys)
             for row, sealed in zip(chunk, sealeds, strict=True):
+                _check_columns(row, sealed)
                 yield row, sealed, fetch
 
     def deferred_explanation(self, record: dict[str, Any], *, scan: int = DEFERRED_SCAN) -> dict[str, Any] | None:

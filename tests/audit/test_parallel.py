@@ -188,6 +188,28 @@ def test_export_worker_error_reaches_the_caller(tmp_path: Path, keyring: Keyring
             assert not out.exists()  # no cut file that would pass for the export of a shorter log
 
 
+
+@pytest.mark.parametrize("column", ["ts", "route", "kind"])
+def test_an_edited_filter_column_is_caught_when_read(store_url: str, keyring: Keyring, tmp_path: Path,
+                                                     column: str) -> None:
+    """The clear columns filters use are not in the chain; the sealed header they copy is. A record moved to
+    another day, route or kind by editing its row is refused when read (export, admin reads), naming its seq,
+    instead of being exported under the wrong filter."""
+    store = open_store(store_url)
+    try:
+        _fill(store, keyring)
+        value = {"ts": "2020-01-01T00:00:00.000Z", "route": "/other", "kind": "admin_read"}[column]
+        _sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, 13)
+    finally:
+        store.close()
+    for jobs in (1, 2):
+        out = tmp_path / "x.jsonl"
+        with pytest.raises(IntegrityError) as err:
+            export_store(store_url, keyring, out, "jsonl", jobs=jobs, window=W)
+        assert err.value.seq == 13 and "sealed header" in str(err.value)
+        assert not out.exists()
+
+
 def test_an_error_that_cannot_cross_the_pipe_is_still_raised() -> None:
     class Odd(Exception):
         def __init__(self, a: int, b: int) -> None:  # pickle rebuilds exceptions from args: this one fails
