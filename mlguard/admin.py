@@ -66,6 +66,7 @@ class Admin:
             return
         route, m = allowed[0]
         if not route.public and not self._authorised(scope):
+            await self._record_denied(route, method)
             await send_problem(send, 401, "Unauthorized",
                                f"a valid admin bearer token (env {self.token_env}) is required", "unauthorized",
                                headers=[(b"www-authenticate", b"Bearer")])
@@ -89,6 +90,20 @@ class Admin:
         headers.extend((k.encode(), v.encode()) for k, v in resp.headers)
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": resp.body, "more_body": False})
+
+    async def _record_denied(self, route: AdminRoute, method: str) -> None:
+        """Write a refused admin request to the audit trail (PCI DSS 10.2.1.4: invalid logical access
+        attempts), before the 401 leaves: the endpoint's template and the method only, never the token sent.
+        Waiting for the durable append also slows down anyone guessing tokens. If it cannot be written, the 401
+        is answered all the same and the failure logged."""
+        events = self.guard.context.shared.get("audit_events")
+        if events is None:
+            return
+        try:
+            await events.append_event("admin_denied", {"endpoint": route.path, "method": method,
+                                                       "reason": "missing or invalid bearer token"})
+        except Exception as exc:
+            log.error("refused admin request not audited", extra={"error": type(exc).__name__})
 
     def _authorised(self, scope: Scope) -> bool:
         expected = os.environ.get(self.token_env, "")

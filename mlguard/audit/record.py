@@ -30,7 +30,7 @@ except ImportError:  # optional speed-up: the standard library gives the same by
 _ORJSON_OPTS = (0 if _orjson is None else _orjson.OPT_SORT_KEYS | _orjson.OPT_PASSTHROUGH_DATACLASS
                 | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_SUBCLASS)
 
-KINDS = ("exchange", "tombstone", "gap", "admin_read", "oversight", "feedback", "explanation")
+KINDS = ("exchange", "tombstone", "gap", "admin_read", "admin_denied", "oversight", "feedback", "explanation")
 _CORE_SECTIONS = ("explanation", "fairness", "model", "pii")
 
 

@@ -66,10 +66,21 @@ async def test_records_every_exchange_and_no_pii_leaks(tmp_path: Path, caplog: p
         assert refused is not None and refused["status"] == 400 and refused["rejection"]["status"] == 400
         assert [r["audit_id"] for r in reader.iter_records(subject=PLANTED["id"])] == ids[:7]
 
-        # admin read: token needed, and the read itself is audited
+        # admin read: token needed (a refused attempt is audited too, PCI DSS 10.2.1.4), and the read is audited
         r = await client.get(f"/mlguard/audit/records/{ids[0]}")
         assert r.status_code == 401
         import os
+
+        os.environ["MLGUARD_ADMIN_TOKEN"] = "tok"
+        try:
+            r = await client.get(f"/mlguard/audit/records/{ids[0]}",
+                                 headers={"authorization": "Bearer wrong-token-PLANTED"})
+            assert r.status_code == 401
+        finally:
+            del os.environ["MLGUARD_ADMIN_TOKEN"]
+        denied = [x for x in reader.iter_records() if x["kind"] == "admin_denied"]
+        assert [x["data"] for x in denied] == [{"endpoint": "/audit/records/{audit_id}", "method": "GET",
+                                                "reason": "missing or invalid bearer token"}] * 2
 
         os.environ["MLGUARD_ADMIN_TOKEN"] = "tok"
         try:
@@ -87,9 +98,9 @@ async def test_records_every_exchange_and_no_pii_leaks(tmp_path: Path, caplog: p
     store = open_store(f"sqlite:///{tmp_path / 'audit.db'}")
     res = verify_log(store.iter_rows(), head=store.head(), checkpoints=store.checkpoints(),
                      public_keys=store.public_keys(), witness=Witness.read(tmp_path / "witness.jsonl"))
-    assert res.ok and res.records == 10, res.as_dict()
+    assert res.ok and res.records == 12, res.as_dict()  # 8 exchanges, 2 refused admin requests, 2 reads
     store.close()
-    planted = [v.encode() for v in PLANTED.values()]
+    planted = [v.encode() for v in (*PLANTED.values(), "wrong-token-PLANTED")]
     for f in tmp_path.iterdir():
         data = f.read_bytes()
         for p in planted:
