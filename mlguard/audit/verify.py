@@ -168,8 +168,10 @@ def _check_cps(res: VerifyResult, cps: Iterable[dict[str, Any]], seq: int, calc:
                keys: dict[str, bytes]) -> VerifyResult | None:
     for cp in cps:
         if not checkpoint_valid({k: v for k, v in cp.items() if k != "_where"}, keys):
-            return _fail(res, seq, f"{cp['_where']} signature invalid or by an unknown key ({cp.get('kid')})",
-                         str(cp.get("head")), calc.hex())
+            why = ("signature invalid" if cp.get("kid") in keys else
+                   f"signed by key {cp.get('kid')}, which is not among the trusted public keys (after a "
+                   "`mlguard keys rotate`, pin the new signing key too: --pubkey may be given more than once)")
+            return _fail(res, seq, f"{cp['_where']} {why}", str(cp.get("head")), calc.hex())
         if cp.get("head") != calc.hex():
             return _fail(res, seq, f"{cp['_where']} head differs from the recomputed chain",
                          str(cp.get("head")), calc.hex())

@@ -314,3 +314,25 @@ def test_shred_with_config_appends_to_the_configured_witness(ecoa_log: tuple[str
                     str(cfg), "--override-retention")
     assert code == 0, out
     assert (tmp_path / "wit.jsonl").read_text().strip()  # the checkpoint after the tombstone is there
+
+
+def test_verify_pinned_to_a_rotated_out_key_says_so(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    """After `keys rotate`, checkpoints are signed by the new key: pinning only the old one must read as what it
+    is (a key not trusted), not as a forged signature."""
+    url, kpath, ring = log
+    old = {kid: pub.hex() for kid, pub in ring.public_keys().items()}
+    assert run("keys", "rotate", "--keyring", str(kpath))[0] == 0
+    rotated = Keyring.load(kpath)
+    store = open_store(url)
+    w = AuditWriter(store, rotated)
+    w.append_now([Pending("id-new", iso(T0), "exchange", "/a", pseudonym(rotated, "s9"),
+                          canonical({**FULL, "audit_id": "id-new", "kind": "exchange", "input": {}}), None)])
+    w.checkpoint()
+    store.close()
+    new = {kid: pub.hex() for kid, pub in rotated.public_keys().items() if kid not in old}
+    assert new
+    code, out = run("audit", "verify", "--store", url, *(x for v in old.values() for x in ("--pubkey", v)))
+    assert code == 1 and "not among the trusted public keys" in out and "signature invalid" not in out
+    code, out = run("audit", "verify", "--store", url,
+                    *(x for v in (*old.values(), *new.values()) for x in ("--pubkey", v)))
+    assert code == 0, out
