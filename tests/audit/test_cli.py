@@ -8,13 +8,14 @@ import sqlite3
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from mlguard.audit.reader import AuditReader
 from mlguard.audit.record import Pending, canonical, iso, pseudonym
-from mlguard.audit.store.base import open_store
+from mlguard.audit.store.base import AuditStore, open_store
 from mlguard.audit.writer import AuditWriter
 from mlguard.cli import cli
 from mlguard.errors import AuditUnavailable
@@ -30,14 +31,19 @@ def run(*args: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> tuple[str, Path, Keyring]:
+def _new_log(tmp_path: Path, db: str, **writer: Any) -> tuple[str, Path, Keyring, AuditStore, AuditWriter]:
+    """A keyring made by `keys init`, and an empty SQLite log with a writer on it."""
     kpath = tmp_path / "k.keyring"
     assert run("keys", "init", "--out", str(kpath))[0] == 0
     ring = Keyring.load(kpath)
-    url = f"sqlite:///{tmp_path / 'a.db'}"
+    url = f"sqlite:///{tmp_path / db}"
     store = open_store(url)
-    w = AuditWriter(store, ring, witness=tmp_path / "w.jsonl")
+    return url, kpath, ring, store, AuditWriter(store, ring, **writer)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> tuple[str, Path, Keyring]:
+    url, kpath, ring, store, w = _new_log(tmp_path, "a.db", witness=tmp_path / "w.jsonl")
     items = [Pending(f"id-{i:03d}", iso(T0 + 3600 * i), "exchange", "/a" if i % 2 else "/b",
                      pseudonym(ring, f"s{i % 4}"),
                      canonical({**FULL, "audit_id": f"id-{i:03d}", "kind": "exchange", "status": 200,
@@ -250,12 +256,7 @@ def test_retire_names_the_store_without_its_password(tmp_path: Path) -> None:
 @pytest.fixture
 def ecoa_log(tmp_path: Path) -> tuple[str, Path, Keyring]:
     """Records of today, written under gdpr + ecoa (ecoa: kept at least 25 months), as the stage writes them."""
-    kpath = tmp_path / "k.keyring"
-    assert run("keys", "init", "--out", str(kpath))[0] == 0
-    ring = Keyring.load(kpath)
-    url = f"sqlite:///{tmp_path / 'e.db'}"
-    store = open_store(url)
-    w = AuditWriter(store, ring)
+    url, kpath, ring, store, w = _new_log(tmp_path, "e.db")
     now = time.time()
     w.append_now([Pending(f"e-{i}", iso(now), "exchange", "/a", pseudonym(ring, f"s{i % 2}"),
                           canonical({**FULL, "audit_id": f"e-{i}", "kind": "exchange", "status": 200, "ts": iso(now),
