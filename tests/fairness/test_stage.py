@@ -95,7 +95,7 @@ async def test_feedback_joins_labels_and_validates(tmp_path: Any, token: str) ->
     st = guard.stages[0].routes[0]
     g = {x.key: x for x in st.window.snapshot()}["sex=Female"]
     assert (g.labelled, g.tp, g.fp) == (2, 1, 1)
-    assert [e[0] for e in events.events] == ["feedback", "feedback"]
+    assert [e[0] for e in events.events] == ["feedback", "feedback", "admin_denied"]  # the 401 is recorded too
     assert events.events[0][1] == {"decision": ids[0], "label": True, "route": "/screen"}
 
 
