@@ -139,6 +139,8 @@ class PIIEngine:
                 art = super()._doc_to_nlp_artifact(doc, language)
                 if not lemmas:
                     art.lemmas = [t.lower_ for t in doc]
+                    # Presidio built the keywords from the empty lemmas before: again, from these words
+                    art.keywords = art.set_keywords(self, art.lemmas, language)
                 art.keywords = _Keywords(art.keywords)
                 return art
 

@@ -253,6 +253,6 @@ def test_context_keywords_are_looked_up_as_a_set(engine: PIIEngine) -> None:
     art = engine._nlp_engine._doc_to_nlp_artifact(doc, "en")
     assert isinstance(art.keywords, _Keywords)
     plain = list(art.keywords)
-    assert art.keywords == plain and len(art.keywords) == len(doc)
+    assert art.keywords == plain and plain  # the words of the note (context works: test_pii_engine.py)
     for word in [*plain, "loan", "zzz-not-there", 3]:
         assert (word in art.keywords) == (word in plain)
