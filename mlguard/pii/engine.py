@@ -70,6 +70,15 @@ class Span:
     recognizer: str
 
 
+def quiet_presidio_debug() -> None:
+    """Keep Presidio's logger at INFO or above. Why: at DEBUG its context enhancer logs the words around every
+    span it scores ("Context list is: <words of the input>"), so any handler at DEBUG, the application's
+    included, would write input text; below INFO it logs nothing else the guard needs."""
+    presidio = logging.getLogger("presidio-analyzer")
+    if presidio.level < logging.INFO:  # its own level (NOTSET follows the root, which may be at DEBUG)
+        presidio.setLevel(logging.INFO)
+
+
 def block_tldextract_network() -> None:
     """Make every ``tldextract.extract`` call read only the bundled public-suffix snapshot."""
     import tldextract
@@ -120,6 +129,7 @@ class PIIEngine:
         from mlguard.pii.recognizers import builtin_recognizers, custom_recognizers
 
         block_tldextract_network()
+        quiet_presidio_debug()
         self.settings = settings
         name = settings.spacy_model
         if not (spacy.util.is_package(name) or Path(name).is_dir()):

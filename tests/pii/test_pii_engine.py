@@ -115,3 +115,14 @@ def test_context_words_raise_a_weak_pattern(engine: PIIEngine) -> None:
     alone = "The code D1234567 was printed."
     assert [s.entity for s in engine.analyze_many([near])[0]] == ["US_DRIVER_LICENSE"]
     assert engine.analyze_many([alone])[0] == []  # the same string with no context stays below the threshold
+
+
+def test_presidio_never_logs_input_words(engine: PIIEngine, caplog: pytest.LogCaptureFixture) -> None:
+    """At DEBUG Presidio's context enhancer logs the words around each span it scores: input text. With the
+    root logger at DEBUG (an application's own logging), none of it may be logged."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    engine.analyze_many(["Her driver license number is D1234567, write to zebulon.plant@example.com"])
+    text = caplog.text + " ".join(str(r.args) for r in caplog.records)
+    assert "D1234567" not in text and "zebulon" not in text
