@@ -63,9 +63,7 @@ class AuditStage(BaseStage):
         base = ctx.config.base_dir
         self.keys = keyring_for(ctx)
         self.store = store or open_store(resolve_store_url(settings.store, base), lock_timeout=settings.lock_timeout)
-        witness = settings.witness
-        if witness is not None and not witness.is_absolute() and base is not None:
-            witness = base / witness
+        witness = settings.witness_path(base)
         self.durability = settings.durability
         self.writer = AuditWriter(self.store, self.keys, checkpoint_every=settings.checkpoint_every,
                                   checkpoint_seconds=settings.checkpoint_seconds, witness=witness,

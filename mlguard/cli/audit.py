@@ -199,8 +199,7 @@ class _Given:
                 raise click.UsageError(str(exc)) from None
             self.names = self.names or list(cfg.policies)
             self.base_dir, self.retention_max = cfg.base_dir, cfg.retention.max
-            w = cfg.audit.witness
-            self.witness = w if w is None or w.is_absolute() or cfg.base_dir is None else cfg.base_dir / w
+            self.witness = cfg.audit.witness_path(cfg.base_dir)
 
     def policy(self, recorded: AbstractSet[str] = frozenset()) -> Any:
         """The effective policy of the named policies and of ``recorded``, the ids the records themselves name.

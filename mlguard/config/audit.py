@@ -30,3 +30,9 @@ class AuditSettings(BaseModel):
                     "failure_mode (fail_closed: 503) instead of waiting for ever. SQLite: the busy timeout; "
                     "PostgreSQL: lock_timeout on the writer's connection.",
     )
+
+    def witness_path(self, base_dir: Path | None) -> Path | None:
+        """The witness file, a relative path resolved against the config's directory (the stage and the CLI
+        commands that append checkpoints read it the same way)."""
+        w = self.witness
+        return w if w is None or w.is_absolute() or base_dir is None else base_dir / w
