@@ -129,7 +129,7 @@ def _forked(fn: Callable[[A], R], tasks: Sequence[A], n: int) -> Generator[R, No
             conns.append(parent)
         sent = 0
         for sent in range(min(2 * n, len(tasks))):
-            conns[sent % n].send(tasks[sent])
+            _send(conns[sent % n], tasks[sent])
         sent = min(2 * n, len(tasks))
         for i in range(len(tasks)):
             try:
@@ -137,7 +137,7 @@ def _forked(fn: Callable[[A], R], tasks: Sequence[A], n: int) -> Generator[R, No
             except (EOFError, OSError):
                 raise MLGuardError("an audit reader process ended unexpectedly") from None
             if sent < len(tasks):
-                conns[sent % n].send(tasks[sent])
+                _send(conns[sent % n], tasks[sent])
                 sent += 1
             if not ok:
                 raise result
@@ -157,6 +157,14 @@ def _forked(fn: Callable[[A], R], tasks: Sequence[A], n: int) -> Generator[R, No
                 proc.join()
         for conn in conns:
             conn.close()
+
+
+def _send(conn: Connection, task: Any) -> None:
+    """Send a task to a worker. A worker that died (killed, out of memory) cannot take it: that is reported when
+    its next result is due (its pipe's EOF, in task order), not as a BrokenPipeError from whichever send came
+    first (which raced with the worker's death: a flaky error that named no cause)."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        conn.send(task)
 
 
 def run_windows(fn: Callable[[A], R], tasks: Sequence[A], *, url: str, jobs: int,

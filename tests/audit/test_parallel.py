@@ -352,6 +352,31 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path) -> None:
     assert got == [0, 1]
 
 
+class _SlowToUnpickle:
+    """A result that takes the parent half a second to unpickle: long enough for the worker to die meanwhile."""
+
+    def __reduce__(self) -> tuple[Any, tuple[float]]:
+        import time
+
+        return time.sleep, (0.5,)
+
+
+def _slow_then_exit(task: int) -> Any:
+    if task == 0:
+        return _SlowToUnpickle()
+    os._exit(3)
+
+
+def test_a_task_sent_to_a_worker_already_dead_is_reported_in_order() -> None:
+    """The parent sends the next task to a worker that died meanwhile (the pipe is broken): not a
+    BrokenPipeError from the send, but the worker's death, when its result is due (flaky before: it raced)."""
+    got = []
+    with pytest.raises(MLGuardError, match="ended unexpectedly"):
+        for r in parallel._forked(_slow_then_exit, [0, 1, 2, 3], 1):
+            got.append(r)
+    assert got == [None]
+
+
 def test_stopping_early_leaves_no_worker_behind(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     before = {p.pid for p in multiprocessing.active_children()}
