@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlguard.errors import ConfigError, DependencyMissing, ExplainError
+from mlguard.explain.shap_import import import_shap
 
 if TYPE_CHECKING:
     from mlguard.explain.binding import Binding, FloatArray
@@ -121,8 +122,7 @@ class Engine:
         return times[len(times) // 2]
 
     def identity(self) -> dict[str, Any]:
-        import shap
-
+        shap = import_shap()
         return {"name": self.method, "shap": shap.__version__, **self.params}
 
 
@@ -130,7 +130,7 @@ def build_engine(binding: Binding, background: FloatArray | None, *, generic_met
                  kmeans_k: int = 10, field: str = "model") -> Engine:
     """Choose and build the explainer for ``binding`` with this ``background`` (rows in feature order)."""
     try:
-        import shap  # noqa: F401
+        import_shap()
     except ImportError:
         raise DependencyMissing("shap", "explain") from None
     family = model_family(binding.model)
@@ -146,8 +146,8 @@ def build_engine(binding: Binding, background: FloatArray | None, *, generic_met
 
 def _tree_engine(binding: Binding, background: FloatArray | None, where: str) -> Engine:
     import numpy as np
-    import shap
 
+    shap = import_shap()
     dtype = _tree_input_dtype(binding.model)
     if type(binding.model).__module__.split(".")[0] == "lightgbm":
         # shap warns on every path-dependent call of a binary LightGBM model that its output shape once
@@ -386,8 +386,7 @@ def _check_tree_engine(engine: Engine, binding: Binding, background: FloatArray 
 
 
 def _linear_engine(binding: Binding, background: FloatArray | None, where: str) -> Engine:
-    import shap
-
+    shap = import_shap()
     if background is None:
         raise ConfigError("the linear explainer needs a background; " + BACKGROUND_HINT, field=f"{where}.background")
     masker = shap.maskers.Independent(background, max_samples=background.shape[0])
@@ -404,8 +403,8 @@ def _linear_engine(binding: Binding, background: FloatArray | None, where: str) 
 def _generic_engine(binding: Binding, background: FloatArray | None, method: str, k: int,
                     where: str) -> Engine:
     import numpy as np
-    import shap
 
+    shap = import_shap()
     if background is None:
         raise ConfigError("a model-agnostic explainer needs a background; " + BACKGROUND_HINT,
                           field=f"{where}.background")
