@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from mlguard.cli._root import cli
+
+if TYPE_CHECKING:
+    from mlguard.config import GuardConfig
+    from mlguard.routes import CompiledRoute
 
 _CHUNK = 128
 _STATE: dict[str, Any] = {}
@@ -69,25 +73,23 @@ def _chunks(stream: IO[bytes]) -> Iterator[list[tuple[int, bytes]]]:
 def _build(policies: tuple[str, ...], config: Path | None, route: str | None, keyring_path: Path | None
            ) -> tuple[Any, Any, bool | None]:
     from mlguard.config import GuardConfig, load_config
-    from mlguard.jsonpath import compile_path
     from mlguard.pii.redactor import Redactor
     from mlguard.policy import resolve_policies
 
     cfg = load_config(config) if config is not None else GuardConfig()
-    names = list(policies) or cfg.policies
-    policy = resolve_policies(names, base_dir=cfg.base_dir)
     rules: list[Any] = []
     scan: bool | None = None
     if config is not None and cfg.routes:
-        chosen = [r for r in cfg.routes if r.path == route] if route else cfg.routes[:1] if len(cfg.routes) == 1 \
-            else []
+        routes = _checked_routes(cfg, config)
+        chosen = [r for r in routes if r.path == route] if route else routes[:1] if len(routes) == 1 else []
         if route and not chosen:
             raise click.UsageError(f"--route {route} is not a route of {config}")
-        if not chosen and len(cfg.routes) > 1:
+        if not chosen and len(routes) > 1:
             raise click.UsageError("the config has several routes: name one with --route")
-        r = chosen[0]
-        rules = [(compile_path(k, field=f"routes.{r.path}.pii"), v) for k, v in r.pii.items()]
-        scan = r.scan_undeclared
+        rules = list(chosen[0].pii_rules)
+        scan = chosen[0].config.scan_undeclared
+    names = list(policies) or cfg.policies
+    policy = resolve_policies(names, base_dir=cfg.base_dir)
     settings = cfg.pii_engine
     kinds = {str(rule.operator) for rule in policy.pii.entities.values()} | {str(policy.pii.default_operator)}
     keyring = None
@@ -116,6 +118,32 @@ def _build(policies: tuple[str, ...], config: Path | None, route: str | None, ke
     redactor = Redactor.from_policy(policy.pii, settings, keyring=keyring, vault=vault)
     _ = redactor.engine  # load once, before forking workers
     return redactor, rules, scan
+
+
+def _checked_routes(cfg: GuardConfig, file: Path) -> list[CompiledRoute]:
+    """Compile every route of ``cfg`` as the start-up does (:func:`mlguard.routes.compile_route`, which
+    :func:`mlguard.runtime.check_config` runs for ``mlguard config check`` and ``mlguard serve``), each against the
+    policies serve would give it, so a config serve refuses for its routes (an unknown PII entity, with the nearest
+    known name; a bad JSONPath) is refused here with the same ``FILE:FIELD: message``.
+
+    Why not all of ``check_config``: its deployment checks (``retention.max`` for the audit trail, model bindings)
+    concern serving, which a batch redaction does not do. Why every route, not only the chosen one: a misspelt
+    entity silently gets the policy's default operator, and the same config is the one serve will be given.
+    """
+    from mlguard.errors import ConfigError
+    from mlguard.policy import resolve_policies
+    from mlguard.routes import compile_route
+    from mlguard.runtime import located
+
+    custom = [str(spec.get("entity", "")) for spec in cfg.pii_engine.custom_recognizers if isinstance(spec, Mapping)]
+    try:
+        base = resolve_policies(cfg.policies, base_dir=cfg.base_dir)
+        return [compile_route(i, r, base if r.policies is None else resolve_policies(r.policies,
+                                                                                       base_dir=cfg.base_dir),
+                              custom_entities=custom)
+                for i, r in enumerate(cfg.routes)]
+    except ConfigError as exc:
+        raise located(exc, file) from None
 
 
 @cli.command("redact")

@@ -74,6 +74,45 @@ def test_config_route_rules_and_keyring_from_env(tmp_path: Path) -> None:
     assert a["name"].startswith("PERSON_") and a["name"] == b["name"]  # gdpr hmac, consistent
 
 
+@pytest.mark.parametrize("entity, hint", [("NAME", "PERSON"), ("EMAIL_ADRESS", "EMAIL_ADDRESS")])
+def test_config_with_unknown_entity_is_refused_as_config_check_refuses_it(tmp_path: Path, entity: str,
+                                                                          hint: str) -> None:
+    """`redact --config` runs the start-up check of `config check`/`serve`: same message, usage error, no output."""
+    from mlguard.config import load_config
+    from mlguard.errors import ConfigError
+    from mlguard.runtime import check_config
+
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text(
+        "policies: [base]\n"
+        "routes:\n"
+        "  - path: /predict\n"
+        f"    pii: {{$.name: {entity}}}\n"
+    )
+    with pytest.raises(ConfigError) as expected:
+        check_config(load_config(cfg), file=cfg)
+    code, out, err = run(["--config", str(cfg)], [json.dumps({"name": "Zebulon Quixmartin"})])
+    assert code == 2
+    assert out == []
+    assert str(expected.value) in err  # the message of `config check` / `serve`, word for word
+    assert f"did you mean {hint}?" in err and "routes.0.pii.$.name" in err and str(cfg) in err
+    assert "Zebulon" not in err
+
+
+def test_config_check_applies_to_every_route_even_with_route_chosen(tmp_path: Path) -> None:
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text(
+        "policies: [base]\n"
+        "routes:\n"
+        "  - path: /good\n"
+        "    pii: {$.name: PERSON}\n"
+        "  - path: /bad\n"
+        "    pii: {$.name: NAME}\n"
+    )
+    code, out, err = run(["--config", str(cfg), "--route", "/good"], [json.dumps(LINES[2])])
+    assert code == 2 and out == [] and "routes.1.pii.$.name" in err and "did you mean PERSON?" in err
+
+
 def test_keyed_policy_without_keyring_is_a_usage_error() -> None:
     code, _, err = run(["--policy", "gdpr"], [json.dumps(LINES[2])], env={"MLGUARD_KEYRING": ""})
     assert code == 2 and "keyring" in err
