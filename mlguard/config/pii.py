@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class PIIEngineSettings(BaseModel):
@@ -23,9 +23,19 @@ class PIIEngineSettings(BaseModel):
     declared fields, cache hits, repeats within the document, and strings withheld as unscannable
     (``max_field_chars``) do not. Over the budget a request is refused with 413 before any detection
     (``ScanBudgetExceeded``: a limit on the work asked for, like ``limits.max_body_bytes``, not on the shape of
-    the body); a response over it (``scan_response``) has its unscanned strings withheld. So a single string
-    longer than ``max_scan_chars`` but within ``max_field_chars`` gets its request refused, while a longer one
-    is withheld. ``mlguard redact`` applies no budget.
+    the body); a response over it (``scan_response``) has its unscanned strings withheld. ``mlguard redact``
+    applies no budget.
+
+    ``max_field_chars`` never exceeds ``max_scan_chars`` while the budget is on. The default of both is 12,000;
+    left unset, the field limit follows a lower ``max_scan_chars`` (tightening the budget alone stays coherent);
+    set explicitly above it, the config is refused at load with an error naming both. Why: with the field limit
+    above the budget, one string between the two got its whole request refused (413) while a longer one was
+    merely withheld from the model, so a client could dodge the refusal by sending more, and a request was
+    refused for one string that the field limit called scannable. With field <= budget, a string too long to
+    scan is withheld (``<REDACTED>``, finding UNSCANNED ``limit:max_field_chars``) and never refuses its request
+    on its own; only several strings together can. An explicit value is refused rather than silently lowered: a
+    limit the user wrote should not quietly mean less than it says. To scan longer strings (e.g. in ``mlguard
+    redact``), raise both, or set ``max_scan_chars: 0`` (no budget).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,8 +48,10 @@ class PIIEngineSettings(BaseModel):
     score_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Minimum detection score to redact a span.")
     scan_undeclared: bool = Field(True, description="Scan strings in fields that the route's pii rules do not name.")
     max_field_chars: int = Field(
-        20_000, gt=0,
-        description="Longest string scanned; a longer one is replaced whole by `<REDACTED>` (finding UNSCANNED).",
+        12_000, gt=0,
+        description="Longest string scanned; a longer one is replaced whole by `<REDACTED>` (finding UNSCANNED). "
+                    "At most max_scan_chars (unless that is 0): unset, it follows a lower one; set above it, the "
+                    "config is refused. So one string alone never gets its request refused.",
     )
     max_scan_chars: int = Field(
         12_000, ge=0,
@@ -74,3 +86,18 @@ class PIIEngineSettings(BaseModel):
         default_factory=list,
         description="Extra recognizers: {name, entity, patterns: [{regex, score}], context: [..], validator}.",
     )
+
+    @model_validator(mode="after")
+    def _field_within_budget(self) -> PIIEngineSettings:
+        """Keep ``max_field_chars`` within ``max_scan_chars``: an unset one follows it down, a set one above it is
+        refused (see the class docstring for why)."""
+        if not self.max_scan_chars or self.max_field_chars <= self.max_scan_chars:
+            return self
+        if "max_field_chars" not in self.model_fields_set:
+            self.max_field_chars = self.max_scan_chars
+            return self
+        raise ValueError(
+            f"pii_engine.max_field_chars ({self.max_field_chars}) exceeds pii_engine.max_scan_chars "
+            f"({self.max_scan_chars}): a single string between the two would get its request refused (413) while "
+            "a longer one is only withheld; set max_field_chars to at most max_scan_chars, or max_scan_chars to 0 "
+            "(no budget)")

@@ -16,7 +16,9 @@ The scan budget (``pii_engine.max_scan_chars`` / ``max_scan_texts``, see PIIEngi
 what detection would cost (the distinct strings left after the cache, and their characters) and, when asked,
 applies the budget there, before any NER: ``budget="refuse"`` raises ScanBudgetExceeded (the request path),
 ``budget="withhold"`` withholds every string left to scan, as for an unscannable one (the response path). The
-default, no budget, is what the CLI and ``redact`` use.
+default, no budget, is what the CLI and ``redact`` use. A string over ``max_field_chars`` is withheld before it
+is counted, and the settings keep ``max_field_chars`` within ``max_scan_chars``, so one string alone never earns
+the refusal (a longer one would otherwise be withheld while a shorter one refused its whole request).
 
 Findings carry entity, JSON path, offsets in the original string, recognizer, score and operator; never values.
 """

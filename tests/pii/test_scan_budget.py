@@ -176,6 +176,70 @@ async def test_response_over_budget_is_withheld_not_scanned(tmp_path: Path,
     assert NOTE_NAME not in r.text and PHONE not in r.text
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("length", [15_000, 25_000])
+async def test_defaults_never_refuse_one_long_string_that_a_longer_one_would_pass(
+        tmp_path: Path, recording_app: RecordingApp, monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    """With the default settings one string too long to scan is withheld from the model, never refused: before,
+    15,000 characters (over max_scan_chars, within max_field_chars) got 413 while 25,000 passed withheld."""
+    mw, spy = build(make_config(tmp_path), recording_app)
+    engine = Calls(_engine(mw), monkeypatch)
+    long_note = (f"{NOTE} " * (length // len(NOTE) + 1))[:length]
+    async with client(mw) as c:
+        r = await c.post("/predict", json={**REQUEST, "note": long_note})
+    assert r.status_code == 200
+    assert recording_app.bodies[0]["note"] == REDACTED
+    assert all(n < length for n in engine.calls)  # the note never reached the engine
+    withheld = [f for f in spy.seen[0]["findings"] if f.path == "$.note"]
+    assert [(f.entity, f.recognizer) for f in withheld] == [(UNSCANNED, "limit:max_field_chars")]
+    assert NOTE_NAME not in json.dumps(recording_app.bodies) + r.text
+
+
+# ---------------------------------------------------------------------------------------- the settings
+
+def test_default_field_limit_is_within_the_default_budget() -> None:
+    s = PIIEngineSettings()
+    assert 0 < s.max_field_chars <= s.max_scan_chars
+
+
+@pytest.mark.parametrize("budget", [12_000, 5_000, 100])
+def test_one_string_is_scanned_up_to_the_budget_and_withheld_beyond_never_refused(budget: int) -> None:
+    """Whatever max_scan_chars is (max_field_chars left to its default), one string alone never earns a 413:
+    up to the budget it is scanned, one character more and it is withheld."""
+    red = Redactor({}, PIIEngineSettings(max_scan_chars=budget), engine=lambda: pytest.fail("no engine needed"))
+    fits = red.prepare({"note": "a" * budget}, RULES, False, budget="refuse")
+    assert (fits.scan_texts, fits.scan_chars) == (1, budget)
+    over = red.prepare({"note": "a" * (budget + 1)}, RULES, False, budget="refuse")
+    assert over.scan_texts == 0 and not over.needs_engine
+    out, findings = red.finish(over)
+    assert out == {"note": REDACTED}
+    assert [(f.entity, f.recognizer) for f in findings] == [(UNSCANNED, "limit:max_field_chars")]
+
+
+def test_field_limit_set_above_the_budget_is_a_config_error_naming_both(tmp_path: Path) -> None:
+    from mlguard.config import load_config
+    from mlguard.errors import ConfigError
+
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text("pii_engine:\n  max_field_chars: 20000\n  max_scan_chars: 12000\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    message = str(info.value)
+    assert info.value.file == str(cfg) and info.value.field == "pii_engine"
+    assert "pii_engine.max_field_chars (20000)" in message and "pii_engine.max_scan_chars (12000)" in message
+
+
+@pytest.mark.parametrize(("given", "field_chars"), [
+    ({"max_field_chars": 12_000, "max_scan_chars": 12_000}, 12_000),  # equal: fine
+    ({"max_field_chars": 500, "max_scan_chars": 12_000}, 500),
+    ({"max_field_chars": 50_000, "max_scan_chars": 0}, 50_000),  # no budget: no constraint
+    ({"max_scan_chars": 3_000}, 3_000),  # unset: follows a lower budget
+    ({"max_scan_chars": 50_000}, 12_000),  # unset: keeps its default under a higher one
+])
+def test_coherent_settings_are_accepted(given: dict[str, int], field_chars: int) -> None:
+    assert PIIEngineSettings(**given).max_field_chars == field_chars
+
+
 # ---------------------------------------------------------------------------------------- the redactor
 
 RULES = [(compile_path("$.note"), "scan")]
@@ -210,13 +274,17 @@ def test_refuse_names_the_limit_and_no_text(engine: PIIEngine, settings: dict[st
 
 
 def test_withhold_replaces_every_string_left_to_scan(engine: PIIEngine) -> None:
-    red = Redactor({}, PIIEngineSettings(cache_size=0, max_scan_chars=10), engine=engine)
-    doc = {"note": NOTE, "id": "APP-7"}
-    plan = red.prepare(doc, [*RULES, (compile_path("$.id"), "keep")], False, budget="withhold")
+    # Each string within the budget (one alone is never over it: it would be withheld by max_field_chars), the
+    # two together over it.
+    red = Redactor({}, PIIEngineSettings(cache_size=0, max_scan_chars=len(NOTE) + 5), engine=engine)
+    doc = {"note": [NOTE, "Ring Ann"], "id": "APP-7"}
+    plan = red.prepare(doc, [(compile_path("$.note[*]"), "scan"), (compile_path("$.id"), "keep")], False,
+                       budget="withhold")
     assert not plan.needs_engine
     out, findings = red.finish(plan)
-    assert out == {"note": REDACTED, "id": "APP-7"}
-    assert [(f.entity, f.path, f.recognizer) for f in findings] == [(UNSCANNED, "$.note", "limit:max_scan_chars")]
+    assert out == {"note": [REDACTED, REDACTED], "id": "APP-7"}
+    assert [(f.entity, f.path, f.recognizer) for f in findings] == [
+        (UNSCANNED, "$.note[0]", "limit:max_scan_chars"), (UNSCANNED, "$.note[1]", "limit:max_scan_chars")]
 
 
 def test_no_budget_unless_asked_and_zero_is_no_limit(engine: PIIEngine) -> None:
