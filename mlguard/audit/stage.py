@@ -4,7 +4,8 @@ Durability ``sync``: finish() awaits the group commit, so the record is durable 
 ``async``: the record is queued (bounded); a full queue raises AuditUnavailable, and the policy's
 failure_mode decides (fail_closed: 503; fail_open: served, and a gap record lists the missing id).
 Other stages append events (oversight, feedback) through ``ctx.shared["audit_events"].append_event``.
-Reading a record through the admin API is itself recorded first (PCI DSS 10.2.1.3).
+Reading a record through the admin API is itself recorded, with whether it was found, before anything is
+disclosed (PCI DSS 10.2.1.3).
 """
 
 from __future__ import annotations
@@ -118,13 +119,30 @@ class AuditStage(BaseStage):
         return [AdminRoute("GET", "/audit/records/{audit_id}", self._get_record)]
 
     async def _get_record(self, req: AdminRequest) -> AdminResponse:
+        """Read the record, append the ``admin_read`` event saying whether it was found, then answer.
+
+        Why read before the event: so the trail says what each read disclosed (``found``: true for the 200, false
+        for the 404), not only that one was asked for. Reading into memory discloses nothing; the answer waits
+        for the durable event, and when that append fails the answer is 503 with nothing of the record, not even
+        whether it exists. A read that itself fails is still recorded (``found: null``) when the trail takes it.
+        """
         audit_id = req.query.get("audit_id", "")
+        data: dict[str, Any] = {"endpoint": "/audit/records", "target": audit_id}
+        unavailable = AdminResponse(503, json.dumps({"detail": "audit trail unavailable"}).encode())
         try:
-            read_id = await self.append_event("admin_read", {"endpoint": "/audit/records", "target": audit_id})
             record = await anyio.to_thread.run_sync(self.reader.get, audit_id)
         except MLGuardError as exc:
             log.error("audited read failed", extra={"error": type(exc).__name__})
-            return AdminResponse(503, json.dumps({"detail": "audit trail unavailable"}).encode())
+            try:
+                await self.append_event("admin_read", {**data, "found": None, "error": type(exc).__name__})
+            except MLGuardError as append_exc:
+                log.error("audit event for a failed read not recorded", extra={"error": type(append_exc).__name__})
+            return unavailable
+        try:
+            read_id = await self.append_event("admin_read", {**data, "found": record is not None})
+        except MLGuardError as exc:
+            log.error("audited read failed", extra={"error": type(exc).__name__})
+            return unavailable
         if record is None:
             return AdminResponse(404, json.dumps({"detail": "no such audit record", "read_id": read_id}).encode())
         return AdminResponse(200, json.dumps({"record": record, "read_id": read_id}, default=str).encode())

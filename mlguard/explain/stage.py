@@ -233,14 +233,16 @@ class ExplainStage(BaseStage):
             self._events.discard(future)
         _log_event_failure(future)
 
-    async def _audited_read(self, endpoint: str, audit_id: str) -> bool:
-        """Record the admin read in the audit trail when the audit stage is on (PCI DSS 10.2.1.3); False when
-        that fails, so the read is refused rather than unaudited."""
+    async def _audited_read(self, endpoint: str, audit_id: str, *, found: bool) -> bool:
+        """Record the admin read in the audit trail when the audit stage is on (PCI DSS 10.2.1.3), with whether
+        it found an explanation (``found``), before anything is disclosed; False when that fails, so the read is
+        refused (503, nothing of the lookup) rather than unaudited. Callers look up first, in memory or the
+        trail, which discloses nothing, so the event can say what the answer is."""
         events = self.ctx.shared.get("audit_events")
         if events is None:
             return True
         try:
-            await events.append_event("admin_read", {"endpoint": endpoint, "target": audit_id})
+            await events.append_event("admin_read", {"endpoint": endpoint, "target": audit_id, "found": found})
         except Exception as exc:
             log.error("audited read failed", extra={"error": type(exc).__name__})
             return False
@@ -248,9 +250,9 @@ class ExplainStage(BaseStage):
 
     async def _get(self, req: AdminRequest) -> AdminResponse:
         audit_id = req.query.get("audit_id", "")
-        if not await self._audited_read("/explanations", audit_id):
-            return _json(503, {"detail": "audit trail unavailable"})
         entry, missing = await self._lookup(audit_id)
+        if not await self._audited_read("/explanations", audit_id, found=entry is not None):
+            return _json(503, {"detail": "audit trail unavailable"})
         if entry is None:
             return _json(404, {"detail": missing})
         return _json(202 if entry.status == "pending" else 200, entry.public)
@@ -303,9 +305,9 @@ class ExplainStage(BaseStage):
         from mlguard.explain.render import counterfactuals, render_plain
 
         audit_id = req.query.get("audit_id", "")
-        if not await self._audited_read("/explanations/plain", audit_id):
-            return _json(503, {"detail": "audit trail unavailable"})
         entry, missing = await self._lookup(audit_id)
+        if not await self._audited_read("/explanations/plain", audit_id, found=entry is not None):
+            return _json(503, {"detail": "audit trail unavailable"})
         if entry is None:
             return _json(404, {"detail": missing})
         if entry.status == "pending":

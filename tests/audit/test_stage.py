@@ -90,8 +90,11 @@ async def test_records_every_exchange_and_no_pii_leaks(tmp_path: Path, caplog: p
             assert miss.status_code == 404
         finally:
             del os.environ["MLGUARD_ADMIN_TOKEN"]
+        # each read is in the trail by the time its answer is out, saying what it found
         reads = [x for x in reader.iter_records() if x["kind"] == "admin_read"]
-        assert [x["data"]["target"] for x in reads] == [ids[0], "nope"]
+        assert [x["data"] for x in reads] == [{"endpoint": "/audit/records", "target": ids[0], "found": True},
+                                              {"endpoint": "/audit/records", "target": "nope", "found": False}]
+        assert [x["audit_id"] for x in reads] == [r.json()["read_id"], miss.json()["read_id"]]
         reader.close()
     await guard.aclose()
 
@@ -107,6 +110,67 @@ async def test_records_every_exchange_and_no_pii_leaks(tmp_path: Path, caplog: p
             assert p not in data, (f.name, p)
     logs = caplog.text
     assert not any(v in logs for v in PLANTED.values())
+
+
+def _admin_reads(tmp_path: Path) -> list[dict[str, Any]]:
+    reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "k.keyring")
+    try:
+        return [x for x in reader.iter_records() if x["kind"] == "admin_read"]
+    finally:
+        reader.close()
+
+
+@pytest.mark.anyio
+async def test_admin_read_not_recorded_discloses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the admin_read event cannot be appended, the answer is the same 503 whether the record exists or
+    not: neither the record nor its existence is disclosed by an unaudited read."""
+    from mlguard.errors import AuditUnavailable
+
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", "tok")
+    guard = Guard(config(tmp_path), stages=["audit"])
+    app = GuardMiddleware(model_app, guard=guard)
+    auth = {"authorization": "Bearer tok"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        audit_id = (await client.post("/predict", json=body())).headers["mlguard-audit-id"]
+        writer = guard.stages[0].writer  # type: ignore[attr-defined]
+
+        def refuse(*_: Any, **__: Any) -> Any:
+            raise AuditUnavailable("audit queue is full")
+
+        monkeypatch.setattr(writer, "submit_async", refuse)
+        monkeypatch.setattr(writer, "submit", refuse)
+        found = await client.get(f"/mlguard/audit/records/{audit_id}", headers=auth)
+        missing = await client.get("/mlguard/audit/records/nope", headers=auth)
+        monkeypatch.undo()
+    await guard.aclose()
+    assert found.status_code == missing.status_code == 503
+    assert found.content == missing.content  # not even whether the record exists
+    assert found.json()["detail"] == "audit trail unavailable"
+    assert "record" not in found.json() and "read_id" not in found.json() and audit_id not in found.text
+    assert _admin_reads(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_admin_read_that_fails_is_recorded_and_discloses_nothing(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlguard.errors import AuditError
+
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", "tok")
+    guard = Guard(config(tmp_path), stages=["audit"])
+    app = GuardMiddleware(model_app, guard=guard)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        audit_id = (await client.post("/predict", json=body())).headers["mlguard-audit-id"]
+
+        def broken(_: str) -> Any:
+            raise AuditError("cannot decrypt")
+
+        monkeypatch.setattr(guard.stages[0].reader, "get", broken)  # type: ignore[attr-defined]
+        r = await client.get(f"/mlguard/audit/records/{audit_id}", headers={"authorization": "Bearer tok"})
+    await guard.aclose()
+    assert r.status_code == 503 and r.json()["detail"] == "audit trail unavailable"
+    assert "record" not in r.json() and "read_id" not in r.json()
+    assert [x["data"] for x in _admin_reads(tmp_path)] == [
+        {"endpoint": "/audit/records", "target": audit_id, "found": None, "error": "AuditError"}]
 
 
 @pytest.mark.anyio

@@ -175,8 +175,8 @@ async def test_deferred_explanation_is_linked_in_the_audit_trail(models: dict[st
         assert plain.status_code == 200 and "What would have changed the result" in plain.text
     await guard.aclose()
     reads = _records(tmp_path, "admin_read")
-    assert [r["data"] for r in reads] == [{"endpoint": "/explanations", "target": audit_id}] * 2 + [
-        {"endpoint": "/explanations/plain", "target": audit_id}]
+    assert [r["data"] for r in reads] == [{"endpoint": "/explanations", "target": audit_id, "found": True}] * 2 + [
+        {"endpoint": "/explanations/plain", "target": audit_id, "found": True}]
     assert found["data"]["audit_id"] == audit_id
     assert "inputs" not in found["data"]["explanation"]  # the event is not under the subject's key
 

@@ -437,12 +437,56 @@ async def test_admin_reads_an_explanation_from_the_audit_trail_once_out_of_memor
         assert "inputs" not in from_trail.json() and "outcome" not in from_trail.json()
         plain = await c.get(f"/mlguard/explanations/{first_id}/plain", headers=auth)
         assert plain.status_code == 200 and "What would have changed the result" in plain.text
-        reads = [r for r in guard_stage(guard).ctx.shared["audit_events"].reader.iter_records()
-                 if r["kind"] == "admin_read"]
+        events = guard_stage(guard).ctx.shared["audit_events"]
+        reads = [r for r in events.reader.iter_records() if r["kind"] == "admin_read"]
         not_exchange = await c.get(f"/mlguard/explanations/{reads[0]['audit_id']}", headers=auth)
         assert not_exchange.status_code == 404
-    assert [r["data"]["target"] for r in reads] == [first_id, first_id, first_id]
+        missing_plain = await c.get("/mlguard/explanations/nope/plain", headers=auth)
+        assert missing_plain.status_code == 404
+        reads = [r for r in events.reader.iter_records() if r["kind"] == "admin_read"]
+    # each read in the trail, saying whether it found an explanation (200) or not (404)
+    assert [r["data"] for r in reads] == [
+        {"endpoint": "/explanations", "target": first_id, "found": True},
+        {"endpoint": "/explanations", "target": first_id, "found": True},
+        {"endpoint": "/explanations/plain", "target": first_id, "found": True},
+        {"endpoint": "/explanations", "target": reads[0]["audit_id"], "found": False},
+        {"endpoint": "/explanations/plain", "target": "nope", "found": False}]
     await guard.aclose()
+
+
+@pytest.mark.parametrize("endpoint", ["/explanations/{}", "/explanations/{}/plain"])
+async def test_admin_read_that_cannot_be_audited_discloses_nothing(
+        data: Any, models: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """When the admin_read event cannot be appended, the answer is the same 503 for an explanation that exists
+    and one that does not: neither it nor its existence is disclosed by an unaudited read."""
+    from mlguard.errors import AuditUnavailable
+
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+    guard = Guard(config(data, models["gbc"], tmp_path), stages=["explain", "audit"])
+    mw = GuardMiddleware(ModelApp(models["gbc"], data.features), guard=guard)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    _, bad = _approved_and_refused(models, data)
+    async with client(mw) as c:
+        audit_id = (await c.post("/predict", json=request(bad, data))).headers["mlguard-audit-id"]
+        assert (await c.get(f"/mlguard/explanations/{audit_id}", headers=auth)).status_code == 200
+        events = guard_stage(guard).ctx.shared["audit_events"]
+        before = [r["audit_id"] for r in events.reader.iter_records() if r["kind"] == "admin_read"]
+
+        def refuse(*_: Any, **__: Any) -> Any:
+            raise AuditUnavailable("audit queue is full")
+
+        monkeypatch.setattr(events.writer, "submit_async", refuse)
+        monkeypatch.setattr(events.writer, "submit", refuse)
+        found = await c.get("/mlguard" + endpoint.format(audit_id), headers=auth)
+        missing = await c.get("/mlguard" + endpoint.format("nope"), headers=auth)
+        monkeypatch.undo()
+        monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+        after = [r["audit_id"] for r in events.reader.iter_records() if r["kind"] == "admin_read"]
+    await guard.aclose()
+    assert found.status_code == missing.status_code == 503
+    assert found.content == missing.content and found.json()["detail"] == "audit trail unavailable"
+    assert "reasons" not in found.text and "contributions" not in found.text
+    assert after == before  # nothing recorded, nothing disclosed
 
 
 def guard_stage(guard: Guard) -> ExplainStage:
