@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from mlguard.errors import ExplainError
+from mlguard.errors import AuditUnavailable, ExplainError
 from mlguard.explain.route import ReasonPolicy, RouteExplainer, build_route_explainer
 from mlguard.explain.worker import DeferredWorker, Entry, Job, ResultStore, public_view
 from mlguard.metrics import register_gauges, single
@@ -233,7 +233,7 @@ class ExplainStage(BaseStage):
             self._events.discard(future)
         _log_event_failure(future)
 
-    async def _audited_read(self, endpoint: str, audit_id: str, *, found: bool) -> bool:
+    async def _audited_read(self, endpoint: str, audit_id: str, *, found: bool | None) -> bool:
         """Record the admin read in the audit trail when the audit stage is on (PCI DSS 10.2.1.3), with whether
         it found an explanation (``found``), before anything is disclosed; False when that fails, so the read is
         refused (503, nothing of the lookup) rather than unaudited. Callers look up first, in memory or the
@@ -250,7 +250,11 @@ class ExplainStage(BaseStage):
 
     async def _get(self, req: AdminRequest) -> AdminResponse:
         audit_id = req.query.get("audit_id", "")
-        entry, missing = await self._lookup(audit_id)
+        try:
+            entry, missing = await self._lookup(audit_id)
+        except _TrailUnreadable as exc:
+            await self._audited_read("/explanations", audit_id, found=None)
+            return _json(503, {"detail": str(exc)})
         if not await self._audited_read("/explanations", audit_id, found=entry is not None):
             return _json(503, {"detail": "audit trail unavailable"})
         if entry is None:
@@ -260,7 +264,8 @@ class ExplainStage(BaseStage):
     async def _lookup(self, audit_id: str) -> tuple[Entry | None, str]:
         """The explanation of ``audit_id``: from this process's bounded memory, else, for an inline one, from its
         sealed exchange record in the audit trail (after a restart, another worker's request, or once
-        ``explain.keep_results`` newer ones pushed it out). (None, why) when there is none to give."""
+        ``explain.keep_results`` newer ones pushed it out). (None, why) when there is none to give;
+        _TrailUnreadable when the trail could not be read (503: whether there is one is not known)."""
         entry = self.store.get(audit_id)
         if entry is not None:
             return entry, ""
@@ -272,7 +277,8 @@ class ExplainStage(BaseStage):
             record = await anyio.to_thread.run_sync(reader.get, audit_id)
         except Exception as exc:
             log.error("explanation lookup in the audit trail failed", extra={"error": type(exc).__name__})
-            return None, "no explanation for this audit id in memory, and the audit trail could not be read"
+            raise _TrailUnreadable("no explanation for this audit id in memory, and the audit trail could not be "
+                                   "read") from None
         if record is None or record.get("kind") != "exchange":
             return None, "no explanation for this audit id"
         if record.get("shredded"):
@@ -284,7 +290,7 @@ class ExplainStage(BaseStage):
                 found = await anyio.to_thread.run_sync(reader.deferred_explanation, record)
             except Exception as exc:
                 log.error("explanation lookup in the audit trail failed", extra={"error": type(exc).__name__})
-                return None, "the audit trail could not be read"
+                raise _TrailUnreadable("the audit trail could not be read") from None
             if found is None:
                 return None, "a deferred explanation not in this process's memory and not (yet) in the audit trail"
             doc, status = found, found.get("status")
@@ -305,7 +311,11 @@ class ExplainStage(BaseStage):
         from mlguard.explain.render import counterfactuals, render_plain
 
         audit_id = req.query.get("audit_id", "")
-        entry, missing = await self._lookup(audit_id)
+        try:
+            entry, missing = await self._lookup(audit_id)
+        except _TrailUnreadable as exc:
+            await self._audited_read("/explanations/plain", audit_id, found=None)
+            return _json(503, {"detail": str(exc)})
         if not await self._audited_read("/explanations/plain", audit_id, found=entry is not None):
             return _json(503, {"detail": "audit trail unavailable"})
         if entry is None:
@@ -322,6 +332,11 @@ class ExplainStage(BaseStage):
         catalog = self.settings.reason_catalog
         text = render_plain(entry.private, changes=changes, catalog=catalog, audit_id=audit_id)
         return AdminResponse(200, text.encode(), "text/plain; charset=utf-8")
+
+
+class _TrailUnreadable(AuditUnavailable):
+    """The audit trail could not be read during an explanation lookup: answered 503, not 404 (the explanation
+    may well exist), and recorded as a read with ``found: null``."""
 
 
 def _json(status: int, doc: Any) -> AdminResponse:

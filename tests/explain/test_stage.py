@@ -489,5 +489,38 @@ async def test_admin_read_that_cannot_be_audited_discloses_nothing(
     assert after == before  # nothing recorded, nothing disclosed
 
 
+@pytest.mark.parametrize(("endpoint", "name"), [("/explanations/{}", "/explanations"),
+                                               ("/explanations/{}/plain", "/explanations/plain")])
+async def test_explanation_lookup_when_the_trail_cannot_be_read_is_503_not_404(
+        data: Any, models: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str,
+        name: str) -> None:
+    """An explanation out of memory whose record cannot be read (the store is down) may well exist: 503, not
+    "no such explanation" (404); the read is still recorded, with found null."""
+    from mlguard.errors import AuditUnavailable
+
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+    guard = Guard(config(data, models["gbc"], tmp_path, explain={"keep_results": 1}), stages=["explain", "audit"])
+    mw = GuardMiddleware(ModelApp(models["gbc"], data.features), guard=guard)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    _, bad = _approved_and_refused(models, data)
+    async with client(mw) as c:
+        first_id = (await c.post("/predict", json=request(bad, data))).headers["mlguard-audit-id"]
+        assert (await c.post("/predict", json=request(bad, data))).status_code == 200  # pushes the first out
+        events = guard_stage(guard).ctx.shared["audit_events"]
+
+        def unreadable(*_: Any, **__: Any) -> Any:
+            raise AuditUnavailable("database is locked")
+
+        monkeypatch.setattr(events.reader, "get", unreadable)
+        answer = await c.get("/mlguard" + endpoint.format(first_id), headers=auth)
+        monkeypatch.undo()
+        monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+        reads = [r["data"] for r in events.reader.iter_records() if r["kind"] == "admin_read"]
+    await guard.aclose()
+    assert answer.status_code == 503
+    assert "could not be read" in answer.json()["detail"] and "reasons" not in answer.text
+    assert reads == [{"endpoint": name, "target": first_id, "found": None}]
+
+
 def guard_stage(guard: Guard) -> ExplainStage:
     return next(s for s in guard.stages if isinstance(s, ExplainStage))
