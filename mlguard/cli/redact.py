@@ -79,6 +79,7 @@ def _build(policies: tuple[str, ...], config: Path | None, route: str | None, ke
     cfg = load_config(config) if config is not None else GuardConfig()
     rules: list[Any] = []
     scan: bool | None = None
+    policy = None
     if config is not None and cfg.routes:
         routes = _checked_routes(cfg, config)
         chosen = [r for r in routes if r.path == route] if route else routes[:1] if len(routes) == 1 else []
@@ -88,8 +89,9 @@ def _build(policies: tuple[str, ...], config: Path | None, route: str | None, ke
             raise click.UsageError("the config has several routes: name one with --route")
         rules = list(chosen[0].pii_rules)
         scan = chosen[0].config.scan_undeclared
-    names = list(policies) or cfg.policies
-    policy = resolve_policies(names, base_dir=cfg.base_dir)
+        policy = chosen[0].policy  # the route's effective policy: its own `policies` when it names some, as serve
+    if policies or policy is None:
+        policy = resolve_policies(list(policies) or cfg.policies, base_dir=cfg.base_dir)
     settings = cfg.pii_engine
     kinds = {str(rule.operator) for rule in policy.pii.entities.values()} | {str(policy.pii.default_operator)}
     keyring = None
@@ -105,7 +107,7 @@ def _build(policies: tuple[str, ...], config: Path | None, route: str | None, ke
         elif path is not None and Path(path).exists():
             keyring = Keyring.load(path)
         else:
-            raise click.UsageError(f"policy {','.join(names)} pseudonymises or encrypts: give --keyring FILE "
+            raise click.UsageError(f"policy {','.join(policy.ids)} pseudonymises or encrypts: give --keyring FILE "
                                    f"or set {ENV_VAR}")
     vault = None
     if "token" in kinds and keyring is not None:

@@ -125,3 +125,24 @@ def test_workers_keep_order() -> None:
     docs = [json.loads(x) for x in out]
     assert [d["i"] for d in docs] == list(range(150))
     assert all("212-555" not in d["t"] for d in docs)
+
+
+def test_config_route_with_its_own_policies_redacts_as_serve_would(tmp_path: Path) -> None:
+    """A route naming its own policies is redacted under them (as serve does), not under the global list;
+    --policy still overrides both."""
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text(
+        "policies: [gdpr]\n"
+        "routes:\n"
+        "  - path: /predict\n"
+        "    policies: [base]\n"
+        "    pii: {$.name: PERSON}\n"
+    )
+    env = {"MLGUARD_KEYRING": base64.b64encode(b"cli-tests-seed-material-0123456789abcd").decode()}
+    doc = json.dumps({"name": "Zebulon Quixmartin"})
+    code, out, err = run(["--config", str(cfg)], [doc], env=env)
+    assert code == 0, err
+    assert json.loads(out[0])["name"] == "<PERSON>"  # base: replace (gdpr would give PERSON_<hmac>)
+    code, out, err = run(["--config", str(cfg), "--policy", "gdpr"], [doc], env=env)
+    assert code == 0, err
+    assert json.loads(out[0])["name"].startswith("PERSON_")
