@@ -62,6 +62,7 @@ class _Pending:
     text: str
     path: str
     spans: list[Span] | None = None
+    withheld: bool = False
 
 
 @dataclass(slots=True)
@@ -74,6 +75,7 @@ class Plan:
     drops: list[tuple[Any, str | int]] = field(default_factory=list)
     scan_texts: int = 0  # distinct strings detection would send to the engine (cache hits not counted)
     scan_chars: int = 0  # their characters
+    declared: list[tuple[str, str]] = field(default_factory=list)  # (entity, value) of declared fields: see echoes
 
     @property
     def needs_engine(self) -> bool:
@@ -277,11 +279,20 @@ class Redactor:
                 p.container[p.key] = REDACTED
                 plan.findings.append(Finding(UNSCANNED, p.path, 0, len(p.text), reason, 1.0, "replace"))
                 p.spans = []
+                p.withheld = True
 
     def finish(self, plan: Plan) -> tuple[JSON, list[Finding]]:
         """Apply the detected spans' operators and return (document, findings)."""
+        echoes = _Echoes(plan.declared) if plan.declared and any(not p.withheld for p in plan.pending) else None
         for p in plan.pending:
-            spans = [s for s in (p.spans or []) if self.operator_for(s.entity).kind != KEEP]
+            spans = p.spans or []
+            if echoes is not None and not p.withheld:
+                found = echoes.find(p.text)
+                if found:
+                    from mlguard.pii.engine import merge_spans
+
+                    spans = merge_spans([*spans, *found])
+            spans = [s for s in spans if self.operator_for(s.entity).kind != KEEP]
             if not spans:
                 continue
             out: list[str] = []
@@ -341,6 +352,8 @@ class Redactor:
             # true/false carry no identifier; replacing one with a string changed the request's type (a value
             # the app would refuse became one it accepts). Found by fuzzing.
             return
+        if isinstance(node, str | int) and not isinstance(node, bool):
+            plan.declared.append((rule, str(node)))
         out = op.apply(node)
         path = format_location(loc)
         length = len(node) if isinstance(node, str) else None
@@ -372,6 +385,68 @@ class Redactor:
             plan.findings.append(Finding(UNSCANNED, path, 0, len(text), reason, 1.0, "replace"))
             return
         plan.pending.append(_Pending(container, key, text, path))
+
+
+ECHO = "declared-echo"
+"""The recognizer named in findings for a declared field's value found again inside a scanned string."""
+_ECHO_MIN_CHARS = 3
+_ECHO_MIN_DIGITS = 4
+
+
+class _Echoes:
+    """The values of one document's declared fields, found again in its scanned strings.
+
+    Why: a request that declares ``$.patient.name: PERSON`` and also sends a note "Percival Dunwoody seen today"
+    told us the exact identifier, yet the note relied on NER alone, which missed it (a new user's HIPAA trial:
+    the declared field was tokenized, the same name in the note reached the model in clear). So each declared
+    value is also searched, as a whole word, in the document's scanned strings, case-insensitively, and becomes a
+    span of its declared entity (score 1.0), merged with what detection found (``merge_spans``: the union, so
+    nothing is left partly in clear). A PERSON value's words are searched too ("Mr Dunwoody"), capitalised as
+    declared, so the common-word sense ("Baker" the name vs "baker") is not touched. Values shorter than three
+    characters, and numbers of fewer than four digits, are not searched: too likely to occur by chance.
+    Per document, never cached: the span cache holds what detection alone found in a text.
+    """
+
+    def __init__(self, declared: Sequence[tuple[str, str]]) -> None:
+        import re
+
+        self._wanted: list[tuple[str, str, bool]] = []  # (entity, text, case-insensitive)
+        for entity, value in declared:
+            value = value.strip()
+            wanted = [(value, True)]
+            if entity == "PERSON":
+                wanted += [(w, False) for w in re.findall(r"[^\W\d_]{3,}", value) if w != value]
+            for text, fold in wanted:
+                digits = sum(c.isdigit() for c in text)
+                if len(text) < _ECHO_MIN_CHARS or (digits == len(text) and digits < _ECHO_MIN_DIGITS):
+                    continue
+                if (entity, text, fold) not in self._wanted:
+                    self._wanted.append((entity, text, fold))
+        self._compiled: dict[tuple[str, bool], re.Pattern[str]] = {}
+
+    def find(self, text: str) -> list[Span]:
+        """The declared values in ``text``. A plain substring test first: a pattern is compiled (tens of
+        microseconds) only for a value the text may hold, so a request whose strings repeat none pays nothing."""
+        import re
+
+        from mlguard.pii.engine import Span
+
+        spans: list[Span] = []
+        lowered: str | None = None
+        for entity, value, fold in self._wanted:
+            if fold:
+                if lowered is None:
+                    lowered = text.lower()
+                if value.lower() not in lowered:
+                    continue
+            elif value not in text:
+                continue
+            pattern = self._compiled.get((value, fold))
+            if pattern is None:
+                pattern = re.compile(rf"(?<!\w){re.escape(value)}(?!\w)", re.IGNORECASE if fold else 0)
+                self._compiled[(value, fold)] = pattern
+            spans += [Span(entity, m.start(), m.end(), 1.0, ECHO) for m in pattern.finditer(text)]
+        return spans
 
 
 def _rule_parts(rule: Any) -> tuple[str, dict[str, Any]]:
