@@ -248,17 +248,23 @@ class ExplainStage(BaseStage):
             return False
         return True
 
-    async def _get(self, req: AdminRequest) -> AdminResponse:
-        audit_id = req.query.get("audit_id", "")
+    async def _audited_lookup(self, endpoint: str, audit_id: str) -> Entry | AdminResponse:
+        """The explanation of ``audit_id``, or the answer to give instead: looked up first (nothing disclosed),
+        then the read recorded with what it found, then answered: 503 when the trail could not be read or the
+        read not recorded, 404 when there is none."""
         try:
             entry, missing = await self._lookup(audit_id)
         except _TrailUnreadable as exc:
-            await self._audited_read("/explanations", audit_id, found=None)
+            await self._audited_read(endpoint, audit_id, found=None)
             return _json(503, {"detail": str(exc)})
-        if not await self._audited_read("/explanations", audit_id, found=entry is not None):
+        if not await self._audited_read(endpoint, audit_id, found=entry is not None):
             return _json(503, {"detail": "audit trail unavailable"})
-        if entry is None:
-            return _json(404, {"detail": missing})
+        return _json(404, {"detail": missing}) if entry is None else entry
+
+    async def _get(self, req: AdminRequest) -> AdminResponse:
+        entry = await self._audited_lookup("/explanations", req.query.get("audit_id", ""))
+        if isinstance(entry, AdminResponse):
+            return entry
         return _json(202 if entry.status == "pending" else 200, entry.public)
 
     async def _lookup(self, audit_id: str) -> tuple[Entry | None, str]:
@@ -311,15 +317,9 @@ class ExplainStage(BaseStage):
         from mlguard.explain.render import counterfactuals, render_plain
 
         audit_id = req.query.get("audit_id", "")
-        try:
-            entry, missing = await self._lookup(audit_id)
-        except _TrailUnreadable as exc:
-            await self._audited_read("/explanations/plain", audit_id, found=None)
-            return _json(503, {"detail": str(exc)})
-        if not await self._audited_read("/explanations/plain", audit_id, found=entry is not None):
-            return _json(503, {"detail": "audit trail unavailable"})
-        if entry is None:
-            return _json(404, {"detail": missing})
+        entry = await self._audited_lookup("/explanations/plain", audit_id)
+        if isinstance(entry, AdminResponse):
+            return entry
         if entry.status == "pending":
             return _json(202, entry.public)
         rx = self.routes.get(entry.route_index)

@@ -415,15 +415,21 @@ async def test_inline_on_the_loop_or_in_a_thread_gives_the_same_explanation(buil
     assert abs(body["explanation"]["output_value"] - body["score"]) < 1e-6
 
 
+def _audited(data: Any, models: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             **explain: Any) -> tuple[Guard, GuardMiddleware, dict[str, str], Any]:
+    """A guard with the explain and audit stages, the admin token's header, and a row the model refuses."""
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+    guard = Guard(config(data, models["gbc"], tmp_path, explain=explain or None), stages=["explain", "audit"])
+    mw = GuardMiddleware(ModelApp(models["gbc"], data.features), guard=guard)
+    _, bad = _approved_and_refused(models, data)
+    return guard, mw, {"authorization": f"Bearer {TOKEN}"}, bad
+
+
 async def test_admin_reads_an_explanation_from_the_audit_trail_once_out_of_memory(
         data: Any, models: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With room for one explanation in memory, an older one is read back from its sealed exchange record: the
     same document as before, the plain-language page too, and each read audited."""
-    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
-    guard = Guard(config(data, models["gbc"], tmp_path, explain={"keep_results": 1}), stages=["explain", "audit"])
-    mw = GuardMiddleware(ModelApp(models["gbc"], data.features), guard=guard)
-    auth = {"authorization": f"Bearer {TOKEN}"}
-    _, bad = _approved_and_refused(models, data)
+    guard, mw, auth, bad = _audited(data, models, tmp_path, monkeypatch, keep_results=1)
     async with client(mw) as c:
         first = await c.post("/predict", json=request(bad, data))
         first_id = first.headers["mlguard-audit-id"]
@@ -461,11 +467,7 @@ async def test_admin_read_that_cannot_be_audited_discloses_nothing(
     and one that does not: neither it nor its existence is disclosed by an unaudited read."""
     from mlguard.errors import AuditUnavailable
 
-    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
-    guard = Guard(config(data, models["gbc"], tmp_path), stages=["explain", "audit"])
-    mw = GuardMiddleware(ModelApp(models["gbc"], data.features), guard=guard)
-    auth = {"authorization": f"Bearer {TOKEN}"}
-    _, bad = _approved_and_refused(models, data)
+    guard, mw, auth, bad = _audited(data, models, tmp_path, monkeypatch)
     async with client(mw) as c:
         audit_id = (await c.post("/predict", json=request(bad, data))).headers["mlguard-audit-id"]
         assert (await c.get(f"/mlguard/explanations/{audit_id}", headers=auth)).status_code == 200
@@ -498,11 +500,7 @@ async def test_explanation_lookup_when_the_trail_cannot_be_read_is_503_not_404(
     "no such explanation" (404); the read is still recorded, with found null."""
     from mlguard.errors import AuditUnavailable
 
-    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
-    guard = Guard(config(data, models["gbc"], tmp_path, explain={"keep_results": 1}), stages=["explain", "audit"])
-    mw = GuardMiddleware(ModelApp(models["gbc"], data.features), guard=guard)
-    auth = {"authorization": f"Bearer {TOKEN}"}
-    _, bad = _approved_and_refused(models, data)
+    guard, mw, auth, bad = _audited(data, models, tmp_path, monkeypatch, keep_results=1)
     async with client(mw) as c:
         first_id = (await c.post("/predict", json=request(bad, data))).headers["mlguard-audit-id"]
         assert (await c.post("/predict", json=request(bad, data))).status_code == 200  # pushes the first out
