@@ -18,6 +18,7 @@ from mlguard.config.explain import ExplainSettings, ModelBinding
 from mlguard.config.fairness import FairnessSettings
 from mlguard.config.pii import PIIEngineSettings
 from mlguard.errors import ConfigError
+from mlguard.validation import first_error
 
 __all__ = [
     "AdminSettings",
@@ -175,7 +176,5 @@ def _validate(data: dict[str, Any], *, file: str | None) -> GuardConfig:
     try:
         return GuardConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{err['msg']}{more}", file=file, field=field) from None
+        msg, field = first_error(exc, GuardConfig)
+        raise ConfigError(msg, file=file, field=field) from None

@@ -26,6 +26,7 @@ from mlguard.errors import PolicyError
 from mlguard.policy.compose import ResolvedPolicy, compose, merge_extends
 from mlguard.policy.effective import EffectivePolicy, PolicySource
 from mlguard.policy.model import PolicyDoc
+from mlguard.validation import first_error
 
 __all__ = [
     "BASE_POLICY",
@@ -123,10 +124,8 @@ def _read(path: Path) -> tuple[PolicyDoc, str]:
     try:
         doc = PolicyDoc.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise PolicyError(f"{err['msg']}{more}", file=str(path), field=field) from None
+        msg, field = first_error(exc, PolicyDoc)
+        raise PolicyError(msg, file=str(path), field=field) from None
     return doc, hashlib.sha256(raw).hexdigest()
 
 

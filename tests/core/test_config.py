@@ -30,6 +30,27 @@ def test_unknown_key_names_file_and_field(tmp_path: Path) -> None:
     assert info.value.field == "routes.0.pii_rules"
 
 
+@pytest.mark.parametrize(("text", "field", "words"), [
+    ("audit: {witnes: ./w.log}\n", "audit.witnes", "unknown key (did you mean 'witness'?)"),
+    ("routes:\n  - path: /p\n    subjet: $.id\n", "routes.0.subjet", "did you mean 'subject'?"),
+    ("routes:\n  - path: /p\n    model: {output: $.s, favourable: $.ok}\n", "routes.0.model.favourable",
+     "did you mean 'favorable'?"),
+    ("pii_engine: {max_feild_chars: 10}\n", "pii_engine.max_feild_chars", "did you mean 'max_field_chars'?"),
+    ("limits: {zzz: 1}\n", "limits.zzz", "unknown key; the keys allowed here: "),
+    ("zzz: 1\n", "zzz", "unknown key; the keys allowed here: "),
+])
+def test_unknown_key_suggests_the_nearest_known_one(tmp_path: Path, text: str, field: str, words: str) -> None:
+    """pydantic's "Extra inputs are not permitted" said neither that the key is unknown nor what was meant."""
+    f = tmp_path / "mlguard.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert info.value.field == field
+    assert words in str(info.value) and "Extra inputs" not in str(info.value)
+    if "allowed here" in words:
+        assert "audit" in str(info.value) if field == "zzz" else "max_body_bytes" in str(info.value)
+
+
 def test_bad_yaml_names_line(tmp_path: Path) -> None:
     f = tmp_path / "mlguard.yaml"
     f.write_text("routes: [\n")

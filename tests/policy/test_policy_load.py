@@ -57,7 +57,7 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("sections", "field", "words"), [
     ({"failure_mode": rule("fail_sideways")}, "failure_mode.value", "fail_open"),
     ({"failure_mode": {"value": "fail_closed"}}, "failure_mode.cite", "required"),
-    ({"pii": {"entitys": []}}, "pii.entitys", "not permitted"),
+    ({"pii": {"entitys": []}}, "pii.entitys", "unknown key (did you mean 'entities'?)"),
     ({"pii": {"entities": [{"entity": "US_SSN", "operator": "shred", "cite": "x"}]}},
      "pii.entities.0.operator", "replace"),
     ({"pii": {"entities": [{"entity": "us_ssn", "operator": "drop", "cite": "x"}]}},
