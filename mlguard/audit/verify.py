@@ -39,7 +39,8 @@ class RowLike(Protocol):
 class VerifyResult:
     ok: bool
     records: int = 0
-    checkpoints: int = 0
+    checkpoints: int = 0  # the store's (or bundle's) signed checkpoints
+    witness_entries: int = 0  # the witness file's entries: counted apart, they are mostly the same checkpoints
     seq: int | None = None
     problem: str = ""
     expected: str | None = None
@@ -47,7 +48,8 @@ class VerifyResult:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "records": self.records, "checkpoints": self.checkpoints, "seq": self.seq,
+        return {"ok": self.ok, "records": self.records, "checkpoints": self.checkpoints,
+                "witness_entries": self.witness_entries, "seq": self.seq,
                 "problem": self.problem, "expected": self.expected, "calculated": self.calculated,
                 "notes": self.notes}
 
@@ -104,7 +106,7 @@ def verify_leaves(rows: Iterable[LeafRow | Span], *, head: tuple[int, bytes] | N
         except (KeyError, TypeError, ValueError):
             return _fail(res, 0, f"malformed {where} entry")
         by_seq.setdefault(s, []).append({**cp, "_where": where})
-    res.checkpoints = len(all_cps)
+    res.checkpoints, res.witness_entries = len(checkpoints), len(witness or [])
     if not keys and all_cps:
         return _fail(res, min(by_seq), "no public key to check checkpoint signatures")
 

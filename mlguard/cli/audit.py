@@ -1,11 +1,17 @@
 """``mlguard audit verify|export|bundle|shred|purge|rewrap``.
 
-Exit codes: 0 ok; 1 integrity failure (verify) or a refusal (retention); 2 usage (bad or missing arguments).
+Exit codes: 0 ok (shred: also a subject already shredded, said so, no second tombstone); 1 integrity failure
+(verify), a refusal (retention), an unknown subject or a failed token vault erasure (shred); 2 usage (bad or missing
+arguments; a store, keyring or named token vault that cannot be opened).
+
+shred and purge take what they need from ``--config`` as serve does (store, keyring, witness, and for shred the
+token vault), so the operator names one file, not four paths that must agree with the running guard.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -48,9 +54,14 @@ def _open(url: str) -> Any:
         raise click.UsageError(str(exc)) from None
 
 
-def _keyring(path: Path | None) -> Any:
+def _keyring(path: Path | None, given: _Given | None = None) -> Any:
+    """The keyring at ``path``; else env MLGUARD_KEYRING; else the config's ``audit.keyring`` (the order serve
+    uses: the environment wins over the file)."""
     from mlguard.audit.reader import load_keyring
+    from mlguard.keys import ENV_VAR
 
+    if path is None and given is not None and not os.environ.get(ENV_VAR):
+        path = given.keyring
     try:
         return load_keyring(path)
     except MLGuardError as exc:
@@ -115,7 +126,10 @@ def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witne
         click.echo(json.dumps(res.as_dict()))
     if res.ok:
         if not as_json:
-            click.echo(f"OK: {res.records} records, {res.checkpoints} checkpoints verified")
+            seen = _count(res.checkpoints, "checkpoint")
+            if wit is not None:  # counted apart: the witness mostly repeats the store's checkpoints
+                seen += f" and {_count(res.witness_entries, 'witness entry', 'witness entries')}"
+            click.echo(f"OK: {res.records} records, {seen} verified")
             for note in res.notes:
                 click.echo(f"note: {note}")
         ctx.exit(0)
@@ -124,6 +138,10 @@ def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witne
         click.echo(f"  expected:   {res.expected}")
         click.echo(f"  calculated: {res.calculated}")
     ctx.exit(1)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 @audit.command("export", help="Decrypt and export records (streaming, constant memory).")
@@ -183,23 +201,42 @@ def bundle_cmd(store_url: str, out: Path) -> None:
 
 class _Given:
     """What the operator named: policies (--policy, else the config's list), and from --config its retention
-    maximum and witness file."""
+    maximum, witness file, store URL, keyring and token vault, relative paths resolved against the config's
+    directory as serve resolves them (so ``--config`` alone names what the running guard uses)."""
 
     def __init__(self, config: Path | None, names: tuple[str, ...]) -> None:
         self.names: list[str] = list(names)
         self.base_dir: Path | None = None
         self.retention_max: str | None = None
         self.witness: Path | None = None
+        self.store_url: str | None = None
+        self.keyring: Path | None = None
+        self.vault: Path | None = None
+        self.vault_named = False  # pii_engine.vault_path written in the config, not its default
         if config is not None:
+            from mlguard.audit.stage import resolve_store_url
             from mlguard.config import load_config
 
             try:
                 cfg = load_config(config)
             except MLGuardError as exc:
                 raise click.UsageError(str(exc)) from None
+            base = cfg.base_dir
             self.names = self.names or list(cfg.policies)
-            self.base_dir, self.retention_max = cfg.base_dir, cfg.retention.max
-            self.witness = cfg.audit.witness_path(cfg.base_dir)
+            self.base_dir, self.retention_max = base, cfg.retention.max
+            self.witness = cfg.audit.witness_path(base)
+            self.store_url = resolve_store_url(cfg.audit.store, base)
+            self.keyring = _under(cfg.audit.keyring, base)
+            self.vault = _under(Path(cfg.pii_engine.vault_path), base)
+            self.vault_named = "vault_path" in cfg.pii_engine.model_fields_set
+
+    def store(self, url: str | None) -> str:
+        """--store, else the config's ``audit.store``."""
+        if url is not None:
+            return url
+        if self.store_url is None:
+            raise click.UsageError("give --store URL, or --config FILE (its audit.store)")
+        return self.store_url
 
     def policy(self, recorded: AbstractSet[str] = frozenset()) -> Any:
         """The effective policy of the named policies and of ``recorded``, the ids the records themselves name.
@@ -226,6 +263,10 @@ class _Given:
                 "under a legal obligation") from None
 
 
+def _under(path: Path | None, base: Path | None) -> Path | None:
+    return path if path is None or path.is_absolute() or base is None else base / path
+
+
 def _recorded_policies(keys: Any, store: Any, *, subject: str | None = None, until: str | None = None) -> set[str]:
     """The policy ids named by the records about to become unreadable (a subject's, or those before ``until``);
     shredded records name none (their content is gone)."""
@@ -246,31 +287,75 @@ def _writer(store: Any, keys: Any, witness: Path | None) -> Any:
     return AuditWriter(store, keys, witness=witness)
 
 
-@audit.command("shred", help="Destroy a subject's data keys (crypto-shredding) and append a tombstone.")
-@click.option("--store", "store_url", required=True, help=STORE_HELP)
-@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False), help="Keyring (else env).")
+def _open_vault(option: Path | None, given: _Given, keys: Any) -> tuple[Any, str | None]:
+    """The token vault a shred erases the subject from, opened (and its key checked) before anything is destroyed;
+    (None, a note saying why) when there is none to erase from.
+
+    --vault, else the config's ``pii_engine.vault_path``. A vault named (by either) that cannot be opened or read
+    with this keyring is a usage error, never skipped: an erasure that silently left the subject's identifiers in
+    the vault is the failure this guards against. Only the config's default path may be absent (no ``token``
+    operator ever ran there)."""
+    from mlguard.pii.vault import Vault
+
+    path, named = (option, True) if option is not None else (given.vault, given.vault_named)
+    if path is None:
+        return None, ("note: no token vault given (--vault FILE, or --config FILE for pii_engine.vault_path): "
+                      "tokens issued for this subject, if any, were not erased")
+    if not named and not path.exists():
+        return None, f"note: no token vault at {path} (pii_engine.vault_path): none to erase"
+    try:
+        vault = Vault(path, keys, create=False)
+    except MLGuardError as exc:
+        raise click.UsageError(f"{exc} ({'--vault' if option is not None else 'pii_engine.vault_path'})") from None
+    try:
+        vault.check_key()
+    except MLGuardError as exc:
+        vault.close()
+        raise click.UsageError(f"token vault {path}: {exc} (is it the keyring the guard runs with?)") from None
+    return vault, None
+
+
+def _vault_said(erased: Any) -> str:
+    if erased is None:
+        return ""
+    said = f", {_count(erased.erased, 'token vault entry', 'token vault entries')} erased"
+    if erased.kept:
+        said += f" ({erased.kept} kept: shared with other subjects, who still use them)"
+    return said
+
+
+@audit.command("shred", help="Destroy a subject's data keys (crypto-shredding), erase its token vault entries and "
+                             "append a tombstone. Exit 0 shredded (or already shredded), 1 refused or unknown "
+                             "subject, 2 usage.")
+@click.option("--store", "store_url", help=STORE_HELP + " Default: the config's audit.store.")
+@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False),
+              help="Keyring (else env MLGUARD_KEYRING, else the config's audit.keyring).")
 @click.option("--subject", required=True, help="The subject id as the requests carried it.")
 @click.option("--witness", type=click.Path(path_type=Path, dir_okay=False), help="Witness file to append to.")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="mlguard.yaml (its policies).")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False),
+              help="mlguard.yaml: its policies, and its store, keyring, witness and token vault unless given.")
+@click.option("--vault", "vault_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Token vault file (else the config's pii_engine.vault_path).")
 @click.option("--policy", "policies", multiple=True, help="Policy name or file (repeatable).")
 @click.option("--override-retention", is_flag=True, help="Shred inside a legal minimum (a legal order).")
 @click.pass_context
-def shred(ctx: click.Context, store_url: str, keyring: Path | None, subject: str, witness: Path | None,
-          config: Path | None, policies: tuple[str, ...], override_retention: bool) -> None:
+def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subject: str, witness: Path | None,
+          config: Path | None, vault_path: Path | None, policies: tuple[str, ...], override_retention: bool) -> None:
     from mlguard.audit.record import event, pseudonym
     from mlguard.audit.retention import check_shred
     from mlguard.ids import uuid7
 
-    keys = _keyring(keyring)
     given = _Given(config, policies)
-    store = _open(store_url)
+    url = given.store(store_url)
+    keys = _keyring(keyring, given)
+    vault, no_vault = _open_vault(vault_path, given, keys)
+    erased = None
+    store = None
     try:
+        store = _open(url)
         subj = str(pseudonym(keys, subject))
         days = store.subject_periods(subj)
-        if not days and not any(True for _ in store.iter_rows(subject=subj)):
-            click.echo(f"no records of this subject (pseudonym {subj}): nothing shredded; check the id", err=True)
-            ctx.exit(1)
-        if not override_retention:
+        if days and not override_retention:
             try:
                 policy = given.policy(_recorded_policies(keys, store, subject=subject))
                 if policy is not None:
@@ -278,28 +363,56 @@ def shred(ctx: click.Context, store_url: str, keyring: Path | None, subject: str
             except RetentionRefused as exc:
                 click.echo(str(exc), err=True)
                 ctx.exit(1)
+        if vault is not None:  # before the keys: a failure here leaves a shred that can simply be run again
+            try:
+                erased = vault.forget(subject)
+            except MLGuardError as exc:
+                click.echo(f"token vault erasure failed, nothing shredded: {exc}", err=True)
+                ctx.exit(1)
+        if no_vault is not None:
+            click.echo(no_vault, err=True)
+        if erased is not None and not erased.scrubbed:
+            click.echo("note: the token vault's WAL could not be checkpointed (a reader held it): the erased "
+                       "entries' old pages stay in it until the next checkpoint; run this shred again later",
+                       err=True)
+        if not days:
+            # No data key left: nothing to shred and nothing to record (a second tombstone would claim a second
+            # erasure). Unknown to the store and the vault alike: most likely a wrong id, so not a success.
+            if not any(True for _ in store.iter_rows(subject=subj)) and not (erased and (erased.erased or
+                                                                                    erased.kept)):
+                click.echo(f"no records of this subject (pseudonym {subj}): nothing shredded; check the id", err=True)
+                ctx.exit(1)
+            click.echo(f"subject {subj} already shredded: no data keys left, no tombstone appended"
+                       f"{_vault_said(erased)}")
+            return
         gone = store.delete_data_keys(subject=subj)
         w = _writer(store, keys, witness or given.witness)
         w.append_now([event(str(uuid7()), time.time(), "tombstone",
                             {"reason": "erasure", "keys_destroyed": len(gone), "days": days,
+                             "vault_entries_erased": None if erased is None else erased.erased,
                              "override_retention": override_retention}, subject=subj, clear=True)])
         w.checkpoint()
     finally:
-        store.close()
-    click.echo(f"shredded subject {subj}: {len(gone)} data keys destroyed, tombstone appended")
+        if store is not None:
+            store.close()
+        if vault is not None:
+            vault.close()
+    click.echo(f"shredded subject {subj}: {len(gone)} data keys destroyed{_vault_said(erased)}, tombstone appended")
 
 
 @audit.command("purge", help="Apply the policies' retention: shred records past the maximum.")
-@click.option("--store", "store_url", required=True, help=STORE_HELP)
-@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False), help="Keyring (else env).")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="mlguard.yaml (its policies).")
+@click.option("--store", "store_url", help=STORE_HELP + " Default: the config's audit.store.")
+@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False),
+              help="Keyring (else env MLGUARD_KEYRING, else the config's audit.keyring).")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False),
+              help="mlguard.yaml: its policies and retention.max, and its store, keyring and witness unless given.")
 @click.option("--policy", "policies", multiple=True, help="Policy name or file (repeatable).")
 @click.option("--max", "configured_max", help="The deployment's own retention maximum (ISO 8601, e.g. P2Y).")
 @click.option("--before", help="Explicit cut-off date (refused inside a legal minimum).")
 @click.option("--witness", type=click.Path(path_type=Path, dir_okay=False), help="Witness file to append to.")
 @click.option("--dry-run", is_flag=True, help="Say what would be shredded, change nothing.")
 @click.pass_context
-def purge(ctx: click.Context, store_url: str, keyring: Path | None, config: Path | None,
+def purge(ctx: click.Context, store_url: str | None, keyring: Path | None, config: Path | None,
           policies: tuple[str, ...], configured_max: str | None, before: str | None, witness: Path | None,
           dry_run: bool) -> None:
     from mlguard.audit.record import event
@@ -314,8 +427,9 @@ def purge(ctx: click.Context, store_url: str, keyring: Path | None, config: Path
     if before is not None:
         stamp = _ts(before)
         cut = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    keys = _keyring(keyring)
-    store = _open(store_url)
+    url = given.store(store_url)
+    keys = _keyring(keyring, given)
+    store = _open(url)
     try:
         try:
             now = datetime.now(UTC)

@@ -7,6 +7,13 @@ to 90) · keep.
 
 Why an Operator object per entity built once: parameters are validated at start-up (a bad policy fails there, not
 on a request), and keys are derived once from the keyring. ``apply`` never logs or raises with the value.
+
+The ``token`` operator links each token to the subject of the request being redacted (so ``mlguard audit shred``
+can erase it from the vault). The operator is built once and shared by every request, and the redactor's walk
+does not carry per-request values down to it, so the subject travels in a context variable that the PII stage
+sets around one request's redaction (:func:`redacting_for`). A context variable is per task, so concurrent
+requests each see their own; ``anyio.to_thread.run_sync`` (detection's thread hop) runs the thread in a copy of
+the caller's context, so an operator applied there sees the same subject (tests/pii/test_vault_erasure.py).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +47,20 @@ class Keyring(Protocol):
 
 
 class TokenVault(Protocol):
-    def token_for(self, entity: str, value: str) -> str: ...
+    def token_for(self, entity: str, value: str, subject: str | None = None) -> str: ...
+
+
+_SUBJECT: ContextVar[str | None] = ContextVar("mlguard_pii_subject", default=None)
+
+
+@contextmanager
+def redacting_for(subject: str | None) -> Iterator[None]:
+    """Within this block (one request's redaction), tokens issued or looked up are linked to ``subject``."""
+    reset = _SUBJECT.set(subject)
+    try:
+        yield
+    finally:
+        _SUBJECT.reset(reset)
 
 
 @dataclass(slots=True)
@@ -74,7 +96,7 @@ class Operator:
         if kind == "token":
             if self.vault is None:
                 raise PIIError("token operator has no vault")
-            return self.vault.token_for(self.entity, text)
+            return self.vault.token_for(self.entity, text, subject=_SUBJECT.get())
         if kind == "encrypt":
             return encrypt_value(self._key(), self.entity, text)
         raise PIIError(f"unknown operator {kind!r}")  # pragma: no cover - validated at build

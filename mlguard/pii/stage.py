@@ -13,6 +13,10 @@ treating it as a stage failure. A response over the budget cannot be refused to 
 request: its strings left to scan are withheld (``<REDACTED>``, finding UNSCANNED ``limit:max_scan_...``), as an
 over-long string is, and nothing reaches the engine.
 
+The request's subject (``ex.subject``, read by the Exchange from the route's ``subject`` path) is set for the
+redaction with ``redacting_for``, so the ``token`` operator links each token it issues or looks up to that
+subject in the vault, and ``mlguard audit shred --subject`` erases them with the subject's records.
+
 Why detection runs in a worker thread: NER is CPU work of milliseconds; on the event loop it would stall every
 other request. Declared fields and cache hits need no engine and stay inline (sub-millisecond).
 Failures raise PIIError (message free of input values); the policy's failure_mode decides what follows, with one
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from mlguard.errors import MLGuardError, PIIError, RequestRejected
+from mlguard.pii.operators import redacting_for
 from mlguard.pii.redactor import SCAN, Budget, Plan, Redactor
 from mlguard.stage import BaseStage, BuildContext
 
@@ -67,8 +72,9 @@ class PIIStage(BaseStage):
     async def before_app(self, ex: Exchange) -> None:
         redactor = self._redactors[ex.route.index]
         try:
-            doc, findings = await _redact(redactor, ex.document, ex.route.pii_rules,
-                                          ex.route.config.scan_undeclared, "refuse")
+            with redacting_for(ex.subject):  # tokens link to this request's subject (erased with it by shred)
+                doc, findings = await _redact(redactor, ex.document, ex.route.pii_rules,
+                                              ex.route.config.scan_undeclared, "refuse")
         except RequestRejected:
             raise  # over the scan budget: the Exchange refuses the request (nothing scanned, nothing passed on)
         except _Withheld as exc:
@@ -94,7 +100,8 @@ class PIIStage(BaseStage):
         redactor = self._redactors[ex.route.index]
         failed: _Withheld | None = None
         try:
-            doc, findings = await _redact(redactor, ex.response_doc, (), True, "withhold")
+            with redacting_for(ex.subject):
+                doc, findings = await _redact(redactor, ex.response_doc, (), True, "withhold")
         except _Withheld as exc:
             failed, doc, findings = exc, exc.document, exc.findings
         except Exception:

@@ -337,3 +337,54 @@ def test_verify_pinned_to_a_rotated_out_key_says_so(log: tuple[str, Path, Keyrin
     code, out = run("audit", "verify", "--store", url,
                     *(x for v in (*old.values(), *new.values()) for x in ("--pubkey", v)))
     assert code == 0, out
+
+
+def _tombstones(url: str) -> int:
+    store = open_store(url, create=False)
+    try:
+        return sum(1 for _ in store.iter_rows(kind="tombstone"))
+    finally:
+        store.close()
+
+
+def test_shred_and_purge_as_the_readme_shows_them(log: tuple[str, Path, Keyring], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shred --store URL --subject ID` and `purge --store URL --config FILE` find the keyring in the config (and
+    `--config` alone names the store too), relative paths against the config's directory, as serve resolves them."""
+    url, kpath, ring = log
+    monkeypatch.delenv("MLGUARD_KEYRING", raising=False)
+    monkeypatch.chdir(tmp_path.parent)  # relative paths must resolve against the config's directory, not here
+    cfg = tmp_path / "mlguard.yaml"
+    cfg.write_text("policies: [base]\nretention: {max: P1D}\n"
+                   "audit: {store: 'sqlite:///a.db', keyring: k.keyring, witness: w.jsonl}\n")
+    code, out = run("audit", "shred", "--store", url, "--subject", "s1")
+    assert code == 2 and "no keyring given" in out  # no config: nothing to find it in
+    code, out = run("audit", "shred", "--config", str(cfg), "--subject", "s1")
+    assert code == 0 and f"shredded subject {pseudonym(ring, 's1')}" in out, out
+    assert "no token vault at" in out  # said, not silently skipped
+    code, out = run("audit", "purge", "--store", url, "--config", str(cfg))
+    assert code == 0 and "purged" in out, out
+    assert run("audit", "verify", "--store", url, "--witness", str(tmp_path / "w.jsonl"))[0] == 0
+    assert _readable(url, kpath, tmp_path) == 0
+
+
+def test_shred_twice_is_a_no_op_without_a_second_tombstone(log: tuple[str, Path, Keyring]) -> None:
+    url, kpath, ring = log
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "s2")
+    assert code == 0 and "data keys destroyed" in out and "0 data keys" not in out, out
+    assert _tombstones(url) == 1
+    code, out = run("audit", "shred", "--store", url, "--keyring", str(kpath), "--subject", "s2")
+    assert code == 0 and f"subject {pseudonym(ring, 's2')} already shredded" in out, out
+    assert "no tombstone appended" in out
+    assert _tombstones(url) == 1
+
+
+def test_verify_counts_checkpoints_and_witness_entries_apart(log: tuple[str, Path, Keyring], tmp_path: Path) -> None:
+    url, _, _ = log
+    code, out = run("audit", "verify", "--store", url, "--witness", str(tmp_path / "w.jsonl"))
+    assert code == 0 and "40 records, 2 checkpoints and 2 witness entries verified" in out, out
+    code, out = run("audit", "verify", "--store", url)
+    assert code == 0 and "40 records, 2 checkpoints verified" in out, out
+    code, out = run("audit", "verify", "--store", url, "--witness", str(tmp_path / "w.jsonl"), "--json")
+    doc = json.loads(out)
+    assert (doc["checkpoints"], doc["witness_entries"]) == (2, 2)
