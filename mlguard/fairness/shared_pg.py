@@ -139,6 +139,8 @@ class SharedWindow:
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
 
+        from mlguard.pgconn import liveness
+
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
@@ -147,7 +149,8 @@ class SharedWindow:
             # the URL's own options (a search_path, say) are kept: a keyword argument would replace them
             given = conninfo_to_dict(self._url).get("options")
             options = " ".join(o for o in (str(given or ""), f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}") if o)
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5, options=options)
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5, options=options,
+                                   **liveness(self._url))
             self._conn = conn
         return conn
 

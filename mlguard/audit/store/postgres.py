@@ -33,6 +33,7 @@ from mlguard.audit.store.base import (
     row_from_db,
 )
 from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
+from mlguard.pgconn import liveness
 
 KEYS_PER_QUERY = 500  # ids per prefetch query (SQLite allows 32,766 parameters; a short statement)
 PAGE = 5000
@@ -157,7 +158,7 @@ class PostgresStore(AuditStore):
 
     def _connect(self, autocommit: bool) -> Any:
         try:
-            conn = self._pg.connect(self.dsn, autocommit=autocommit, connect_timeout=5)
+            conn = self._pg.connect(self.dsn, autocommit=autocommit, connect_timeout=5, **liveness(self.dsn))
             conn.execute("SET synchronous_commit = on")
             if not autocommit:
                 # The writer waits at most this long for the head row's lock (another process's batch takes
