@@ -71,11 +71,18 @@ class Span:
 
 
 def quiet_presidio_debug() -> None:
-    """Keep Presidio's logger at INFO or above. Why: at DEBUG its context enhancer logs the words around every
-    span it scores ("Context list is: <words of the input>"), so any handler at DEBUG, the application's
-    included, would write input text; below INFO it logs nothing else the guard needs."""
+    """Hold Presidio's logger at WARNING unless the application set its level, and never below INFO.
+
+    Why never DEBUG: there its context enhancer logs the words around every span it scores ("Context list is:
+    <words of the input>"), so any handler at DEBUG, the application's included, would write input text.
+    Why WARNING by default: at INFO it logs "Fetching all recognizers for language en" on every analysed text
+    and "Loaded recognizer: <name>" for each recognizer built, lines that drown a service's own log and tell
+    an operator nothing; its warnings (an entity with no recognizer, a regex timeout) stay. A level the
+    application gave this logger itself is its choice and is kept, only raised to INFO if it is below."""
     presidio = logging.getLogger("presidio-analyzer")
-    if presidio.level < logging.INFO:  # its own level (NOTSET follows the root, which may be at DEBUG)
+    if presidio.level == logging.NOTSET:  # nobody set it: it would follow the root, which may be at DEBUG
+        presidio.setLevel(logging.WARNING)
+    elif presidio.level < logging.INFO:
         presidio.setLevel(logging.INFO)
 
 
@@ -119,6 +126,7 @@ class PIIEngine:
     the soak benchmark and the memory test can show the growth the zone prevents; never turn it off in service."""
 
     def __init__(self, settings: PIIEngineSettings, *, custom: Sequence[Mapping[str, Any]] = ()) -> None:
+        quiet_presidio_debug()  # before the import: importing presidio_analyzer logs its device at INFO
         try:
             import spacy
             from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
@@ -129,7 +137,6 @@ class PIIEngine:
         from mlguard.pii.recognizers import builtin_recognizers, custom_recognizers
 
         block_tldextract_network()
-        quiet_presidio_debug()
         self.settings = settings
         name = settings.spacy_model
         if not (spacy.util.is_package(name) or Path(name).is_dir()):

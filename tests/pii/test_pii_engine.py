@@ -46,6 +46,21 @@ def test_identity_names_model_version_and_hash(engine: PIIEngine) -> None:
     ("When: 2000-04-16 11:34:35", "DATE_TIME", "2000-04-16 11:34:35"),
     ("Our offices are at 971 Kesk 53\n Suite 343\n Pärnu\n Estonia", "STREET_ADDRESS",
      "971 Kesk 53\n Suite 343\n Pärnu\n Estonia"),
+    # MRN joined by a hyphen, inside parentheses or before punctuation (only the number is the value)
+    ("Zebulon Quixley (MRN-99887766, DOB 03/14/1958) was admitted", "MEDICAL_RECORD_NUMBER", "99887766"),
+    ("The ward was reached about MRN-10000006; no answer", "MEDICAL_RECORD_NUMBER", "10000006"),
+    ("Patient MRN-99887766.", "MEDICAL_RECORD_NUMBER", "99887766"),
+    ("MRN#: 4417-2209 on the wristband", "MEDICAL_RECORD_NUMBER", "4417-2209"),
+    # the address starts at the street's house number, never inside a date or at a year before it
+    ("Discharged 2026-10-11 to 42 Wallaby Way, Boston, MA 02118.", "STREET_ADDRESS",
+     "42 Wallaby Way, Boston, MA 02118"),
+    ("Discharged 2026-10-11 to 42 Wallaby Way, Boston, MA 02118.", "DATE_TIME", "2026-10-11"),
+    ("Seen 03/14/2026 at 9 Elm St today", "STREET_ADDRESS", "9 Elm St"),
+    ("Discharged in 2026 to 42 Main Street today", "STREET_ADDRESS", "42 Main Street"),
+    ("She lives at 2026 Main Street now", "STREET_ADDRESS", "2026 Main Street"),  # a year-like house number
+    # 3-4-4 telephone numbers without a context word
+    ("She can be reached at 555-0199-4321 after six", "PHONE_NUMBER", "555-0199-4321"),
+    ("written 010.1234.5678 on the chart", "PHONE_NUMBER", "010.1234.5678"),  # Korean mobile
 ])
 def test_recognizers_mlguard_adds(engine: PIIEngine, text: str, entity: str, value: str) -> None:
     assert (entity, value) in found(engine, text)
@@ -53,6 +68,36 @@ def test_recognizers_mlguard_adds(engine: PIIEngine, text: str, entity: str, val
 
 def test_no_false_positive_on_plain_text(engine: PIIEngine) -> None:
     assert found(engine, "the quick brown fox jumps over the lazy dog") == []
+
+
+def found_as(engine: PIIEngine, entity: str, text: str) -> list[str]:
+    """The values found as ``entity`` alone (no other recognizer's span merged over them)."""
+    return [text[s.start:s.end] for s in engine.analyze_many([text], [entity])[0]]
+
+
+@pytest.mark.parametrize(("entity", "text"), [
+    # an ordinary word or a short ward id after "MRN" is no record number
+    ("MEDICAL_RECORD_NUMBER", "MRN pending; MRN-negative culture; MRN is unknown; MRN-L-5"),
+    # a date range, a clock time or a range of days is no "<number> <name> <number>" address, even with an
+    # address word ("home", "office") near
+    ("STREET_ADDRESS", "Stayed at home from 2026-10-11 to 2026-10-15."),
+    ("STREET_ADDRESS", "Worked at the office from 9 to 5, on 2026-10-11 to 12 noon"),
+    ("STREET_ADDRESS", "Back home October 11 to 15 and 10:30 to 11 at the office"),
+    # no date, longer digit group, mixed separator or id is a 3-4-4 telephone number
+    ("PHONE_NUMBER", "dates 2026-10-11 and 2026.10.11, ref 12-555-0199-4321, lot 555-0199-43210"),
+    ("PHONE_NUMBER", "codes 555-0199.4321 and A555-0199-4321 and 555-0199-4321/2 and 5550-199-4321"),
+])
+def test_recognizers_leave_lookalikes(engine: PIIEngine, entity: str, text: str) -> None:
+    assert found_as(engine, entity, text) == []
+
+
+def test_phone_3_4_4_is_raised_by_context(engine: PIIEngine) -> None:
+    """Alone the 3-4-4 form scores just over the default threshold; a context word raises it like the others."""
+    def score(text: str) -> float:
+        return max(s.score for s in engine.analyze_many([text], ["PHONE_NUMBER"])[0])
+
+    assert 0.35 <= score("reached at 555-0199-4321 later") < 0.5
+    assert score("her mobile is 555-0199-4321") >= 0.7
 
 
 def test_validators() -> None:
@@ -126,3 +171,68 @@ def test_presidio_never_logs_input_words(engine: PIIEngine, caplog: pytest.LogCa
     engine.analyze_many(["Her driver license number is D1234567, write to zebulon.plant@example.com"])
     text = caplog.text + " ".join(str(r.args) for r in caplog.records)
     assert "D1234567" not in text and "zebulon" not in text
+
+
+def _presidio_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "presidio-analyzer"]
+
+
+def test_presidio_info_lines_held_back_warnings_kept(engine: PIIEngine, caplog: pytest.LogCaptureFixture) -> None:
+    """Under a service Presidio logged "Fetching all recognizers for language en" at INFO on every text and
+    "Loaded recognizer: <name>" per recognizer built; an application that did not set Presidio's logger level
+    now gets its warnings only."""
+    import logging
+
+    from mlguard.pii.engine import quiet_presidio_debug
+    from mlguard.pii.recognizers import builtin_recognizers
+
+    presidio = logging.getLogger("presidio-analyzer")
+    saved = presidio.level
+    try:
+        presidio.setLevel(logging.NOTSET)  # as in an application that never configured it
+        quiet_presidio_debug()
+        caplog.set_level(logging.DEBUG)
+        builtin_recognizers()
+        engine.analyze_many(["Call Jane at 212-555-0199"])
+        engine.analyzer.registry.get_recognizers(language="en", entities=["NO_SUCH_ENTITY", "PERSON"])
+        got = _presidio_records(caplog)
+        assert [level for level, _ in got] == [logging.WARNING]  # the unknown entity: a warning, still logged
+        assert "NO_SUCH_ENTITY" in got[0][1]
+    finally:
+        presidio.setLevel(saved)
+
+
+@pytest.mark.parametrize(("configured", "held"), [
+    (0, 30),  # NOTSET: not configured, held at WARNING
+    (20, 20),  # the application asked for INFO: kept
+    (40, 40),  # ERROR: kept
+    (10, 20),  # DEBUG would log input words: raised to INFO, never left below it
+])
+def test_presidio_level_set_by_application_is_kept_above_debug(configured: int, held: int) -> None:
+    import logging
+
+    from mlguard.pii.engine import quiet_presidio_debug
+
+    presidio = logging.getLogger("presidio-analyzer")
+    saved = presidio.level
+    try:
+        presidio.setLevel(configured)
+        quiet_presidio_debug()
+        assert presidio.level == held
+    finally:
+        presidio.setLevel(saved)
+
+
+def test_engine_start_up_logs_no_presidio_info_lines() -> None:
+    """Start-up as a service sees it, in a fresh process (Presidio logs its device at INFO when first imported,
+    so only a process that has not imported it yet shows that line): no INFO line from Presidio at all."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.INFO, format='%(name)s|%(levelname)s|%(message)s')\n"
+            "from mlguard.config.pii import PIIEngineSettings\n"
+            "from mlguard.pii.engine import PIIEngine\n"
+            "PIIEngine(PIIEngineSettings()).analyze_many(['Call Jane at 212-555-0199'])\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "mlguard.pii.engine|INFO|pii engine ready" in run.stderr  # the handler did receive INFO lines
+    assert [line for line in run.stderr.splitlines() if line.startswith("presidio-analyzer|")] == []
