@@ -86,6 +86,8 @@ def found_as(engine: PIIEngine, entity: str, text: str) -> list[str]:
     # no date, longer digit group, mixed separator or id is a 3-4-4 telephone number
     ("PHONE_NUMBER", "dates 2026-10-11 and 2026.10.11, ref 12-555-0199-4321, lot 555-0199-43210"),
     ("PHONE_NUMBER", "codes 555-0199.4321 and A555-0199-4321 and 555-0199-4321/2 and 5550-199-4321"),
+    # a calendar date is no telephone number, even beside the phone context words that raise a weak match
+    ("PHONE_NUMBER", "Stayed home from 2026-10-11 to 2026-10-15; office visit 02-11-2026, call back 2026.11.02"),
 ])
 def test_recognizers_leave_lookalikes(engine: PIIEngine, entity: str, text: str) -> None:
     assert found_as(engine, entity, text) == []
