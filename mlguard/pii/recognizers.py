@@ -265,11 +265,11 @@ _HEALTH_PLAN = re.compile(
     r"\b(?:health\s+plan(?:\s+(?:beneficiary\s+)?(?:number|no\.?|id))?|member\s+(?:id|number|no\.?)|"
     r"insurance\s+(?:id|number|no\.?)|policy\s+(?:number|no\.?)|subscriber\s+(?:id|number)|"
     r"medicare\s+(?:number|id)|medicaid\s+(?:number|id)|beneficiary\s+(?:id|number))"
-    r"\s*(?:is|:|#|=)?\s*(?P<value>[A-Z0-9][A-Z0-9-]{4,19})\b",
+    r"\s*(?:is|[:#=-]{1,2})?\s*(?P<value>[A-Z0-9][A-Z0-9-]{4,19})\b",
     _I,
 )
 _ACCOUNT = re.compile(
-    r"\b(?:account|acct\.?|a/c|acc\.?)\s*(?:number|no\.?|num|#)?\s*(?:is|:|#|=)?\s*"
+    r"\b(?:account|acct\.?|a/c|acc\.?)\s*(?:number|no\.?|num|#)?\s*(?:is|[:#=-]{1,2})?\s*"
     r"(?P<value>\d[\d -]{4,22}\d)\b",
     _I,
 )
@@ -281,7 +281,7 @@ _PLATE = re.compile(r"\b(?:licen[cs]e\s+plate|plate\s+(?:number|no\.?)|registrat
 _IMEI = re.compile(r"\b(?:imei|meid|esn)\s*(?:number|no\.?)?\s*(?:is|:|#)?\s*(?P<value>\d[\d -]{13,17}\d)\b", _I)
 _DEVICE = re.compile(
     r"\b(?:device\s+(?:id|identifier|serial)|serial\s+(?:number|no\.?)|udid|idfa|gaid|android\s+id|"
-    r"advertising\s+id|s/n)\s*(?:is|:|#|=)?\s*(?P<value>[A-Z0-9][A-Z0-9:-]{5,39})\b",
+    r"advertising\s+id|s/n)\s*(?:is|[:#=-]{1,2})?\s*(?P<value>[A-Z0-9][A-Z0-9:-]{5,39})\b",
     _I,
 )
 _MAC = re.compile(r"\b[0-9A-F]{2}(?:[:-][0-9A-F]{2}){5}\b", _I)

@@ -61,6 +61,10 @@ def test_identity_names_model_version_and_hash(engine: PIIEngine) -> None:
     # 3-4-4 telephone numbers without a context word
     ("She can be reached at 555-0199-4321 after six", "PHONE_NUMBER", "555-0199-4321"),
     ("written 010.1234.5678 on the chart", "PHONE_NUMBER", "010.1234.5678"),  # Korean mobile
+    # the other labelled identifiers take a hyphen after the label too, as the MRN does
+    ("card shows Member ID-W123456789 today", "HEALTH_PLAN_NUMBER", "W123456789"),
+    ("paid from Acct-12345678 last week", "ACCOUNT_NUMBER", "12345678"),
+    ("pump serial no.-SN0012345X replaced", "DEVICE_ID", "SN0012345X"),
 ])
 def test_recognizers_mlguard_adds(engine: PIIEngine, text: str, entity: str, value: str) -> None:
     assert (entity, value) in found(engine, text)
