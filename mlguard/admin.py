@@ -15,6 +15,7 @@ import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from mlguard.oversight import operator_reason
 from mlguard.problem import PROBLEM_BASE, send_problem
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute
 from mlguard.types import Receive, Scope, Send
@@ -144,17 +145,35 @@ class Admin:
 
     async def _oversight(self, req: AdminRequest, action: str) -> AdminResponse:
         """Human oversight (EU AI Act Art 14): stop or resume a route. The action is written to the audit
-        trail first; if it cannot be recorded it is refused (503) and nothing changes."""
+        trail first; if it cannot be recorded it is refused (503) and nothing changes.
+
+        The optional body ``{"reason": "..."}`` is kept in the audit event as the operator wrote it (checked by
+        ``oversight.operator_reason``: bounded, never logged). This is the person's stop: a resume here lifts
+        it and not the fairness monitor's (mlguard/oversight.py), and the answer says which stops still hold."""
         index = self._route_index(req)
         if index is None:
             return json_response(404, {"detail": "no such route index"})
+        try:
+            doc = json.loads(req.body) if req.body.strip() else {}
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or set(doc) - {"reason"}:
+            return json_response(422, {"title": "Malformed body",
+                                       "detail": 'expected no body or {"reason": text}'})
+        try:
+            reason = operator_reason(doc.get("reason"))
+        except ValueError as exc:
+            return json_response(422, {"title": "Malformed body", "detail": str(exc)})
         route = self.guard.table.routes[index]
         events = self.guard.context.shared.get("audit_events")
         event_id = None
         if events is not None:
+            data: dict[str, object] = {"action": action, "cause": "human", "route": route.path,
+                                       "route_index": index, "by": "admin"}
+            if reason:
+                data["reason"] = reason
             try:
-                event_id = await events.append_event("oversight", {
-                    "action": action, "route": route.path, "route_index": index, "by": "admin"})
+                event_id = await events.append_event("oversight", data)
             except Exception as exc:
                 log.error("oversight action not audited", extra={"action": action, "error": type(exc).__name__})
                 return json_response(503, {"detail": f"the {action} could not be recorded in the audit trail; "
@@ -168,7 +187,13 @@ class Admin:
             log.error("oversight action not shared", extra={"action": action, "error": type(exc).__name__})
             return json_response(503, {"detail": f"the {action} applies to this worker only: the shared oversight "
                                                  "state could not be written", "audit_event": event_id})
-        return json_response(200, {"route": index, "halted": action == "stop", "audit_event": event_id})
+        stopped = list(self.guard.oversight.stopped_by(index))
+        out: dict[str, object] = {"route": index, "halted": bool(stopped), "stopped_by": stopped,
+                                  "audit_event": event_id}
+        if action == "resume" and "fairness" in stopped:
+            out["detail"] = (f"still stopped by the fairness monitor: POST {self.prefix}/fairness/resume "
+                             "(mlguard fairness resume) lifts that stop")
+        return json_response(200, out)
 
 
 def _as_problem(resp: AdminResponse) -> AdminResponse:

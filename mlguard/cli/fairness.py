@@ -17,6 +17,7 @@ import click
 from mlguard.cli._root import cli
 
 DEFAULT_TOKEN_ENV = "MLGUARD_ADMIN_TOKEN"  # noqa: S105  (the variable name, not a token)
+_STOPS = {"human": "human oversight", "fairness": "the fairness monitor"}
 
 
 def _group(name: str, help_text: str) -> click.Group:
@@ -29,7 +30,8 @@ def _group(name: str, help_text: str) -> click.Group:
     return group
 
 
-fairness_group = _group("fairness", "Live fairness monitoring: resume a stopped route, read the live status.")
+fairness_group = _group("fairness", "Live fairness monitoring: resume a route the monitor stopped, read the live "
+                                    "status.")
 report_group = _group("report", "Reports over the audit log.")
 
 
@@ -63,21 +65,36 @@ _token_env = click.option("--token-env", default=DEFAULT_TOKEN_ENV, show_default
 @_url
 @_prefix
 @_token_env
-@click.option("--route", type=int, default=None, help="Route index to resume (default: every stopped route).")
+@click.option("--route", type=int, default=None,
+              help="Route index to resume (default: every route the fairness monitor stopped).")
 @click.option("--reset", is_flag=True, help="Also clear the route's live window (after a corrected model).")
-@click.option("--reason", default="", help="Why the route is resumed (recorded in the audit trail).")
+@click.option("--reason", default="",
+              help="Why the route is resumed (recorded in the audit trail, never logged; at most 500 characters).")
 @click.option("--timeout", type=float, default=10.0, show_default=True)
 def resume(url: str, prefix: str, token_env: str, route: int | None, reset: bool, reason: str,
            timeout: float) -> None:
-    """Resume decisions on routes stopped by a fairness violation (EU AI Act Art 14); the guard audits it."""
+    """Lift the fairness monitor's stop (EU AI Act Art 14); the guard audits it.
+
+    Only the monitor's stop: a route a person stopped (POST {prefix}/routes/N/stop) stays stopped. Naming such a
+    route with --route fails (exit 1, nothing changed); a route stopped by both loses the monitor's stop and is
+    reported as still halted. Exit 0 when the resume was applied, 1 otherwise."""
     body: dict[str, Any] = {"reset": reset, "reason": reason}
     if route is not None:
         body["route"] = route
     status, doc = _admin_call(url, prefix, token_env, "POST", "/fairness/resume", body, timeout)
     click.echo(json.dumps(doc, indent=2))
     if status != 200:
-        click.echo(f"resume failed: HTTP {status}", err=True)
+        detail = doc.get("detail") if isinstance(doc, dict) else None
+        click.echo(f"resume failed: HTTP {status}" + (f": {detail}" if detail else ""), err=True)
         raise click.exceptions.Exit(1)
+    for entry in doc.get("resumed", []) if isinstance(doc, dict) else []:
+        if entry.get("halted"):
+            by = " and ".join(_STOPS.get(c, str(c)) for c in entry.get("stopped_by") or ["human"])
+            click.echo(f"route {entry.get('route')} is still stopped by {by} (a fairness resume does not lift it: "
+                       f"POST {prefix}/routes/{entry.get('route')}/resume does)", err=True)
+    for entry in doc.get("skipped", []) if isinstance(doc, dict) else []:
+        click.echo(f"route {entry.get('route')} skipped: stopped by human oversight, not by the fairness monitor",
+                   err=True)
 
 
 @fairness_group.command("status")
@@ -122,15 +139,19 @@ def report_fairness(store: str, keyring: Path | None, out: Path, fmt: str, since
         reader.close()
     names = list(policies) or sorted({p for rd in collect(records).values() for p in rd.policies})
     thresholds = Thresholds()
+    sources: dict[str, list[str]] = {}  # threshold -> the policies it came from (an auditor asks which sets it)
     if names:
         from mlguard.policy import resolve_policies
 
         try:
-            thresholds = Thresholds.from_policy(resolve_policies(names).fairness)
+            effective = resolve_policies(names)
+            thresholds = Thresholds.from_policy(effective.fairness)
+            sources = {k: effective.origin(f"fairness.{k}") for k in thresholds.as_dict()}
         except Exception as exc:  # a policy no longer bundled: say so and use defaults
             click.echo(f"warning: thresholds from defaults ({type(exc).__name__} resolving policies)", err=True)
     report = build_report(records, thresholds=thresholds, since=since, until=until,
-                          source=store.split(":", 1)[0] + " audit store", distribution_date=distribution_date)
+                          source=store.split(":", 1)[0] + " audit store", distribution_date=distribution_date,
+                          threshold_sources=sources)
     text = render_json(report) if fmt == "json" else render_html(report)
     out.write_text(text, encoding="utf-8")
     statuses = {p: r["status"] for p, r in report["routes"].items()}

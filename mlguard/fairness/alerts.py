@@ -4,7 +4,13 @@ Why on changes only: a window that stays in "warn" for an hour would otherwise s
 Why a background task: the webhook may be slow or down; the decision being served must not wait for it. The POST
 has a timeout and is retried with exponential backoff; a final failure is logged (without the payload).
 
-What an alert carries: route path, status, metric names and values, group category keys. Never an input value.
+What an alert carries: route path, status, whether the route is halted (and by which stops), metric names and
+values, group category keys. Never an input value.
+
+Why the log line says it in its message: under a plain text formatter (``uvicorn`` without mlguard's JSON
+formatter) the ``extra`` fields are not printed, and "fairness status changed" alone tells an operator nothing.
+The message holds the route path (the configured template), the previous and new status, the breached metrics
+by dimension (attribute names from the config) and the halt: no group name, no value.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ class AlertSink:
     def emit(self, payload: dict[str, Any]) -> None:
         """Log the alert and schedule the webhook POST (if configured). Never raises."""
         level = logging.ERROR if payload.get("status") == "violation" else logging.WARNING
-        log.log(level, "fairness status changed", extra={"fairness_alert": payload})
+        message, args = _message(payload)
+        log.log(level, message, *args, extra={"fairness_alert": payload})
         if self.webhook is None:
             return
         try:
@@ -75,3 +82,22 @@ class AlertSink:
         for task in list(self.pending):
             task.cancel()
         await self.drain()
+
+
+def _message(payload: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The log message (template and arguments) of an alert: what happened, readable without ``extra``.
+
+    >>> template, args = _message({"route": "/screen", "previous": "ok", "status": "violation",
+    ...     "halted": True, "stopped_by": ["fairness"], "summary": {"breaches": ["impact_ratio:race"]}})
+    >>> print(template % args)  # doctest: +NORMALIZE_WHITESPACE
+    fairness status changed on route /screen: ok -> violation; breaches: impact_ratio:race;
+    route halted (stopped by fairness)
+    """
+    summary = payload.get("summary")
+    breaches = summary.get("breaches") if isinstance(summary, dict) else None
+    breached = f"; breaches: {', '.join(str(b) for b in breaches)}" if breaches else ""
+    stopped = payload.get("stopped_by") or []
+    halted = (f"; route halted (stopped by {' and '.join(str(c) for c in stopped)})" if payload.get("halted")
+              else "")
+    return ("fairness status changed on route %s: %s -> %s%s%s",
+            (payload.get("route"), payload.get("previous"), payload.get("status"), breached, halted))

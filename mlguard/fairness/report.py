@@ -8,6 +8,12 @@ the score); ``feedback`` events carry the labels; both are joined here by audit 
 
 Input is any iterable of record dicts (as ``mlguard.audit.reader.AuditReader.iter_records`` yields them), so this
 module is tested on plain lists. matplotlib is imported only when HTML is rendered.
+
+What an auditor must not misread: a category under the minimum group size is "insufficient data", neither pass nor
+fail of the four-fifths rule (29 CFR 1607.4(D); regulations.md), so its "below 4/5" is not assessed (``null``,
+"n/a") rather than "no" next to a low ratio; the report names the policy each threshold comes from (the minimum
+size is a policy parameter, not a law's); and its period is the one asked for or, when none was, the dates of
+the first and last decision it covers.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +32,8 @@ from mlguard.fairness.metrics import LL144_RULE, Thresholds, evaluate
 from mlguard.fairness.window import GroupSnapshot
 
 MAX_PERIODS = 12
+DEFAULT_SOURCE = "mlguard default"
+"""Named as a threshold's source when no policy set it (``Thresholds`` defaults)."""
 
 
 @dataclass(slots=True)
@@ -130,14 +138,23 @@ def collect(records: Iterable[dict[str, Any]]) -> dict[str, _RouteData]:
 
 def build_report(records: Iterable[dict[str, Any]], *, thresholds: Thresholds | None = None,
                  since: str | None = None, until: str | None = None, source: str = "audit log",
-                 periods: int = MAX_PERIODS, distribution_date: str | None = None) -> dict[str, Any]:
-    """The whole report as plain JSON-ready data: one section per route."""
+                 periods: int = MAX_PERIODS, distribution_date: str | None = None,
+                 threshold_sources: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """The whole report as plain JSON-ready data: one section per route.
+
+    ``threshold_sources``: per threshold name, the policies it came from (``EffectivePolicy.origin``); a name
+    missing there is reported as the built-in default."""
     th = thresholds or Thresholds()
     routes = collect(records)
+    stamps = sorted(d.ts for rd in routes.values() for d in rd.decisions if d.ts)
+    sources = threshold_sources or {}
     out: dict[str, Any] = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": source, "since": since, "until": until, "distribution_date": distribution_date,
-        "thresholds": th.as_dict(), "routes": {},
+        "first_decision": stamps[0] if stamps else None, "last_decision": stamps[-1] if stamps else None,
+        "thresholds": th.as_dict(),
+        "threshold_sources": {k: list(sources.get(k) or [DEFAULT_SOURCE]) for k in th.as_dict()},
+        "routes": {},
     }
     for path, rd in sorted(routes.items()):
         decs = sorted(rd.decisions, key=lambda d: d.ts)
@@ -149,7 +166,7 @@ def build_report(records: Iterable[dict[str, Any]], *, thresholds: Thresholds | 
             "status": rep.status, "decisions": len(decs), "labelled": sum(d.label is not None for d in decs),
             "groups": [_group_row(g) for g in sorted(snap, key=lambda g: (g.dimension.count("|"), g.key))],
             "metrics": rep.as_dict()["dimensions"],
-            "ll144": _ll144(rep.as_dict()["dimensions"], th),
+            "ll144": _ll144(rep.as_dict()["dimensions"], th, out["threshold_sources"]["min_group_size"]),
             "over_time": _over_time(decs, dims, th, periods),
         }
     return out
@@ -165,17 +182,24 @@ def _group_row(g: GroupSnapshot) -> dict[str, Any]:
             "scoring_rate": (g.above_median / g.scored) if g.above_median is not None and g.scored else None}
 
 
-def _ll144(dims: dict[str, Any], th: Thresholds) -> dict[str, Any]:
-    """The LL144 summary: per dimension, counts per category, unknowns, exclusions, rates and impact ratios."""
-    out: dict[str, Any] = {"rule": LL144_RULE, "warn_below": th.min_impact_ratio, "dimensions": {}}
+def _ll144(dims: dict[str, Any], th: Thresholds, min_size_from: Sequence[str]) -> dict[str, Any]:
+    """The LL144 summary: per dimension, counts per category, unknowns, exclusions, rates and impact ratios.
+
+    A category under ``min_group_size`` has ``below_four_fifths: null``: the rule is not applied to it (see the
+    module docstring), whatever its ratio."""
+    out: dict[str, Any] = {"rule": LL144_RULE, "warn_below": th.min_impact_ratio,
+                           "min_group_size": th.min_group_size, "min_group_size_from": list(min_size_from),
+                           "dimensions": {}}
     for dim, d in dims.items():
-        out["dimensions"][dim] = {
-            "total": d["total"], "unknown": d["unknown"],
-            "categories": [{k: r[k] for k in ("group", "n", "share", "selection_rate", "selection_impact_ratio",
-                                               "scoring_rate", "scoring_impact_ratio", "excluded",
-                                               "justification", "insufficient", "below_four_fifths", "p_value",
-                                               "p_adjusted", "significant")} for r in d["impact"]],
-        }
+        cats = []
+        for r in d["impact"]:
+            c = {k: r[k] for k in ("group", "n", "share", "selection_rate", "selection_impact_ratio",
+                                   "scoring_rate", "scoring_impact_ratio", "excluded", "justification",
+                                   "insufficient", "below_four_fifths", "p_value", "p_adjusted", "significant")}
+            if c["insufficient"]:
+                c["below_four_fifths"] = None
+            cats.append(c)
+        out["dimensions"][dim] = {"total": d["total"], "unknown": d["unknown"], "categories": cats}
     return out
 
 
@@ -269,16 +293,29 @@ _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-co
         "td:first-child{text-align:left}.violation{color:#b00}.warn{color:#b60}.ok{color:#070}")
 
 
+def _period(report: dict[str, Any]) -> str:
+    """The period as asked (``--since/--until``), each open end replaced by the date of the first or last decision
+    reported, and those dates themselves."""
+    first, last = report.get("first_decision"), report.get("last_decision")
+    if first is None:
+        start, end = report["since"] or "start", report["until"] or "end"
+        return f"period {_fmt(start)} to {_fmt(end)} (no decisions)"
+    start = report["since"] or first
+    end = report["until"] or last
+    return f"period {_fmt(start)} to {_fmt(end)} (decisions reported from {_fmt(first)} to {_fmt(last)})"
+
+
 def render_html(report: dict[str, Any]) -> str:
     """A self-contained HTML page (no external assets)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mlguard fairness report</title>"
              f"<style>{_CSS}</style></head><body><h1>mlguard fairness report</h1>"]
     th = report["thresholds"]
-    parts.append(f"<p>Generated {_fmt(report['generated'])} from {_fmt(report['source'])}; period "
-                 f"{_fmt(report['since'] or 'start')} to {_fmt(report['until'] or 'end')}; tool distribution date "
-                 f"{_fmt(report['distribution_date'])}.</p>")
-    parts.append("<h2>Thresholds</h2>" + _table(["parameter", "value"],
-                                                 [[html.escape(k), _fmt(v)] for k, v in th.items()]))
+    parts.append(f"<p>Generated {_fmt(report['generated'])} from {_fmt(report['source'])}; {_period(report)}; "
+                 f"tool distribution date {_fmt(report['distribution_date'])}.</p>")
+    sources = report.get("threshold_sources") or {}
+    parts.append("<h2>Thresholds</h2>" + _table(
+        ["parameter", "value", "set by"],
+        [[html.escape(k), _fmt(v), _fmt(", ".join(sources.get(k) or [DEFAULT_SOURCE]))] for k, v in th.items()]))
     for path, r in report["routes"].items():
         parts.append(f"<h2>Route {html.escape(path)}: <span class='{r['status']}'>{r['status']}</span></h2>")
         parts.append(f"<p>{r['decisions']} decisions ({r['labelled']} labelled), {_fmt(r['first'])} to "
@@ -304,7 +341,11 @@ def render_html(report: dict[str, Any]) -> str:
                 ["dimension", "metric", "group", "value", "threshold", "p-value", "adjusted p", "significant"],
                 [[_fmt(dim), _fmt(b["metric"]), _fmt(b.get("group")), _fmt(b["value"]), _fmt(b["threshold"]),
                   _fmt(b["p_value"]), _fmt(b.get("p_adjusted")), _fmt(b["significant"])] for dim, b in breaches]))
-        parts.append(f"<h3>NYC LL144 summary ({html.escape(r['ll144']['rule'])})</h3>")
+        ll = r["ll144"]
+        parts.append(f"<h3>NYC LL144 summary ({html.escape(ll['rule'])})</h3>")
+        parts.append(f"<p>A category with fewer than {_fmt(ll['min_group_size'])} decisions (minimum group size, "
+                     f"set by {_fmt(', '.join(ll['min_group_size_from']))}) is reported as insufficient data: the "
+                     "four-fifths rule is neither passed nor failed (n/a), whatever its impact ratio.</p>")
         for dim, d in r["ll144"]["dimensions"].items():
             parts.append(f"<p><b>{html.escape(dim)}</b>: {d['total']} individuals, {d['unknown']} of unknown "
                          "category.</p>")
@@ -314,7 +355,8 @@ def render_html(report: dict[str, Any]) -> str:
                 [[_fmt(c["group"]), _fmt(c["n"]), _fmt(c["share"], True), _fmt(c["selection_rate"], True),
                   _fmt(c["selection_impact_ratio"]), _fmt(c["scoring_rate"], True), _fmt(c["scoring_impact_ratio"]),
                   _fmt(c["justification"]) if c["excluded"] else "no", _fmt(c["insufficient"]),
-                  _fmt(c["below_four_fifths"]), _fmt(c["p_value"])] for c in d["categories"]]))
+                  "n/a (insufficient data)" if c["insufficient"] else _fmt(c["below_four_fifths"]),
+                  _fmt(c["p_value"])] for c in d["categories"]]))
         if len(r["over_time"]) > 1:
             parts.append("<h3>Over time</h3>")
             for dim in r["metrics"]:

@@ -6,10 +6,12 @@ evaluate the window against ``policy.fairness`` and act:
 
 * annotate: ``MLGuard-Fairness: ok|warn|violation|insufficient`` and ``ex.record["fairness"]`` (always);
 * alert: also a structured log line and a webhook POST when the status changes; gauges at ``GET /metrics`` (core admin);
-* block: also the EU AI Act Art 14 "stop": on entering "violation" the route is halted (new decisions answer 503)
-  until a human resumes it (``POST /fairness/resume`` or ``mlguard fairness resume``). Stop and resume are
-  appended to the audit trail. A resume while the window still violates is a logged human override: the route is
-  not halted again until its status has left "violation" (or the window was reset on resume).
+* block: also the EU AI Act Art 14 "stop": on entering "violation" the monitor stops the route (new decisions
+  answer 503, problem type ``fairness-block``) until a human resumes it (``POST /fairness/resume`` or
+  ``mlguard fairness resume``). Stop and resume are appended to the audit trail. A resume while the window still
+  violates is a logged human override: the route is not halted again until its status has left "violation" (or
+  the window was reset on resume). The monitor's stop is its own (mlguard/oversight.py): a fairness resume
+  lifts only it, never a stop a person made through ``POST /routes/{i}/stop``, and says so.
 
 Ground truth arrives later through ``POST /feedback`` and joins the decision in the window.
 
@@ -32,6 +34,7 @@ from mlguard.fairness.alerts import AlertSink
 from mlguard.fairness.feedback import FeedbackInvalid, SubjectIndex, parse_feedback
 from mlguard.fairness.metrics import STATUS_ORDER, FairnessReport, Status, Thresholds, evaluate
 from mlguard.fairness.window import FairnessWindow, GroupSnapshot
+from mlguard.oversight import operator_reason
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
 
 if TYPE_CHECKING:
@@ -159,6 +162,23 @@ class FairnessStage(BaseStage):
 
     # ------------------------------------------------------------------ per decision
 
+    async def before_app(self, ex: Exchange) -> None:
+        """While the monitor's own stop holds, report it as the request's fairness evidence ("violation"), so
+        decide() answers ``fairness-block`` and not a person's ``halted``; the record says which stops hold.
+
+        Why "violation" although this worker's window may say otherwise: in per-worker mode another worker's
+        window may have found the violation; the stop, shared by all, is what is in force here."""
+        st = self.routes.get(ex.route.index)
+        guard = self.shared.get("guard")
+        if st is None or guard is None:
+            return
+        stopped = guard.oversight.stopped_by(st.route.index)
+        if "fairness" not in stopped:
+            return
+        ex.extra_headers[HEADER] = "violation"
+        ex.record["fairness"] = {"status": "violation", "counted": False, "stopped_by": list(stopped),
+                                 "reason": "the fairness monitor stopped this route (fairness.action block)"}
+
     def _decision(self, outcome: Outcome | None) -> tuple[bool | None, float | None]:
         if outcome is None:
             return None, None
@@ -217,33 +237,55 @@ class FairnessStage(BaseStage):
     async def _act(self, st: RouteState, report: FairnessReport) -> None:
         status = report.status
         guard = self.shared.get("guard")
+        oversight = guard.oversight if guard is not None else None
+        index = st.route.index
         if status != "violation":
             st.overridden = False
-            if guard is not None and guard.oversight.overridden(st.route.index):
-                guard.resume(st.route.index, override=False)  # the override ends with the violation, everywhere
-        if st.action in ("alert", "block") and status != st.alerted:
-            # Alert at once when the status gets worse; otherwise (recovery, flapping around a threshold) at most
-            # once per alert_min_interval_s, so a window hovering at a threshold does not flood the webhook.
-            now = time.monotonic()
-            worse = STATUS_ORDER[status] > max(STATUS_ORDER[st.alerted], STATUS_ORDER["ok"])
-            relevant = max(STATUS_ORDER[status], STATUS_ORDER[st.alerted]) >= STATUS_ORDER["warn"]
-            if relevant and (worse or now - st.alerted_at >= self.settings.alert_min_interval_s):
-                self.alerts.emit({"event": "fairness_status", "route": st.route.path, "status": status,
-                                  "previous": st.alerted, "summary": report.summary()})
-                st.alerted, st.alerted_at = status, now
-            elif not relevant:
-                st.alerted = status
+            if oversight is not None and oversight.overridden(index):
+                oversight.end_override(index)  # the override ends with the violation, everywhere
         # A human who resumed this route despite the violation (maybe through another worker) is not overruled.
-        overridden = st.overridden or (guard is not None and guard.oversight.overridden(st.route.index))
-        if (st.action == "block" and status == "violation" and not overridden and guard is not None
-                and not guard.is_halted(st.route)):
-            guard.halt(st.route.index)
+        # A person's stop does not keep the monitor from making its own: it must still hold when they resume.
+        overridden = st.overridden or (oversight is not None and oversight.overridden(index))
+        halting = (st.action == "block" and status == "violation" and not overridden and oversight is not None
+                   and "fairness" not in oversight.stopped_by(index))
+        failure: Exception | None = None
+        if halting and oversight is not None:
+            try:
+                oversight.halt(index, by="fairness")
+            except Exception as exc:  # this worker is stopped all the same; raised below, after the alert
+                failure = exc
             st.halted_by_fairness = True
-            log.error("route halted: fairness violation", extra={"route": st.route.path})
+            log.error("route %s halted by the fairness monitor: fairness violation", st.route.path,
+                      extra={"route": st.route.path})
+        self._alert(st, report, halting)
+        if halting:
             await self._audit_event("oversight", {
-                "action": "stop", "route": st.route.path, "route_index": st.route.index,
+                "action": "stop", "cause": "fairness", "route": st.route.path, "route_index": index,
                 "reason": "fairness_violation", "by": "mlguard.fairness",
                 "breaches": report.summary()["breaches"]}, required=False)
+        if failure is not None:
+            raise failure
+
+    def _alert(self, st: RouteState, report: FairnessReport, halting: bool) -> None:
+        """Alert on a change of status (and always when the monitor has just stopped the route), saying whether
+        the route is halted now and by which stops."""
+        status = report.status
+        if st.action not in ("alert", "block") or (status == st.alerted and not halting):
+            return
+        # Alert at once when the status gets worse; otherwise (recovery, flapping around a threshold) at most
+        # once per alert_min_interval_s, so a window hovering at a threshold does not flood the webhook.
+        now = time.monotonic()
+        worse = STATUS_ORDER[status] > max(STATUS_ORDER[st.alerted], STATUS_ORDER["ok"])
+        relevant = max(STATUS_ORDER[status], STATUS_ORDER[st.alerted]) >= STATUS_ORDER["warn"]
+        if halting or (relevant and (worse or now - st.alerted_at >= self.settings.alert_min_interval_s)):
+            guard = self.shared.get("guard")
+            stopped = list(guard.oversight.stopped_by(st.route.index)) if guard is not None else []
+            self.alerts.emit({"event": "fairness_status", "route": st.route.path, "status": status,
+                              "previous": st.alerted, "halted": bool(stopped), "stopped_by": stopped,
+                              "summary": report.summary()})
+            st.alerted, st.alerted_at = status, now
+        elif not relevant:
+            st.alerted = status
 
     async def _audit_event(self, kind: str, data: dict[str, Any], *, required: bool) -> str | None:
         """Append an event to the audit trail when audit is on; ``required`` re-raises a failure."""
@@ -314,6 +356,11 @@ class FairnessStage(BaseStage):
         return find()
 
     async def _resume(self, req: AdminRequest) -> AdminResponse:
+        """Lift the monitor's stop (never a person's: mlguard/oversight.py), with an optional window reset.
+
+        A route stopped only by a person is not this control's to resume: named by ``route`` it is answered 409
+        and nothing changes; in a resume of every route it is listed under ``skipped``. A route stopped by both
+        loses the monitor's stop and the answer says it is still halted, and by what."""
         try:
             doc = json.loads(req.body) if req.body.strip() else {}
         except ValueError:
@@ -327,20 +374,39 @@ class FairnessStage(BaseStage):
                 not isinstance(reset, bool) or not isinstance(doc.get("reason", ""), str):
             return _json(422, {"title": "Malformed body",
                                "detail": "route must be an integer, reset a boolean, reason a string"})
+        try:
+            reason = operator_reason(doc.get("reason"))
+        except ValueError as exc:
+            return _json(422, {"title": "Malformed body", "detail": str(exc)})
         if route is not None and route not in self.routes:
             return _json(404, {"title": "Not found", "detail": "no fairness-monitored route with this index"})
         guard = self.shared.get("guard")
+        oversight = guard.oversight if guard is not None else None
+        prefix = self.ctx.config.admin.prefix
         targets = [self.routes[route]] if route is not None else list(self.routes.values())
         resumed: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
         for st in targets:
-            halted = guard is not None and guard.is_halted(st.route)
-            if not halted and not reset and route is None:
+            index = st.route.index
+            stopped = oversight.stopped_by(index) if oversight is not None else ()
+            by_monitor = "fairness" in stopped
+            if stopped and not by_monitor:  # a person's stop only
+                if route is not None:
+                    return _json(409, {
+                        "title": "Stopped by human oversight",
+                        "detail": f"route {index} is stopped by human oversight, not by the fairness monitor: a "
+                                  f"fairness resume does not lift it (POST {prefix}/routes/{index}/resume does); "
+                                  "nothing changed",
+                        "route": index, "stopped_by": list(stopped)})
+                skipped.append({"route": index, "path": st.route.path, "stopped_by": list(stopped)})
+                continue
+            if not by_monitor and not reset and route is None:
                 continue
             try:
                 event = await self._audit_event("oversight", {
-                    "action": "resume", "route": st.route.path, "route_index": st.route.index, "by": "admin",
-                    "reset_window": reset, "status_at_resume": st.status,
-                    "reason": str(doc.get("reason", ""))[:500]}, required=True)
+                    "action": "resume", "cause": "fairness", "route": st.route.path, "route_index": index,
+                    "by": "admin", "reset_window": reset, "status_at_resume": st.status,
+                    "lifted": by_monitor, "reason": reason}, required=True)
             except Exception:
                 return _json(503, {"title": "Audit unavailable",
                                    "detail": "the resume could not be audited; the route stays stopped"})
@@ -349,18 +415,26 @@ class FairnessStage(BaseStage):
                 st.window.clear()
                 await self._evaluate(st)
             st.overridden = st.status == "violation"
-            if guard is not None:
+            if oversight is not None:
                 try:  # every worker on the audit store resumes (and keeps the override) within a second
-                    guard.resume(st.route.index, override=st.overridden)
+                    oversight.resume(index, override=st.overridden, by="fairness")
                 except Exception as exc:
                     log.error("resume not shared", extra={"route": st.route.path, "error": type(exc).__name__})
                     return _json(503, {"title": "Audit unavailable",
                                        "detail": "the resume applies to this worker only: the shared oversight "
                                                  "state could not be written"})
-            log.warning("route resumed by admin", extra={"route": st.route.path, "reset_window": reset})
-            resumed.append({"route": st.route.index, "path": st.route.path, "audit_event": event,
-                            "status": st.status, "override": st.overridden})
-        return _json(200, {"resumed": resumed})
+            remaining = list(oversight.stopped_by(index)) if oversight is not None else []
+            log.warning("route %s: %s by admin", st.route.path,
+                        "fairness stop lifted" if by_monitor else "fairness window reset",
+                        extra={"route": st.route.path, "reset_window": reset})
+            entry: dict[str, Any] = {"route": index, "path": st.route.path, "audit_event": event,
+                                     "status": st.status, "override": st.overridden, "lifted": by_monitor,
+                                     "halted": bool(remaining), "stopped_by": remaining}
+            if remaining:
+                entry["detail"] = (f"still stopped by human oversight: POST {prefix}/routes/{index}/resume "
+                                   "lifts that stop")
+            resumed.append(entry)
+        return _json(200, {"resumed": resumed, "skipped": skipped})
 
     async def _status(self, req: AdminRequest) -> AdminResponse:
         out = {}
@@ -369,6 +443,7 @@ class FairnessStage(BaseStage):
             guard = self.shared.get("guard")
             out[str(idx)] = {"path": st.route.path, "action": st.action, "window": len(st.window),
                              "halted": bool(guard is not None and guard.is_halted(st.route)),
+                             "stopped_by": list(guard.oversight.stopped_by(idx)) if guard is not None else [],
                              "report": report.as_dict()}
         return _json(200, {"routes": out})
 

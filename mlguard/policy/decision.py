@@ -22,7 +22,9 @@ class Evidence:
 
     phase: Phase
     failed_stages: tuple[str, ...] = ()
-    halted: bool = False
+    halted: bool = False  # a stop holds on the route (a person's, the fairness monitor's, or both)
+    # At the request phase the fairness stage reports "violation" only while the monitor's own stop holds (a
+    # block in force); after the app, the status of the window the decision was counted in.
     fairness_status: FairnessStatus = "off"
     unredacted: bool = False  # the PII stage failed before it had a redacted document to pass on
 
@@ -62,10 +64,25 @@ def decide(evidence: Evidence, rules: Rules) -> Decision:
     True
     >>> decide(Evidence("request", failed_stages=("pii",), unredacted=True), Rules("fail_open")).status
     503
+    >>> decide(Evidence("request", halted=True), Rules()).reason
+    'halted'
+    >>> decide(Evidence("request", halted=True, fairness_status="violation"), Rules(fairness_action="block")).reason
+    'fairness_block'
     """
-    if evidence.halted and evidence.phase == "request":
-        return Decision("refuse", 503, "halted",
-                        "decisions on this route are stopped by human oversight until resumed")
+    if evidence.phase == "request":
+        # A stop in force is answered before anything else: the model is not called in any case. The fairness
+        # monitor's stop is named as such (problem type and metric reason ``fairness-block``), so a client and
+        # an operator are never told a person stopped the route when the monitor did. When a person stopped it
+        # as well, the monitor's reason is the one given: it is the one with a cause a client may be told (a
+        # person's reason is operator text for the audit trail), and once the monitor's stop is lifted the
+        # person's stop answers as ``halted``. The audit record's fairness section lists both.
+        if rules.fairness_action == "block" and evidence.fairness_status == "violation":
+            return Decision("refuse", 503, "fairness_block",
+                            "decisions on this route are stopped by the fairness monitor: the fairness policy is "
+                            "violated; they resume when an operator resumes the route")
+        if evidence.halted:
+            return Decision("refuse", 503, "halted",
+                            "decisions on this route are stopped by human oversight until resumed")
     if evidence.unredacted and evidence.phase in ("request", "response"):
         # fail_open keeps the service up, never at the price of personal data in clear: a document the guard
         # could not redact is not passed on, whatever the failure mode.
@@ -78,8 +95,4 @@ def decide(evidence: Evidence, rules: Rules) -> Decision:
                             f"the {names} stage failed and the policy's failure_mode is fail_closed")
         return Decision("proceed", None, "stage_failed_open",
                         f"the {names} stage failed; served under failure_mode fail_open", gap=True)
-    if (evidence.phase == "request" and rules.fairness_action == "block"
-            and evidence.fairness_status == "violation"):
-        return Decision("refuse", 503, "fairness_block",
-                        "decisions on this route are blocked: the fairness policy is violated")
     return PROCEED

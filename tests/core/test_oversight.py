@@ -131,3 +131,32 @@ async def test_admin_errors_are_problem_json(tmp_path: Path, monkeypatch: pytest
     assert doc["status"] == 404 and doc["title"] == "Not Found" and doc["detail"] == "no such route index"
     assert doc["type"].endswith("/not-found")
     assert ok.headers["content-type"] == "application/json"  # successes keep their type
+
+
+@pytest.mark.anyio
+async def test_fairness_and_human_stops_are_shared_apart(tmp_path: Path) -> None:
+    """The monitor's stop and a person's are two rows in the store: another worker sees which holds, and lifting
+    one leaves the other in force there too."""
+    a, b = _worker(tmp_path), _worker(tmp_path)
+    restarted: GuardMiddleware | None = None
+    try:
+        a.guard.oversight.halt(0, by="fairness")
+        b.guard.halt(0)  # a person, through the other worker, before it has seen the monitor's stop
+        a.guard.oversight.refresh()
+        b.guard.oversight.refresh()
+        assert a.guard.oversight.stopped_by(0) == b.guard.oversight.stopped_by(0) == ("human", "fairness")
+        restarted = _worker(tmp_path)
+        assert restarted.guard.oversight.stopped_by(0) == ("human", "fairness")
+        a.guard.resume(0)  # the person's resume
+        b.guard.oversight.refresh()
+        assert b.guard.oversight.stopped_by(0) == ("fairness",) and await _status(b) == 503
+        b.guard.oversight.resume(0, override=True, by="fairness")
+        a.guard.oversight.refresh()
+        assert not a.guard.is_halted(a.guard.table.routes[0]) and a.guard.oversight.overridden(0)
+        a.guard.oversight.end_override(0)
+        b.guard.oversight.refresh()
+        assert not b.guard.oversight.overridden(0) and await _status(b) == 200
+    finally:
+        for mw in (a, b, restarted):
+            if mw is not None:
+                await mw.guard.aclose()

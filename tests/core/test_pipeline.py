@@ -325,7 +325,7 @@ async def test_oversight_stop_and_resume_are_audited(make_guarded: Any, monkeypa
         sink.fail = False
         resumed = await c.post("/mlguard/routes/0/resume", headers=auth)
         missing = await c.post("/mlguard/routes/9/stop", headers=auth)
-    assert stop.json() == {"route": 0, "halted": True, "audit_event": "ev-1"}
+    assert stop.json() == {"route": 0, "halted": True, "stopped_by": ["human"], "audit_event": "ev-1"}
     assert refused.status_code == 503 and still.status_code == 503
     assert resumed.json()["audit_event"] == "ev-2"
     assert [(k, d["action"]) for k, d in events] == [("oversight", "stop"), ("oversight", "resume")]

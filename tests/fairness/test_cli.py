@@ -69,3 +69,19 @@ def test_resume_cli_wrong_token_fails(server: tuple[str, Any, Any], monkeypatch:
     url, _, _ = server
     monkeypatch.setenv("MLGUARD_WRONG", "nope")
     assert main(["fairness", "resume", "--url", url, "--token-env", "MLGUARD_WRONG"]) == 1
+
+
+def test_resume_cli_does_not_lift_a_manual_stop(server: tuple[str, Any, Any], capsys: pytest.CaptureFixture[str]
+                                                ) -> None:
+    url, guard, events = server
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/mlguard/routes/0/stop", json={"reason": "bias review HR-123"},
+                   headers={"authorization": "Bearer test-admin-token"})
+        assert r.status_code == 200
+    capsys.readouterr()
+    assert main(["fairness", "resume", "--url", url, "--route", "0", "--reason", "monitor looked fine",
+                 "--token-env", "MLGUARD_TEST_FAIRNESS_TOKEN"]) == 1
+    assert "human oversight" in capsys.readouterr().err
+    assert guard.is_halted(guard.table.routes[0])
+    assert [d["action"] for k, d in events.events if k == "oversight"] == ["stop"]
+    assert events.events[0][1]["reason"] == "bias review HR-123"

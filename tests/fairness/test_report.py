@@ -109,3 +109,50 @@ async def test_report_cli_over_a_real_audit_trail(tmp_path: Any, token: str, mon
     res = CliRunner().invoke(cli, ["report", "fairness", "--store", f"sqlite:///{tmp_path}/audit.db",
                                    "--keyring", str(tmp_path / "k.keyring"), "--out", str(html_out)])
     assert html_out.read_text().startswith("<!doctype html>")
+    # the report names the policy each threshold comes from (here the minimum group size: eeoc_four_fifths)
+    res = CliRunner().invoke(cli, ["report", "fairness", "--store", f"sqlite:///{tmp_path}/audit.db",
+                                   "--keyring", str(tmp_path / "k.keyring"), "--out", str(out),
+                                   "--format", "json", "--policy", "nyc_ll144", "--policy", "eeoc_four_fifths"])
+    assert res.exit_code in (0, 1), res.output
+    doc = json.loads(out.read_text())
+    assert doc["threshold_sources"]["min_group_size"] == ["eeoc_four_fifths"]
+    assert doc["routes"]["/screen"]["ll144"]["min_group_size_from"] == ["eeoc_four_fifths"]
+
+
+def _small_group_records() -> list[dict[str, Any]]:
+    """race=A: 100 decisions, 77 selected; race=B: 26 decisions (under 30), 2 selected: impact ratio ~0.10."""
+    recs: list[dict[str, Any]] = []
+    for i in range(126):
+        grp, fav = ("A", i < 77) if i < 100 else ("B", i < 102)
+        recs.append({"kind": "exchange", "audit_id": f"s{i}", "route": "/screen",
+                     "ts": f"2026-03-{1 + i // 24:02d}T{i % 24:02d}:00:00Z", "policies": {"ids": ["eeoc_four_fifths"]},
+                     "fairness": {"counted": True, "groups": [f"race={grp}"], "favorable": fav, "score": None}})
+    return recs
+
+
+def _ll144_cells(page: str, group: str) -> list[str]:
+    row = re.search(rf"<tr><td>{re.escape(group)}</td>.*?</tr>", page.split("NYC LL144 summary", 1)[1])
+    assert row is not None
+    return re.findall(r"<td>(.*?)</td>", row.group(0))
+
+
+def test_small_group_is_not_assessed_and_the_report_says_why() -> None:
+    rep = build_report(_small_group_records(), thresholds=Thresholds(min_group_size=30),
+                       threshold_sources={"min_group_size": ["eeoc_four_fifths"]})
+    ll = rep["routes"]["/screen"]["ll144"]
+    b = {c["group"]: c for c in ll["dimensions"]["race"]["categories"]}["race=B"]
+    assert b["n"] == 26 and b["selection_impact_ratio"] == pytest.approx(0.0999, abs=1e-3)
+    assert b["insufficient"] is True and b["below_four_fifths"] is None  # not "false" beside a 0.10 ratio
+    assert ll["min_group_size"] == 30 and ll["min_group_size_from"] == ["eeoc_four_fifths"]
+    assert rep["threshold_sources"]["min_group_size"] == ["eeoc_four_fifths"]
+    assert rep["threshold_sources"]["significance_alpha"] == ["mlguard default"]
+    page = render_html(rep)
+    cells = _ll144_cells(page, "race=B")
+    assert cells[-3:-1] == ["yes", "n/a (insufficient data)"]  # insufficient, below 4/5
+    assert "fewer than 30 decisions (minimum group size, set by eeoc_four_fifths)" in page
+    # without --since/--until: the dates of the first and last decision reported, not "start to end"
+    assert rep["first_decision"] == "2026-03-01T00:00:00Z" and rep["last_decision"] == "2026-03-06T05:00:00Z"
+    assert "period 2026-03-01T00:00:00Z to 2026-03-06T05:00:00Z" in page
+    assert "start to end" not in page
+    asked = render_html(build_report(_small_group_records(), since="2026-02-01"))
+    assert "period 2026-02-01 to 2026-03-06T05:00:00Z (decisions reported from 2026-03-01T00:00:00Z" in asked
