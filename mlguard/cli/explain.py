@@ -2,7 +2,9 @@
 
 Why a command: the person a decision concerns may ask for it weeks later (GDPR Art 15, Reg B 1002.9); the
 operator answers from the sealed audit record, not from a log. With ``--config`` the route's model is loaded to
-also say which single changes would have altered the result.
+also say which single changes would have altered the result, when the route's effective policy asks for that
+(``explanations.counterfactuals``), and never a change to a prohibited basis or protected attribute: the same
+rules as ``GET {prefix}/explanations/ID/plain``, so the two never tell the person different things.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ def explain_command(audit_id: str, store_url: str, keyring: Path | None, config_
     changes, catalog = _changes(config_path, record, explanation)
     if config_path is None and explanation.get("status") == "ready":
         click.echo("note: without --config (the service's mlguard.yaml) the text has no reason catalogue and no "
-                   "'What would have changed the result' section; GET {prefix}/explanations/ID/plain has both",
-                   err=True)
+                   "'What would have changed the result' section (given where the policy asks for it); "
+                   "GET {prefix}/explanations/ID/plain has both", err=True)
     from mlguard.explain.render import render_plain
 
     click.echo(render_plain(explanation, changes=changes, catalog=catalog, audit_id=audit_id), nl=False)
@@ -85,14 +87,23 @@ def _changes(config_path: Path | None, record: dict[str, Any], explanation: dict
     from mlguard.errors import ConfigError
     from mlguard.explain.binding import build_binding
     from mlguard.explain.render import counterfactuals
+    from mlguard.explain.route import ReasonPolicy
+    from mlguard.runtime import check_config
 
     try:
         config = load_config(config_path)
+        compiled = check_config(config, file=config_path).routes  # each route's effective policy, as served
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     for index, route in enumerate(config.routes):
         if route.path == record.get("route") and route.model is not None and route.model.object is not None:
             if explanation.get("status") != "ready":
+                return None, config.explain.reason_catalog
+            rules = ReasonPolicy.of(compiled[index].policy, list(compiled[index].protected))
+            if not rules.counterfactuals:
+                click.echo("note: the route's effective policy does not ask for counterfactuals "
+                           "(explanations.counterfactuals: false); no 'What would have changed the result' "
+                           "section", err=True)
                 return None, config.explain.reason_catalog
             try:
                 binding = build_binding(index, route.model, base_dir=config.base_dir)
@@ -105,7 +116,8 @@ def _changes(config_path: Path | None, record: dict[str, Any], explanation: dict
                     return None, config.explain.reason_catalog
                 explanation["inputs"] = inputs
             changes = counterfactuals(binding, inputs, explanation,
-                                      max_features=config.explain.counterfactual_features)
+                                      max_features=config.explain.counterfactual_features,
+                                      prohibited=rules.prohibited)
             return changes, config.explain.reason_catalog
     click.echo(f"route {record.get('route')!r} has no model object in {config_path}; changes not searched",
                err=True)

@@ -11,6 +11,10 @@ The rules, each a line below and a row of the tests:
   policies", "failed to achieve a qualifying score") are refused at start-up (:func:`check_catalog`).
 * The baseline (9(b)(2)-5) is all applicants (the background) or applicants at or slightly above the cut-off
   (:func:`cutoff_rows`).
+* Reasons are never made up to fill a gap. When what is left after exclusion cannot be the specific principal
+  reasons 1002.9(b)(2) asks for, that is a finding (:func:`incompleteness`): no reason at all, or prohibited
+  bases weighing more against the applicant than the reasons given. A decision resting on a prohibited basis is
+  itself the fact to surface (1002.6(b)), not something a minor factor promoted to reason #1 may hide.
 """
 
 from __future__ import annotations
@@ -40,11 +44,29 @@ _TIE_RTOL = 1e-9
 _TIE_ATOL = 1e-12
 
 
+INCOMPLETE_NO_LAWFUL_REASON = "no_lawful_reason"
+INCOMPLETE_PROHIBITED_OUTWEIGH = "prohibited_bases_outweigh"
+INCOMPLETE_NO_ADVERSE_FACTOR = "no_adverse_factor"
+_INCOMPLETE_DETAIL = {
+    INCOMPLETE_NO_LAWFUL_REASON:
+        "only prohibited bases or protected attributes weighed against the applicant; no lawful principal reason "
+        "remains once they are excluded (Reg B 1002.6(b), 1002.9(b)(2))",
+    INCOMPLETE_PROHIBITED_OUTWEIGH:
+        "prohibited bases or protected attributes, excluded from the reasons, weighed more against the applicant "
+        "than the reasons given together (Reg B 1002.6(b), 1002.9(b)(2))",
+    INCOMPLETE_NO_ADVERSE_FACTOR:
+        "no scored factor weighed against the applicant relative to the reasons baseline, so no principal reason "
+        "can be derived; the cut-off baseline (Reg B comment 9(b)(2)-5) may give them",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ReasonSelection:
     reasons: list[dict[str, Any]]
     excluded: list[str]  # features left out because they are prohibited bases or protected attributes
     tie_extended: bool
+    excluded_weight: float = 0.0  # how much the excluded features pushed toward refusal, together (>= 0)
+    reasons_weight: float = 0.0  # the same for the reasons given (>= 0)
 
 
 def normalise(name: str) -> str:
@@ -99,7 +121,39 @@ def select_reasons(contributions: Mapping[str, float], *, max_reasons: int | Non
     reasons = [{"rank": i + 1, "feature": f, "text": catalog.get(f, _fallback_text(f)),
                 "contribution": sign * v}
                for i, (v, f) in enumerate(chosen)]
-    return ReasonSelection(reasons, excluded, tie_extended)
+    excluded_weight = math.fsum(-sign * contributions[f] for f in excluded
+                                if sign * contributions[f] < 0 and math.isfinite(contributions[f]))
+    reasons_weight = math.fsum(-v for v, _ in chosen)
+    return ReasonSelection(reasons, excluded, tie_extended, excluded_weight, reasons_weight)
+
+
+def incompleteness(selection: ReasonSelection) -> dict[str, Any] | None:
+    """Why the reasons of an unfavourable decision cannot stand as its specific principal reasons, or None.
+
+    ``{"code", "detail", "excluded_weight", "reasons_weight"}``; the codes:
+
+    * ``no_lawful_reason``: nothing is left after excluding prohibited bases and protected attributes, which did
+      weigh against the applicant: the decision rests on them.
+    * ``prohibited_bases_outweigh``: reasons are given, but the excluded features together weighed more against
+      the applicant than those reasons together, so the notice would present lesser factors as the principal ones.
+    * ``no_adverse_factor``: nothing weighed against the applicant relative to the baseline (with the
+      all-applicants baseline, a refused applicant may still be better than average).
+
+    Weights are sums of the contributions toward refusal, in the explained space. Why sums, not "a prohibited
+    basis outranks reason #1": a notice lists up to four reasons as a set, and one excluded basis slightly
+    above reason #1 still leaves the stated reasons carrying most of the decision.
+    """
+    if selection.reasons:
+        if selection.excluded_weight > selection.reasons_weight:
+            code = INCOMPLETE_PROHIBITED_OUTWEIGH
+        else:
+            return None
+    elif selection.excluded_weight > 0:
+        code = INCOMPLETE_NO_LAWFUL_REASON
+    else:
+        code = INCOMPLETE_NO_ADVERSE_FACTOR
+    return {"code": code, "detail": _INCOMPLETE_DETAIL[code], "excluded_weight": selection.excluded_weight,
+            "reasons_weight": selection.reasons_weight}
 
 
 def check_catalog(catalog: Mapping[str, str], insufficient: Iterable[str] | None) -> None:

@@ -4,7 +4,14 @@ What the law asks (GDPR Arts 13-15 and 22 as read in CJEU C-203/22; EU AI Act Ar
 their data were used, the main factors, and how a change would have altered the result. The first two come from
 the sealed explanation; the third from a small search on the model (:func:`counterfactuals`): for each main
 factor pushing toward the decision taken, the value nearest to the applicant's own, among values seen in the
-background, at which the decision flips with everything else unchanged.
+background, at which the decision flips with everything else unchanged. Two limits, both from the policy:
+the search is made only when the effective policy's ``explanations.counterfactuals`` asks for it (the callers
+decide, and pass ``changes=None`` otherwise, so the text says nothing about changes rather than an empty
+promise), and it never names a prohibited basis or protected attribute (the same list reasons leave out).
+
+When an unfavourable decision's reasons are flagged incomplete (``reasons_incomplete``, see
+:func:`mlguard.explain.reasons.incompleteness`), the text says so in place of or after the reasons: no reason
+is invented to fill the gap.
 
 The text holds the person's own feature values; it is served only behind the admin token and never logged.
 """
@@ -12,7 +19,7 @@ The text holds the person's own feature values; it is served only behind the adm
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,13 +38,17 @@ _SPACES = {
 
 
 def counterfactuals(binding: Binding, inputs: Mapping[str, float], explanation: Mapping[str, Any], *,
-                    max_features: int = 3) -> list[dict[str, Any]]:
+                    max_features: int = 3, prohibited: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Single-feature changes that flip the decision, for the main factors behind the decision taken.
 
     Returns ``[{"feature", "current", "changed_to", "score"}]``; a factor with no flipping value in the
-    background is left out. Empty when the binding has no cut-off or no background.
+    background is left out. Empty when the binding has no cut-off or no background. Features matching
+    ``prohibited`` (:func:`mlguard.explain.reasons.is_prohibited`; pass ``ReasonPolicy.prohibited``) are never
+    tried, and the next main factors take their places.
     """
     import numpy as np
+
+    from mlguard.explain.reasons import is_prohibited
 
     rows = binding.background.all_rows
     if rows is None or binding.cutoff is None or max_features <= 0:
@@ -49,7 +60,9 @@ def counterfactuals(binding: Binding, inputs: Mapping[str, float], explanation: 
     contributions = explanation.get("contributions") or {}
     sign = 1.0 if (binding.is_classifier or binding.higher_is_favorable) else -1.0
     # Factors pushing toward the decision taken: negative ones behind a refusal, positive ones behind an approval.
-    toward = [(f, sign * float(v)) for f, v in contributions.items() if f in binding.feature_order]
+    bases = tuple(prohibited)
+    toward = [(f, sign * float(v)) for f, v in contributions.items()
+              if f in binding.feature_order and not is_prohibited(f, bases)]
     toward = [(f, v) for f, v in toward if (v > 0 if current else v < 0)]
     toward.sort(key=lambda fv: (-abs(fv[1]), fv[0]))
     out: list[dict[str, Any]] = []
@@ -145,6 +158,13 @@ def render_plain(explanation: Mapping[str, Any], *, changes: list[dict[str, Any]
         lines += [f"  {r['rank']}. {r.get('text') or catalog.get(r['feature']) or _label(r['feature'])}"
                   for r in reasons]
         lines.append("")
+    if explanation.get("reasons_incomplete"):
+        finding = explanation.get("reasons_finding") or {}
+        detail = finding.get("detail") if isinstance(finding, dict) else None
+        lines.append("These principal reasons are incomplete:" if reasons
+                     else "No principal reason can be given for this decision:")
+        lines.append(f"  {detail or 'see the sealed explanation record'}.")
+        lines.append("")
 
     if changes is not None:
         lines.append("What would have changed the result:")
@@ -153,6 +173,10 @@ def render_plain(explanation: Mapping[str, Any], *, changes: list[dict[str, Any]
                 lines.append(f"  - If {_label(c['feature'])} had been {_num(c['changed_to'])} instead of "
                              f"{_num(c['current'])}, with everything else the same, the decision would have "
                              f"been different.")
+        elif explanation.get("reasons_excluded"):
+            # Prohibited bases were left out of the search: "no single change" would be false for them.
+            lines.append("  - No single change to one of the main factors that may lawfully be considered would "
+                         "have altered the result.")
         else:
             lines.append("  - No single change to one of the main factors would have altered the result.")
         lines.append("")

@@ -23,7 +23,14 @@ log = logging.getLogger("mlguard.explain.route")
 
 @dataclass(frozen=True, slots=True)
 class ReasonPolicy:
-    """The parts of the effective policy that shape reasons, read once per route."""
+    """The parts of the effective policy that shape what the person is told, read once per route.
+
+    ``prohibited`` (the policy's prohibited bases plus the route's protected attributes) is the one list both
+    reasons and counterfactuals leave out: a notice must not cite a prohibited basis (Reg B 1002.6(b)), and
+    "had your sex been different, the decision would have been" cites it just as plainly.
+    ``counterfactuals`` is the effective policy's ``explanations.counterfactuals``: whether the plain-language
+    text says which single changes would have altered the result.
+    """
 
     on_adverse: bool = False
     max_reasons: int | None = None
@@ -32,6 +39,7 @@ class ReasonPolicy:
     budget_ms: float = 20.0
     required: bool = False
     insufficient_texts: tuple[str, ...] | None = None
+    counterfactuals: bool = False
 
     @classmethod
     def of(cls, policy: Any, protected: Sequence[str] = ()) -> ReasonPolicy:
@@ -45,6 +53,7 @@ class ReasonPolicy:
             budget_ms=float(getattr(ex, "budget_ms", None) or 20.0),
             required=bool(getattr(ex, "required", False)),
             insufficient_texts=tuple(texts) if texts else None,
+            counterfactuals=bool(getattr(ex, "counterfactuals", False)),
         )
 
 
@@ -67,7 +76,7 @@ class RouteExplainer:
         """Explain several rows in one explainer call (plus one for the reasons baseline when needed)."""
         import numpy as np
 
-        from mlguard.explain.reasons import select_reasons
+        from mlguard.explain.reasons import incompleteness, select_reasons
 
         x = self.binding.matrix(rows)
         base, contrib = self.engine.explain(x)
@@ -102,6 +111,11 @@ class RouteExplainer:
                 doc["reasons_baseline"] = self.reason_baseline
                 if sel.excluded:
                     doc["reasons_excluded"] = sel.excluded
+                # Always present on an adverse decision, so "complete" is stated, not inferred from an absence.
+                finding = incompleteness(sel)
+                doc["reasons_incomplete"] = finding is not None
+                if finding is not None:
+                    doc["reasons_finding"] = finding
             entries.append(Entry("ready", self.binding.route_index, doc, {**doc, "inputs": dict(values)}))
         return entries
 
@@ -124,7 +138,10 @@ def build_route_explainer(index: int, model_cfg: Any, policy: Any, settings: Exp
             log.warning("no reason text in explain.reason_catalog for %s; the feature name is used", missing)
         scored = [f for f in binding.feature_order if is_prohibited(f, rules.prohibited)]
         if scored:
-            log.warning("model scores prohibited bases %s; they are never given as reasons", scored)
+            log.warning("model scores prohibited bases %s; they are never given as reasons or counterfactuals, so "
+                        "a refusal that rests on them gets no lawful principal reason: its explanation and audit "
+                        "record say reasons_incomplete: true (MLGuard-Reasons: incomplete). Remove them from the "
+                        "model's inputs (Reg B 1002.6(b))", scored)
     engine = build_engine(binding, binding.background.data, generic_method=settings.generic_method,
                           kmeans_k=settings.kmeans_k, field=where)
     rx = RouteExplainer(binding, engine, rules, settings)

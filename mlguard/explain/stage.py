@@ -7,6 +7,14 @@ exceeds the policy's ``explanations.budget_ms`` run deferred in :mod:`mlguard.ex
 carries a reference that the admin endpoint resolves. Inline ones run in a worker thread (``anyio.to_thread``),
 except those measured under ``explain.on_loop_below_ms``: shap's C TreeSHAP holds the GIL for the whole call,
 so a thread would not free the event loop and would only add its hop (about 0.1 ms here).
+
+An unfavourable decision whose reasons cannot stand as its specific principal reasons (Reg B 1002.9(b)(2); see
+:func:`mlguard.explain.reasons.incompleteness`) is not passed off as complete: its explanation says
+``reasons_incomplete: true`` with a ``reasons_finding``, the audit record seals that, a WARNING names the
+audit id, the finding's code and the excluded features (never an input value), and an inline one answers
+``MLGuard-Reasons: incomplete`` (``complete`` otherwise), so a client in ``explain.mode: header`` sees it too.
+The status stays ``ready`` and the app's answer is not changed: the explanation was computed; what it found is
+that the model's decision rests on what may not be stated.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ log = logging.getLogger("mlguard.explain.stage")
 
 HEADER = "MLGuard-Explanation"
 EVENTS_AT_CLOSE_S = 10.0  # longest wait at shutdown for finished explanations' audit events
+REASONS_HEADER = "MLGuard-Reasons"  # complete | incomplete, on unfavourable decisions explained inline
 STATUS_HEADER = "MLGuard-Explanation-Status"
 
 
@@ -111,6 +120,11 @@ class ExplainStage(BaseStage):
         self.store.put(ex.audit_id, entry)
         ex.record["explanation"] = entry.private
         self._attach(ex, entry.public, "ready")
+        if "reasons_incomplete" in entry.public:
+            incomplete = bool(entry.public["reasons_incomplete"])
+            ex.extra_headers[REASONS_HEADER] = "incomplete" if incomplete else "complete"
+            if incomplete:
+                _warn_incomplete(ex.audit_id, ex.path, entry.public)
 
     async def finish(self, ex: Exchange) -> None:
         rx = self.routes.get(ex.route.index)
@@ -207,6 +221,8 @@ class ExplainStage(BaseStage):
                 entries = [Entry("failed", route_index, {"status": "failed", "reason": str(exc)})
                            for _ in idx]
             for i, entry in zip(idx, entries, strict=True):
+                if entry.public.get("reasons_incomplete"):
+                    _warn_incomplete(jobs[i].audit_id, jobs[i].context.get("route"), entry.public)
                 entry.public = {**entry.public, "deferred": True}
                 entry.private = {**entry.private, "deferred": True, "outcome": jobs[i].context.get("outcome")}
                 out[i] = entry
@@ -325,10 +341,13 @@ class ExplainStage(BaseStage):
         rx = self.routes.get(entry.route_index)
         changes = None
         inputs = entry.private.get("inputs")
-        if rx is not None and entry.status == "ready" and isinstance(inputs, dict):
+        # Only where the route's effective policy asks for it (explanations.counterfactuals); otherwise the text
+        # says nothing about changes, and never one to a prohibited basis or protected attribute.
+        if rx is not None and rx.rules.counterfactuals and entry.status == "ready" and isinstance(inputs, dict):
             changes = await anyio.to_thread.run_sync(
                 lambda: counterfactuals(rx.binding, inputs, entry.private,
-                                        max_features=self.settings.counterfactual_features))
+                                        max_features=self.settings.counterfactual_features,
+                                        prohibited=rx.rules.prohibited))
         catalog = self.settings.reason_catalog
         text = render_plain(entry.private, changes=changes, catalog=catalog, audit_id=audit_id)
         return AdminResponse(200, text.encode(), "text/plain; charset=utf-8")
@@ -337,6 +356,16 @@ class ExplainStage(BaseStage):
 class _TrailUnreadable(AuditUnavailable):
     """The audit trail could not be read during an explanation lookup: answered 503, not 404 (the explanation
     may well exist), and recorded as a read with ``found: null``."""
+
+
+def _warn_incomplete(audit_id: str, route: Any, doc: dict[str, Any]) -> None:
+    """WARNING for an unfavourable decision without complete lawful reasons: feature names and the finding's
+    code only (configuration, not input values), and the audit id to find the sealed record by."""
+    finding = doc.get("reasons_finding")
+    code = finding.get("code") if isinstance(finding, dict) else None
+    log.warning("unfavourable decision without complete lawful reasons (%s); excluded from reasons: %s",
+                code, doc.get("reasons_excluded") or [],
+                extra={"audit_id": audit_id, "route": route, "kind": code, "count": len(doc.get("reasons") or [])})
 
 
 def _json(status: int, doc: Any) -> AdminResponse:

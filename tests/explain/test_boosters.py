@@ -208,7 +208,7 @@ async def test_xgboost_through_the_middleware_reasons_and_counterfactuals(
     monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
     model = boosters["xgbc"]
     cfg = {
-        "policies": ["ecoa"],
+        "policies": ["gdpr", "ecoa"],  # gdpr asks for counterfactuals (C-203/22); ecoa alone does not
         "retention": {"max": "P2Y3M"},
         "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
         "explain": {"reason_catalog": CATALOG},
@@ -257,6 +257,7 @@ async def test_xgboost_through_the_middleware_reasons_and_counterfactuals(
     assert "Decision: unfavourable" in plain.text
     assert f"1. {reasons[0]['text']}" in plain.text
     assert "What would have changed the result:" in plain.text and "  - If " in plain.text
+    assert "If age had been" not in plain.text  # a prohibited basis under ecoa: never a counterfactual
     entry = stage.store.get(audit_id)
     assert entry is not None
     changes = counterfactuals(rx.binding, entry.private["inputs"], entry.private)

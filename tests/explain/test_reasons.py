@@ -11,7 +11,7 @@ import pytest
 from mlguard.config.explain import ModelBinding
 from mlguard.errors import ConfigError
 from mlguard.explain.binding import build_binding
-from mlguard.explain.reasons import check_catalog, cutoff_rows, is_prohibited, select_reasons
+from mlguard.explain.reasons import check_catalog, cutoff_rows, incompleteness, is_prohibited, select_reasons
 
 CATALOG = {"debt": "Debt too high relative to income", "late": "Delinquent past payments",
            "years": "Length of employment", "income": "Income insufficient for amount of credit requested"}
@@ -52,6 +52,47 @@ def test_reason_table(contrib: dict[str, float], max_reasons: int | None, prohib
     for r in sel.reasons:
         assert r["contribution"] == contrib[r["feature"]]
         assert r["text"] == CATALOG.get(r["feature"], r["feature"].replace("_", " "))
+
+
+# contributions, prohibited, finding code (None: the reasons stand), excluded weight, reasons weight
+INCOMPLETE: list[tuple[dict[str, float], list[str], str | None, float, float]] = [
+    # only prohibited bases weighed against the applicant: nothing lawful is left, and nothing is made up
+    ({"sex": -0.5, "age": -0.2, "income": 0.1}, ["sex", "age"], "no_lawful_reason", 0.7, 0.0),
+    # the excluded bases together outweigh the reasons given: a minor factor would pose as reason #1
+    ({"sex": -0.5, "debt": -0.1, "income": -0.05}, ["sex"], "prohibited_bases_outweigh", 0.5, 0.15),
+    # excluded, but lighter than the reasons given (or favourable): the reasons stand
+    ({"sex": -0.1, "debt": -0.3}, ["sex"], None, 0.1, 0.3),
+    ({"sex": 0.4, "debt": -0.1}, ["sex"], None, 0.0, 0.1),
+    # an exact tie does not outweigh
+    ({"sex": -0.25, "debt": -0.25}, ["sex"], None, 0.25, 0.25),
+    # nothing weighed against the applicant (a refusal better than the average applicant): no reason derivable
+    ({"debt": 0.1, "income": 0.2}, [], "no_adverse_factor", 0.0, 0.0),
+    # an ordinary refusal
+    ({"debt": -0.3, "income": -0.1}, ["sex"], None, 0.0, 0.4),
+]
+
+
+@pytest.mark.parametrize(("contrib", "prohibited", "code", "excluded_weight", "reasons_weight"), INCOMPLETE)
+def test_incomplete_reasons_are_a_finding(contrib: dict[str, float], prohibited: list[str], code: str | None,
+                                          excluded_weight: float, reasons_weight: float) -> None:
+    sel = select_reasons(contrib, max_reasons=4, prohibited=prohibited, catalog=CATALOG)
+    assert sel.excluded_weight == pytest.approx(excluded_weight)
+    assert sel.reasons_weight == pytest.approx(reasons_weight)
+    finding = incompleteness(sel)
+    if code is None:
+        assert finding is None
+        return
+    assert finding is not None and finding["code"] == code and finding["detail"]
+    assert finding["excluded_weight"] == pytest.approx(excluded_weight)
+    assert not any(is_prohibited(r["feature"], prohibited) for r in sel.reasons)  # never a reason, still
+
+
+def test_incompleteness_follows_the_unfavourable_side() -> None:
+    """Lower is favourable (a regressor such as a default-risk score): a positive contribution is the adverse one."""
+    sel = select_reasons({"sex": 0.5, "debt": 0.1}, max_reasons=4, prohibited=["sex"], catalog={},
+                         higher_is_favorable=False)
+    finding = incompleteness(sel)
+    assert finding is not None and finding["code"] == "prohibited_bases_outweigh"
 
 
 def test_tie_is_logged(caplog: pytest.LogCaptureFixture) -> None:

@@ -144,7 +144,7 @@ def cli_env(models: dict[str, Any], data: Any, tmp_path: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "mlguard_cli_test_model", mod)
     rows = [",".join(data.features)] + [",".join(str(v) for v in r) for r in data.x[:200]]
     (tmp_path / "bg.csv").write_text("\n".join(rows) + "\n")
-    cfg = {"policies": ["base"], "routes": [{"path": "/predict", "model": {
+    cfg = {"policies": ["gdpr"], "retention": {"max": "P1Y"}, "routes": [{"path": "/predict", "model": {
         "object": "mlguard_cli_test_model:MODEL", "features": "$.features", "feature_order": data.features,
         "background": "bg.csv"}}]}
     path = tmp_path / "mlguard.yaml"
