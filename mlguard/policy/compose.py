@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -113,17 +113,40 @@ def _flat(rule: Any, origin: str) -> Flat:
 
 
 def merge_extends(doc: PolicyDoc, source: PolicySource, parents: Sequence[ResolvedPolicy]) -> ResolvedPolicy:
-    """Apply ``extends``: parents in order (later ones override earlier), then the file's own rules."""
+    """Apply ``extends``: the parents combined as a composition combines policies, then the file's own rules.
+
+    The file's own rules override everything it inherits (a descendant overrides its ancestors). Between the
+    parents, per rule: one a parent merely inherited from an ancestor that another parent overrides yields to
+    that override (``base``'s defaults, which every shipped policy extends, never undo another parent's rule),
+    and what is left is decided as in :func:`compose`, the stricter value winning (``fail_closed`` over
+    ``fail_open``, ``drop`` over ``mask`` ...). Why: with "later parents override earlier", ``extends: [pci_dss,
+    ccpa, gdpr]`` took gdpr's copies of base's defaults over pci_dss's rules (responses not scanned, card
+    numbers replaced instead of masked, no audit of reads) and gdpr's ``fail_open``, without a word; a new user's
+    payments policy built that way passed full card numbers to clients. Listing the same policies in the
+    deployment's ``policies`` composed them correctly; extending them now gives the same values."""
     rules: dict[str, Flat] = {}
     chain: list[PolicySource] = []
     lineage: dict[str, frozenset[str]] = {}
     for parent in parents:
-        rules.update(parent.rules)
         chain.extend(s for s in parent.chain if s.path not in {c.path for c in chain})
         lineage.update(parent.lineage)
+
+    def ancestors(pid: str) -> frozenset[str]:
+        return lineage.get(pid, frozenset())
+
+    keys: list[str] = []  # every rule a parent has, in the parents' order
+    for parent in parents:
+        keys.extend(k for k in parent.rules if k not in rules and k not in keys)
+    for key in keys:
+        cands = _candidates(key, parents, ancestors)
+        if len(cands) == 1:
+            rules[key] = cands[0]
+            continue
+        pick = _strategy(key)(key, cands)
+        winner = pick.winners[0] if pick.winners else cands[-1]
+        rules[key] = winner if winner.value == pick.value else replace(winner, value=pick.value)
     rules.update(flatten(doc))
-    ancestors = frozenset(lineage) | frozenset(p.id for p in parents)
-    lineage[doc.id] = ancestors
+    lineage[doc.id] = frozenset(lineage) | frozenset(p.id for p in parents)
     chain.append(source)
     return ResolvedPolicy(doc=doc, source=source, rules=rules, chain=tuple(chain), lineage=lineage)
 

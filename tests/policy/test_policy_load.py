@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,11 +120,41 @@ def test_extends_child_overrides_parent_field_by_field(make_policy: PolicyFactor
     assert {e.entity for e in merged.pii.entities} >= {"PERSON", "US_SSN", "EMAIL_ADDRESS"}
 
 
-def test_later_extends_override_earlier(make_policy: PolicyFactory) -> None:
-    make_policy("one", fairness={"min_group_size": rule(10)})
-    make_policy("two", fairness={"min_group_size": rule(50)})
-    both = make_policy("both", extends=["one.yaml", "two.yaml"])
-    assert resolve_policy(both).rules["fairness.min_group_size"].value == 50
+@pytest.mark.parametrize("order", [["one.yaml", "two.yaml"], ["two.yaml", "one.yaml"]])
+def test_several_parents_combine_as_a_composition(make_policy: PolicyFactory, order: list[str]) -> None:
+    """Parents that both set a rule combine as the deployment's composition does (the smallest
+    min_group_size: more groups judged), whatever their order; the file's own rule overrides them."""
+    make_policy("one", fairness={"min_group_size": rule(10), "action": rule("block")})
+    make_policy("two", fairness={"min_group_size": rule(50), "action": rule("alert")})
+    both = make_policy("both", extends=order)
+    rules = resolve_policy(both).rules
+    assert (rules["fairness.min_group_size"].value, rules["fairness.action"].value) == (10, "block")
+    own = make_policy("own", extends=order, fairness={"min_group_size": rule(40)})
+    assert resolve_policy(own).rules["fairness.min_group_size"].value == 40
+
+
+def test_extending_shipped_policies_equals_listing_them(make_policy: PolicyFactory) -> None:
+    """A new user's payments policy, extends: [pci_dss, ccpa, gdpr]: gdpr's copies of base's defaults undid
+    pci_dss (responses not scanned, card numbers replaced not masked, reads not audited) and gdpr's fail_open
+    won, so full card numbers reached clients. Extending them must enforce what listing them enforces."""
+    mine = make_policy("mine", extends=["pci_dss", "ccpa", "gdpr"])
+    extended = resolve_policies([mine])
+    listed = resolve_policies(["pci_dss", "ccpa", "gdpr"])
+    assert extended.failure_mode == listed.failure_mode == "fail_closed"
+    assert extended.pii.scan_response is listed.pii.scan_response is True
+    assert extended.audit.record_reads is listed.audit.record_reads is True
+    card = extended.pii.entities["CREDIT_CARD"]
+    assert (card.operator, card.params) == (listed.pii.entities["CREDIT_CARD"].operator,
+                                            listed.pii.entities["CREDIT_CARD"].params)
+    assert card.operator != "replace"  # base's default, which undid pci_dss's mask
+    def ops(policy: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {e: (r.operator, r.params) for e, r in policy.pii.entities.items()}
+
+    assert ops(extended) == ops(listed)  # the values; which parents' citations go with them may differ
+    enforced = {"failure_mode", "retention", "explanations", "fairness", "audit", "oversight"}
+    assert extended.model_dump(include=enforced) == listed.model_dump(include=enforced)
+    assert (extended.pii.model_dump(exclude={"entities", "custom_recognizers"})
+            == listed.pii.model_dump(exclude={"entities", "custom_recognizers"}))
 
 
 @pytest.mark.parametrize("shape", ["self", "pair", "triangle"])
