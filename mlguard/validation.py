@@ -18,8 +18,12 @@ from pydantic import BaseModel, ValidationError
 
 
 def first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str | None]:
-    """(message, dotted field path or None) of the first error, with "(and N more)" when there are others."""
-    err = exc.errors()[0]
+    """(message, dotted field path or None) of the first error, with "(and N more)" when there are others.
+
+    An unknown key is reported before any other error: a misspelt key usually also leaves a required one
+    missing ("citation:" for "cite:"), and "cite: Field required" alone hid the typo behind "(and 1 more)"."""
+    errors = exc.errors()
+    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
     field = ".".join(str(p) for p in loc) or None
     msg = str(err["msg"])
@@ -33,7 +37,7 @@ def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     known = _fields_at(model, loc[:-1])
     if not known:
         return "unknown key"
-    near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
     if near:
         return f"unknown key (did you mean {near[0]!r}?)"
     return "unknown key; the keys allowed here: " + ", ".join(sorted(known))

@@ -59,6 +59,9 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
     ({"failure_mode": rule("fail_sideways")}, "failure_mode.value", "fail_open"),
     ({"failure_mode": {"value": "fail_closed"}}, "failure_mode.cite", "required"),
     ({"pii": {"entitys": []}}, "pii.entitys", "unknown key (did you mean 'entities'?)"),
+    # a misspelt required key: the typo is reported, not only the missing key it leaves
+    ({"pii": {"entities": [{"entity": "US_SSN", "operator": "drop", "citation": "x"}]}},
+     "pii.entities.0.citation", "unknown key (did you mean 'cite'?) (and 1 more)"),
     ({"pii": {"entities": [{"entity": "US_SSN", "operator": "shred", "cite": "x"}]}},
      "pii.entities.0.operator", "replace"),
     ({"pii": {"entities": [{"entity": "us_ssn", "operator": "drop", "cite": "x"}]}},
