@@ -211,7 +211,8 @@ class Keyring:
         try:
             raw = base64.b64decode(value.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise KeyringError(f"{ENV_VAR} is not valid base64") from None
+            raise KeyringError(f"{ENV_VAR} is not valid base64: it carries the keyring file's bytes in base64 "
+                               "(base64 -w0 mlguard.keyring), not a path nor the JSON itself") from None
         if raw[:1] == b"{":
             try:
                 return cls(json.loads(raw))
