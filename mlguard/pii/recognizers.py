@@ -391,7 +391,18 @@ _NUM_NAME_NUM = re.compile(  # "971 Kesk 53"; not "2026-10-11 to 2026-10-15" nor
     rf"{_NOT_IN_DATE}\b\d{{1,6}}[ \t]+(?:(?!{_NUMBER_JOINER})[^\W\d_][^\W\d_'\u2019.-]*[ \t]+){{1,3}}"
     r"\d{1,5}[a-zA-Z]?\b\.?")
 _CARD_CONTEXT = re.compile(
-    r"\b(?:card|cc|visa|mastercard|amex|credit)\b\D{0,25}?(?P<value>\d(?:[ -]?\d){11,18})\b", _I)
+    r"\b(?:card|cc|visa|mastercard|amex|credit)\b\D{0,25}?(?P<value>\d(?:[ _-]?\d){11,18})\b", _I)
+# A PAN whose digit groups are joined by underscores ("4111_1111_1111_1111", how some exports and log lines
+# write it) is still a PAN, yet passed through whole: Presidio's card pattern takes only spaces and hyphens, and
+# its word boundaries never fall between a digit and "_". Groups of 3 to 6 digits (4-4-4-4, Amex 4-6-5, Diners
+# 4-6-4, 19-digit 4-4-4-4-3), 13 to 19 digits in all, and the Luhn check, as Presidio asks of the others.
+_CARD_UNDERSCORE = re.compile(r"(?<![^\W_])\d{4}(?:_\d{3,6}){2,4}(?![^\W_])")
+
+
+def _pan_ok(value: str) -> bool:
+    """13 to 19 digits passing the Luhn check."""
+    return 13 <= sum(c.isdigit() for c in value) <= 19 and luhn(value)
+
 
 _DATETIME = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b")
 
@@ -449,6 +460,8 @@ def builtin_recognizers() -> list[EntityRecognizer]:
         ], name="MLGuardZipRecognizer", context=["zip", "postal", "postcode"]),
         RegexRecognizer("CREDIT_CARD", [_group(_CARD_CONTEXT, 0.6, "card_context")],
                         name="MLGuardCardContextRecognizer"),
+        RegexRecognizer("CREDIT_CARD", [Rx(_CARD_UNDERSCORE, 1.0, 0, "pan_underscores")],
+                        name="MLGuardCardUnderscoreRecognizer", validator=_pan_ok),
         RegexRecognizer("DATE_TIME", [Rx(_DATETIME, 0.6, 0, "iso_datetime")], name="MLGuardDateTimeRecognizer"),
         RegexRecognizer("DATE_OF_BIRTH", [_group(_DOB, 0.95, "dob_context")], name="MLGuardDobRecognizer"),
         RegexRecognizer("MEDICAL_RECORD_NUMBER", [_group(_MRN, 0.95, "mrn_context")],

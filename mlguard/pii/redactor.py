@@ -5,7 +5,9 @@ Rules (from the route's ``pii`` map, nearest enclosing path wins, a path may nam
 - ``ENTITY``: the whole value is that entity; the entity's operator replaces it. No detection (sub-millisecond).
 - ``scan``: detect spans inside the string and replace each with its entity's operator.
 - ``keep``: leave it.
-- no rule: strings are scanned when ``scan_undeclared`` is on; numbers, booleans and null are untouched.
+- no rule: strings are scanned when ``scan_undeclared`` is on; numbers, booleans and null are untouched. Except
+  a value whose member name says what it is (``cvv``, ``securityCode``, ``ssn``...: ``MEMBER_HINTS``): it is
+  taken whole as that entity, as a declared field is, a number included (finding recognizer ``member-name``).
 
 Why two phases (``prepare`` then ``detect`` then ``finish``): the walk and the declared fields are cheap and run
 inline; only the detection of uncached scanned strings is CPU work, done in ONE batched call that the stage runs
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +54,87 @@ REDACTED = "<REDACTED>"
 Rules = Sequence[tuple[JSONPath, str]]
 Location = tuple[str | int, ...]
 Budget = Literal["refuse", "withhold"]
+
+
+MEMBER_NAME = "member-name"
+"""The recognizer named in findings for a value taken whole because of its JSON member's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberHint:
+    """What a member name says its value is, and the least a value must look like to be taken as that.
+
+    ``min_digits``: digits the value must hold; ``numbers``: a JSON number can be this entity; ``needs``: a
+    character a string must hold. A value that fails these is not taken whole, only scanned as before (so a
+    hint never protects less than detection alone): ``"pan": 0.25`` is a camera's pan, ``"phone": "unknown"``
+    and ``"email": "opt-in"`` are no identifiers, and turning them into ``<ENTITY>`` would break the app."""
+
+    entity: str
+    min_digits: int = 0
+    numbers: bool = True
+    needs: str = ""
+
+
+_CVV = MemberHint("CARD_VERIFICATION_CODE", min_digits=1)
+_CARD = MemberHint("CREDIT_CARD", min_digits=12)
+_SSN = MemberHint("US_SSN", min_digits=4)
+_DOB = MemberHint("DATE_OF_BIRTH", min_digits=2)
+_PHONE = MemberHint("PHONE_NUMBER", min_digits=7)
+
+MEMBER_HINTS: dict[str, MemberHint] = {
+    # Card verification code (PCI DSS 3.3.1.2: never stored after authorisation, even encrypted). The names
+    # gateways and card forms use: Stripe/Adyen ``cvc``, Braintree ``cvv``, Authorize.net ``cardCode``, Adyen
+    # ``securityCode``. Not ``cid`` (Amex's name, but a client, correlation or content id in most APIs), not
+    # ``code`` (promo, country, error codes), not ``verification_code`` (e-mail/SMS one-time codes), not ``pin``
+    # (map and GPIO pins, India's postal PIN code): those are scanned like any string, and the policy's CVV
+    # recognizer still takes a 3-4 digit number next to "cvv", "cid"... in the text.
+    **dict.fromkeys(("cvv", "cvv2", "cvc", "cvc2", "cvn", "cardcvv", "cardcvc", "cardcvv2", "cardcvc2", "cvvcode",
+                     "cvccode", "cvvnumber", "securitycode", "cardsecuritycode", "cardcode",
+                     "cardverificationcode", "cardverificationvalue", "cardverificationnumber"), _CVV),
+    # Primary account number. ``pan`` only with 12+ digits (a camera or audio pan is a small number).
+    **dict.fromkeys(("pan", "primaryaccountnumber", "cardnumber", "cardno", "cardnum", "creditcardnumber",
+                     "creditcardno", "debitcardnumber", "ccnumber", "ccnum", "ccno"), _CARD),
+    **dict.fromkeys(("ssn", "socialsecuritynumber", "socialsecurityno"), _SSN),
+    **dict.fromkeys(("dob", "dateofbirth", "birthdate", "birthday"), _DOB),
+    **dict.fromkeys(("phone", "phonenumber", "phoneno", "telephone", "telephonenumber", "mobilenumber",
+                     "mobilephone", "cellphone", "cellnumber"), _PHONE),
+    "iban": MemberHint("IBAN_CODE", min_digits=2, numbers=False),
+    **dict.fromkeys(("email", "emailaddress"), MemberHint("EMAIL_ADDRESS", numbers=False, needs="@")),
+    # The policies name passport numbers US_PASSPORT, so that is the entity whose operator they choose.
+    **dict.fromkeys(("passportnumber", "passportno"), MemberHint("US_PASSPORT", min_digits=1)),
+}
+"""Member names (normalised: case-folded, everything but letters and digits removed, so ``securityCode``,
+``security-code`` and ``SECURITY_CODE`` are one name) whose value, when it would otherwise only be scanned, is
+taken whole as the entity.
+
+Why: a payments user's ``{"payment": {"cvv": "737"}}`` reached the model and the audit record in clear under
+``pci_dss``; the CVV recognizer needs a context word in the text, and "737" alone has none; a CVV sent as the
+number 737 was not even looked at (numbers are not scanned). The member name is that context. A name matches
+whole, never as a part (``cvc_check: "pass"``, ``cvv_result: "M"`` are a gateway's results, not the code), and
+only names that mean one thing are listed. A route rule on the value always wins (``keep`` included); where
+nothing is scanned (``scan_undeclared`` off) there are no hints either."""
+
+_NOT_NAME_CHARS = re.compile(r"[\W_]+")
+
+
+def member_hint(name: str, value: Any) -> str | None:
+    """The entity ``value`` is taken as because of its member ``name`` (MEMBER_HINTS), or None."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+        return None
+    hint = MEMBER_HINTS.get(_NOT_NAME_CHARS.sub("", name.casefold()))
+    if hint is None:
+        return None
+    if isinstance(value, str):
+        text = value
+        if hint.needs and hint.needs not in text:
+            return None
+    elif hint.numbers:
+        text = str(value) if isinstance(value, int) else repr(value)
+    else:
+        return None
+    if hint.min_digits and sum(c.isdigit() for c in text) < hint.min_digits:
+        return None
+    return hint.entity
 
 
 @dataclass(slots=True)
@@ -220,7 +304,7 @@ class Redactor:
         plan = Plan(doc=None)
         holder: list[JSON] = [None]
         match = _matcher(rules)
-        self._walk(doc, (), holder, 0, match(()) or default, match, default, plan)
+        self._walk(doc, (), holder, 0, match(()) or default, match, default, plan, None)
         plan.doc = holder[0]
         todo: set[str] = set()
         for pending in plan.pending:
@@ -316,7 +400,9 @@ class Redactor:
     # ------------------------------------------------------------------ walk
 
     def _walk(self, node: JSON, loc: Location, container: Any, key: str | int, rule: str,
-              match: Callable[[Location], str | None], default: str, plan: Plan) -> None:
+              match: Callable[[Location], str | None], default: str, plan: Plan, member: str | None) -> None:
+        """Copy ``node`` into ``container[key]`` under ``rule``. ``member``: the name of the nearest enclosing
+        member with only array steps in between (``{"phone": ["...", "..."]}``), whose hint a scanned value takes."""
         if isinstance(node, dict):
             new: dict[str, Any] = {}
             container[key] = new
@@ -328,22 +414,28 @@ class Redactor:
             for k, v in node.items():
                 name = k if op is None else self._redact_name(k, op, new, loc, rule, plan)
                 here = (*loc, name)
-                self._walk(v, here, new, name, match(here) or rule, match, default, plan)
+                self._walk(v, here, new, name, match(here) or rule, match, default, plan, name)
             return
         if isinstance(node, list):
             new_list: list[Any] = [None] * len(node)
             container[key] = new_list
             for i, v in enumerate(node):
                 here = (*loc, i)
-                self._walk(v, here, new_list, i, match(here) or rule, match, default, plan)
+                self._walk(v, here, new_list, i, match(here) or rule, match, default, plan, member)
             return
         container[key] = node
         if node is None or rule == KEEP:
             return
+        recognizer = "declared"
         if rule == SCAN:
-            if isinstance(node, str) and node:
-                self._queue(node, loc, container, key, plan)
-            return
+            # A member name that says what the value is makes it that entity, unless a route rule names this
+            # very value (then the route decided: a rule always wins over a hint).
+            hinted = member_hint(member, node) if member is not None else None
+            if hinted is None or match(loc) is not None or self.operator_for(hinted).kind == KEEP:
+                if isinstance(node, str) and node:
+                    self._queue(node, loc, container, key, plan)
+                return
+            rule, recognizer = hinted, MEMBER_NAME
         # A declared entity: the whole value, whatever its type (a number SSN is still an SSN).
         op = self.operator_for(rule)
         if op.kind == KEEP:
@@ -357,7 +449,7 @@ class Redactor:
         out = op.apply(node)
         path = format_location(loc)
         length = len(node) if isinstance(node, str) else None
-        plan.findings.append(Finding(rule, path, 0 if length is not None else None, length, "declared", 1.0,
+        plan.findings.append(Finding(rule, path, 0 if length is not None else None, length, recognizer, 1.0,
                                      op.kind))
         if out is DROP:
             plan.drops.append((container, key))
