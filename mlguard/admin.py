@@ -85,7 +85,9 @@ class Admin:
                 break
         query = _parse_query(scope.get("query_string", b""))
         query.update(m.groupdict())
-        resp = _as_problem(await route.handler(AdminRequest(method, sub, query, body)))
+        resp = await route.handler(AdminRequest(method, sub, query, body))
+        if route.handler != self._health:  # health keeps one document shape, 200 or 503 (see _health)
+            resp = _as_problem(resp)
         headers = [(b"content-type", resp.content_type.encode()),
                    (b"content-length", str(len(resp.body)).encode())]
         headers.extend((k.encode(), v.encode()) for k, v in resp.headers)
@@ -117,8 +119,22 @@ class Admin:
         return False
 
     async def _health(self, req: AdminRequest) -> AdminResponse:
-        return json_response(200, {"status": "ok", "stages": [s.name for s in self.guard.stages],
-                                   "unavailable": self.guard.unavailable})
+        """``ok`` (200) unless a stage reports itself failing through ``shared["health_checks"]`` (name ->
+        callable returning None or a detail without input values; the audit stage's says the store is not
+        taking writes). Then ``unavailable`` (503) when any route's policy is fail_closed, since those routes
+        answer 503 until it recovers, so a load balancer takes the instance out of service; ``degraded`` (200)
+        when every route is fail_open: they are served, their records listed in gap records later, and taking
+        the instance out would refuse what the policy chose to serve. The checks read flags the stages keep
+        (no query per call): health is polled often, and must not load a store that is struggling. The 503 is
+        the same JSON document as the 200, not problem+json: a probe parses one shape whatever the status."""
+        checks = self.guard.context.shared.get("health_checks", {})
+        failing = {name: detail for name, check in checks.items() if (detail := check()) is not None}
+        status, code = "ok", 200
+        if failing:
+            closed = any(r.policy.failure_mode != "fail_open" for r in self.guard.table.routes)
+            status, code = ("unavailable", 503) if closed else ("degraded", 200)
+        return json_response(code, {"status": status, "stages": [s.name for s in self.guard.stages],
+                                    "unavailable": self.guard.unavailable, "failing": failing})
 
     async def _metrics(self, req: AdminRequest) -> AdminResponse:
         """Prometheus exposition of the guard's registry (mlguard/metrics.py): present whenever admin is on,

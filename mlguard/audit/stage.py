@@ -2,7 +2,12 @@
 
 Durability ``sync``: finish() awaits the group commit, so the record is durable before the response leaves.
 ``async``: the record is queued (bounded); a full queue raises AuditUnavailable, and the policy's
-failure_mode decides (fail_closed: 503; fail_open: served, and a gap record lists the missing id).
+failure_mode decides (fail_closed: 503; fail_open: served). Either way a record that could not be written is
+listed by audit id in a gap record (with why, and whether the client was served or refused), so every audit id
+the guard handed out leads to a record or to a gap record.
+At start-up the stage refuses a keyring that shares no key with a store that already holds records
+(``check_keyring_fits``); ``{admin}/health`` reads the writer's failing-store flag through
+``ctx.shared["health_checks"]``.
 Other stages append events (oversight, feedback) through ``ctx.shared["audit_events"].append_event``.
 Reading a record through the admin API is itself recorded, with whether it was found, before anything is
 disclosed (PCI DSS 10.2.1.3).
@@ -22,10 +27,10 @@ import anyio
 from mlguard.audit.reader import AuditReader
 from mlguard.audit.record import KINDS, Pending, event, from_exchange
 from mlguard.audit.store.base import AuditStore, open_store
-from mlguard.audit.writer import AuditWriter
-from mlguard.errors import AuditError, AuditUnavailable, MLGuardError
+from mlguard.audit.writer import AuditWriter, Unrecorded
+from mlguard.errors import AuditError, KeyringError, MLGuardError
 from mlguard.ids import uuid7
-from mlguard.keys import keyring_for
+from mlguard.keys import ENV_VAR, KeyProvider, Keyring, keyring_for
 from mlguard.metrics import register_gauges, single
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
 
@@ -56,6 +61,47 @@ async def append_durably(writer: AuditWriter, item: Pending) -> int:
     return await writer.submit_async(item)
 
 
+def check_keyring_fits(store: AuditStore, keys: KeyProvider) -> None:
+    """Refuse (KeyringError) a keyring that shares no key with a store that already holds records.
+
+    Why: a keyring unrelated to the log (a stale ``MLGUARD_KEYRING``, another deployment's file) would start
+    without a word and seal new records under a KEK, and sign checkpoints with a key, that nobody else has: the
+    log's own keyring then fails to export them, long after the fact. Shared means a signing key whose public
+    key the store holds (same id, same bytes), or a KEK that wraps one of the store's data keys. A rotated
+    keyring passes (rotation adds a KEK and a signing key and keeps the old ones; signing keys are never
+    removed), and so does one whose old KEKs were retired: retiring requires that no data key is left under
+    them (``audit rewrap`` moved them under a KEK the keyring holds), and the old signing keys stay. The small
+    public key table is compared first; the data keys (a grouped read of their table) only when it matches
+    nothing. An empty log (no record yet) takes any keyring; a log with no keys to compare is let through.
+    The message names key ids (hashes, never material) and what to do.
+    """
+    if store.head()[0] == 0:
+        return
+    ours = keys.public_keys()
+    theirs = store.public_keys()
+    if any(theirs.get(kid) == pub for kid, pub in ours.items()):
+        return
+    our_keks = keys.kek_ids() if isinstance(keys, Keyring) else [keys.active_kek_id()]
+    their_keks = store.data_key_counts()
+    if any(k in their_keks for k in our_keks) or (not theirs and not their_keks):
+        return
+    source = f"env {ENV_VAR}" if not isinstance(keys, Keyring) or keys.path is None else str(keys.path)
+    raise KeyringError(
+        f"the keyring ({source}) shares no key with the audit store's existing log: the keyring holds KEKs "
+        f"{_ids(our_keks)} and signing keys {_ids(ours)}; the log's data keys are wrapped under KEKs "
+        f"{_ids(their_keks)} and its checkpoints are signed by {_ids(theirs)}. Start with the keyring that wrote "
+        f"this log (audit.keyring, or env {ENV_VAR}), or point audit.store at a new store for this keyring")
+
+
+def _ids(ids: Any, most: int = 5) -> str:
+    """Key ids for a message, sorted, at most ``most`` of them (a much-rotated keyring holds many)."""
+    names = sorted(str(i) for i in ids)
+    if not names:
+        return "(none)"
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 class AuditStage(BaseStage):
     name = "audit"
 
@@ -64,6 +110,12 @@ class AuditStage(BaseStage):
         base = ctx.config.base_dir
         self.keys = keyring_for(ctx)
         self.store = store or open_store(resolve_store_url(settings.store, base), lock_timeout=settings.lock_timeout)
+        try:
+            check_keyring_fits(self.store, self.keys)  # before the writer adds this keyring's public keys
+        except BaseException:
+            if store is None:
+                self.store.close()
+            raise
         witness = settings.witness_path(base)
         self.durability = settings.durability
         self.writer = AuditWriter(self.store, self.keys, checkpoint_every=settings.checkpoint_every,
@@ -74,6 +126,7 @@ class AuditStage(BaseStage):
         ctx.shared["audit_events"] = self
         ctx.shared["audit_store"] = self.store  # the Guard shares human-oversight stops through it (oversight.py)
         register_gauges(ctx.shared, self._gauges)
+        ctx.shared.setdefault("health_checks", {})[self.name] = self.writer.health
 
     def _gauges(self) -> list[Family]:
         """Scrape-time metrics read from the writer (no lock: ints and a deque length read across threads)."""
@@ -88,24 +141,43 @@ class AuditStage(BaseStage):
              single(float(stats["records"])), "counter"),
             ("mlguard_audit_checkpoints_total", "Signed checkpoints written by this process",
              single(float(stats["checkpoints"])), "counter"),
-            ("mlguard_audit_gaps_total", "Exchanges served but not recorded (listed in gap records)",
+            ("mlguard_audit_gaps_total",
+             "Exchanges not recorded, served (fail_open, async) or refused (fail_closed), listed in gap records",
              single(float(stats["gaps"])), "counter"),
             ("mlguard_audit_errors_total", "Audit writer errors (store or housekeeping failures)",
              single(float(stats["errors"])), "counter"),
         ]
 
     async def finish(self, ex: Exchange) -> None:
-        pending = from_exchange(ex, self.keys)
-        fail_open = getattr(ex.route.policy, "failure_mode", "fail_closed") == "fail_open"
+        """Write (sync) or queue (async) the exchange's record. When that fails, note the audit id for a gap
+        record before raising (the policy's failure_mode then serves or refuses), under fail_closed as under
+        fail_open. Why both: the exchange happened either way (under fail_closed the app has usually run, the
+        record being written last) and its 503 carries the audit id, which must lead somewhere.
+
+        The reason comes from the writer (``queue_full``, ``store_error``); ``writer_error`` when the writer
+        failed unexpectedly and cannot say whether the record was written; ``record_error`` when the record
+        could not even be built. ``refused``: the client gets no response of the app's (fail_closed, or the
+        exchange was refused or rejected before). A response streamed through has left before the record is
+        written, so it is counted refused under fail_closed although its client was served.
+        """
+        try:
+            pending = from_exchange(ex, self.keys)
+        except Exception:
+            self._note_gap(ex, "record_error")
+            raise
         try:
             if self.durability == "sync":
                 await append_durably(self.writer, pending)
             else:
                 self.writer.submit(pending, wait=False)
-        except AuditUnavailable:
-            if fail_open:
-                self.writer.note_gap(ex.audit_id, "queue_full" if self.durability == "async" else "store_error")
+        except Exception as exc:
+            self._note_gap(ex, exc.reason if isinstance(exc, Unrecorded) else "writer_error")
             raise
+
+    def _note_gap(self, ex: Exchange, reason: str) -> None:
+        fail_open = getattr(ex.route.policy, "failure_mode", "fail_closed") == "fail_open"
+        refused = not fail_open or ex.rejection is not None or ex.decision.refused
+        self.writer.note_gap(ex.audit_id, reason, refused=refused)
 
     async def append_event(self, kind: str, data: dict[str, Any]) -> str:
         """Append an event record (durably, whatever the durability setting); returns its audit id."""

@@ -4,8 +4,16 @@ Why: one fsync per record caps SQLite near 5,000 records/s here; one fsync per b
 keeps every request's durability (its future resolves only after COMMIT returned) at many times that rate.
 
 The thread also signs checkpoints every N records and every T seconds even when idle, and writes gap records:
-a record that could not be written (async queue full under fail_open, or a failed batch) is listed by audit id
-in a clear ``gap`` record once the store takes writes again, covered at once by a signed checkpoint.
+an exchange whose record could not be written (queue full, or a failed batch), whether its client was served
+(fail_open, async durability) or refused (fail_closed), is listed by audit id in a clear ``gap`` record once the
+store takes writes again, covered at once by a signed checkpoint. Why refused ones too: under fail_closed the
+app has usually run (the record is written last), and the 503 carries an audit id; without a gap record that
+id resolves to nothing and the trail never says the exchange happened.
+
+Health: the writer keeps a cheap flag, set when a write to the store (a batch, a gap record, a checkpoint)
+fails and cleared by the next one that commits, so ``{admin}/health`` answers without a query. After a failed
+batch the housekeeping probes the store every second (a checkpoint), so an instance a load balancer took out
+of service, and which therefore gets no traffic, still finds out that the store is back.
 A checkpoint that falls due under traffic is signed and inserted inside the batch's own transaction, over the
 head that transaction sets. Why: as a transaction of its own, after the batch was resolved, it cost a second
 COMMIT and fsync, and each of its SQLite calls released the GIL and had to win it back from an event loop busy
@@ -50,13 +58,24 @@ _STOP = object()
 
 log = logging.getLogger("mlguard.audit.writer")
 MAX_BATCH = 2048
-GAP_IDS = 1000
+GAP_IDS = 1000  # audit ids listed per gap record (several records when more)
+GAP_MEMORY = 100_000  # ids held for the next gap records; beyond it only counted (a long outage is bounded)
 SEAL_CHUNK = 128  # records sealed between two GIL yields of the pipelined writer (about 1.2 ms)
 
 AsyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
 Waiter = Future[int] | AsyncWaiter | None
 """Who waits for a record: a thread (concurrent Future), an event loop (resolved in one wake-up per batch and
 loop, instead of one cross-thread call per record), or nobody (async durability)."""
+
+
+class Unrecorded(AuditUnavailable):
+    """A record known not to be written; ``reason`` says why, as its gap record will: ``queue_full`` (the
+    bounded queue was full, nothing reached the store) or ``store_error`` (its batch failed and was rolled
+    back). A plain AuditUnavailable from the writer means it failed unexpectedly and does not know."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AuditWriter:
@@ -85,7 +104,12 @@ class AuditWriter:
         # (submit_async). Touched only by the loop that owns the list.
         self._from_loops: dict[asyncio.AbstractEventLoop, list[tuple[Pending, Waiter]]] = {}
         self._gap_lock = threading.Lock()
-        self._gaps: list[tuple[str, str]] = []
+        self._gaps: list[tuple[str, str, bool]] = []  # (audit_id, reason, client refused)
+        self._unlisted: dict[tuple[str, bool], int] = {}  # noted beyond GAP_MEMORY: counted, not listed
+        # Health (read by {admin}/health across threads, no lock): monotonic time of the first failed write
+        # since the last one that committed, and that failure's class; None while writes succeed.
+        self._failing_since: float | None = None
+        self._failing_error = ""
         self._since_cp = 0
         self._last_cp = time.monotonic()
         self._last_cp_signed = self._last_cp  # only ever moved by a checkpoint written (``_last_cp`` also by a retry)
@@ -139,7 +163,7 @@ class AuditWriter:
             pending = self._from_loops[loop] = []
             loop.call_soon(self._hand_over, loop)
         if len(self._dq) + len(pending) >= self._maxsize:
-            raise AuditUnavailable("audit queue is full")
+            raise Unrecorded("audit queue is full", "queue_full")
         pending.append((item, (loop, fut)))
         return fut
 
@@ -155,7 +179,7 @@ class AuditWriter:
         if it sleeps. The writer sets ``_sleeping`` under the condition and looks at the queue again before it
         waits, so an append is never missed."""
         if not force and len(self._dq) >= self._maxsize:
-            raise AuditUnavailable("audit queue is full")
+            raise Unrecorded("audit queue is full", "queue_full")
         self._dq.append(entry)
         self._wake()
 
@@ -169,10 +193,34 @@ class AuditWriter:
                 # notified again, a lock and a Python-level notify each.
                 self._sleeping = False
 
-    def note_gap(self, audit_id: str, reason: str) -> None:
-        """Remember a record that was served but not written; a gap record will list it."""
+    def note_gap(self, audit_id: str, reason: str, *, refused: bool = False) -> None:
+        """Remember an exchange whose record was not written; a gap record will list it with ``reason`` and
+        whether its client was served or ``refused``. Past GAP_MEMORY ids waiting (a long outage) the rest are
+        only counted, so memory stays bounded; the gap record says how many it could not list."""
         with self._gap_lock:
-            self._gaps.append((audit_id, reason))
+            if len(self._gaps) < GAP_MEMORY:
+                self._gaps.append((audit_id, reason, refused))
+            else:
+                key = (reason, refused)
+                self._unlisted[key] = self._unlisted.get(key, 0) + 1
+
+    def health(self) -> dict[str, Any] | None:
+        """None while the store takes writes; else the failing write's error class and for how long (seconds).
+        Why a flag and not a query: a load balancer polls health often, and a query would add load to the very
+        store that is struggling; the flag is as fresh as the last write (and the one-second probe after a
+        failure)."""
+        since = self._failing_since
+        if since is None:
+            return None
+        return {"error": self._failing_error, "failing_seconds": round(time.monotonic() - since, 3)}
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        self._failing_error = type(exc).__name__
+
+    def _write_succeeded(self) -> None:
+        self._failing_since = None
 
     @property
     def depth(self) -> int:
@@ -202,9 +250,14 @@ class AuditWriter:
 
     def checkpoint(self) -> dict[str, Any]:
         """Sign the store's head now, in a transaction of its own (idle, closing, the CLI)."""
-        seq, head = self.store.head()
-        cp = make_checkpoint(self.keys, seq, head)
-        self.store.add_checkpoint(cp)
+        try:
+            seq, head = self.store.head()
+            cp = make_checkpoint(self.keys, seq, head)
+            self.store.add_checkpoint(cp)
+        except Exception as exc:
+            self._write_failed(exc)
+            raise
+        self._write_succeeded()
         self._checkpoint_written(cp)
         if self.witness is not None:
             self.witness.append(cp)
@@ -240,6 +293,7 @@ class AuditWriter:
         The records are durable whatever the witness does: a witness that cannot be written is logged and
         counted, and the housekeeping writes a fresh checkpoint (store and witness) a second later, and every
         second until it can, instead of failing requests whose records are committed."""
+        self._write_succeeded()
         self.stats["batches"] += 1
         self.stats["records"] += n
         self._since_cp += n
@@ -328,7 +382,8 @@ class AuditWriter:
                 tx.set_head(sealed[-1][0], sealed[-1][2])
                 if checkpoint or self._checkpoint_due(len(items)):
                     cp = self._checkpoint_in(tx, sealed[-1][0], sealed[-1][2])
-        except BaseException:
+        except BaseException as exc:
+            self._write_failed(exc)
             self._forget_prediction()
             raise
         if self.pipeline:
@@ -435,13 +490,18 @@ class AuditWriter:
             self._resolve_batch(batch, [err] * len(batch))
 
     def _failed(self, batch: list[tuple[Pending, Waiter]], exc: Exception) -> list[int | BaseException]:
+        """A batch rolled back: every waiter gets Unrecorded (``store_error``: the stage lists it in a gap
+        record, served or refused as its policy decides); records nobody waits for (async durability, already
+        served) are listed here. The housekeeping then probes the store in a second (see the module docstring)."""
         self.stats["errors"] += 1
-        err = exc if isinstance(exc, AuditUnavailable) else AuditUnavailable(
+        detail = str(exc) if isinstance(exc, AuditUnavailable) else (
             f"audit append failed: {type(exc).__name__}" + (f": {exc}" if isinstance(exc, MLGuardError) else ""))
+        err = Unrecorded(detail, "store_error")
         log.error("audit batch failed", extra={"records": len(batch), "error": str(err)})
         for item, waiter in batch:
             if waiter is None:
                 self.note_gap(item.audit_id, "store_error")
+        self._last_cp = time.monotonic() - self.checkpoint_seconds + 1.0
         return [err] * len(batch)
 
     def _commit_job(self, job: _Job) -> list[int]:
@@ -474,7 +534,8 @@ class AuditWriter:
                 tx.insert_records(rows)
                 tx.set_head(rows[-1].seq, rows[-1].hash)
                 cp = self._checkpoint_in(tx, rows[-1].seq, rows[-1].hash) if self._checkpoint_due(len(rows)) else None
-        except BaseException:
+        except BaseException as exc:
+            self._write_failed(exc)
             self._forget_prediction()
             raise
         self._committed = (rows[-1].seq, rows[-1].hash, gen)
@@ -482,34 +543,55 @@ class AuditWriter:
         return [r.seq for r in rows]
 
     def _housekeeping(self, *, force: bool = False) -> None:
-        gaps: list[tuple[str, str]] = []
+        gaps: list[tuple[str, str, bool]] = []
+        unlisted: dict[tuple[str, bool], int] = {}
         try:
             with self._gap_lock:
                 gaps, self._gaps = self._gaps, []
-            if gaps:
-                self._write_gap(gaps)
+                unlisted, self._unlisted = self._unlisted, {}
+            if gaps or unlisted:
+                self._write_gap(gaps, unlisted)
             due = time.monotonic() - self._last_cp >= self.checkpoint_seconds
             if force or due or self._since_cp >= self.checkpoint_every:
                 self.checkpoint()
         except Exception as exc:
             self.stats["errors"] += 1
-            if gaps:
+            if gaps or unlisted:
                 with self._gap_lock:
                     self._gaps[:0] = gaps
+                    for key, n in unlisted.items():
+                        self._unlisted[key] = self._unlisted.get(key, 0) + n
             # retry in a second, not in a tight loop against a store that is down
             self._last_cp = time.monotonic() - self.checkpoint_seconds + 1.0
             log.error("audit housekeeping failed", extra={"error": type(exc).__name__})
 
-    def _write_gap(self, gaps: list[tuple[str, str]]) -> None:
-        reasons: dict[str, int] = {}
-        for _, r in gaps:
-            reasons[r] = reasons.get(r, 0) + 1
-        data = {"count": len(gaps), "audit_ids": [a for a, _ in gaps[:GAP_IDS]], "reasons": reasons,
-                "truncated": len(gaps) > GAP_IDS}
-        # the gap is covered by a signature at once (in its own transaction)
-        self._commit([(event(str(uuid7()), time.time(), "gap", data, clear=True), None)], checkpoint=True)
-        self.stats["gaps"] += len(gaps)
-        log.warning("audit gap recorded", extra={"count": len(gaps)})
+    def _write_gap(self, gaps: list[tuple[str, str, bool]], unlisted: dict[tuple[str, bool], int]) -> None:
+        """Gap records for the exchanges noted since the last ones, in one transaction with a checkpoint (so
+        they are covered by a signature at once): served and refused exchanges in separate records (``client``),
+        at most GAP_IDS audit ids each, ``reasons`` counting why; ``truncated`` when some were only counted
+        (``count`` includes them, ``audit_ids`` does not)."""
+        now = time.time()
+        items: list[tuple[Pending, Waiter]] = []
+        for refused in (False, True):
+            ids = [(a, r) for a, r, ref in gaps if ref is refused]
+            extra = {r: n for (r, ref), n in unlisted.items() if ref is refused}
+            chunks = [ids[i:i + GAP_IDS] for i in range(0, len(ids), GAP_IDS)] or ([[]] if extra else [])
+            for i, chunk in enumerate(chunks):
+                reasons: dict[str, int] = {}
+                for _, r in chunk:
+                    reasons[r] = reasons.get(r, 0) + 1
+                last = i == len(chunks) - 1
+                if last:  # the ids only counted go with the last record of their kind
+                    for r, n in extra.items():
+                        reasons[r] = reasons.get(r, 0) + n
+                data = {"count": sum(reasons.values()), "audit_ids": [a for a, _ in chunk], "reasons": reasons,
+                        "client": "refused" if refused else "served", "truncated": bool(last and extra)}
+                items.append((event(str(uuid7()), now, "gap", data, clear=True), None))
+        self._commit(items, checkpoint=True)
+        refused_n = sum(1 for g in gaps if g[2]) + sum(n for (_, ref), n in unlisted.items() if ref)
+        total = len(gaps) + sum(unlisted.values())
+        self.stats["gaps"] += total
+        log.warning("audit gap recorded", extra={"count": total, "refused": refused_n})
 
 
 @dataclass(slots=True)

@@ -106,7 +106,11 @@ async def test_stage_fail_closed_503_then_recovers(pg_store_url: str, tmp_path: 
         assert up.status_code == 200
     await guard.aclose()
     store = open_store(pg_store_url)
-    assert store.count() == 2
+    assert store.count() == 3  # the two served exchanges, and the gap record listing the refused one
+    from mlguard.audit.reader import AuditReader
+
+    gap = AuditReader(store, Keyring.load(tmp_path / "k")).decode(next(store.iter_rows(kind="gap")))
+    assert gap["data"]["audit_ids"] == [down.headers["mlguard-audit-id"]] and gap["data"]["client"] == "refused"
     res = verify_log(store.iter_rows(), head=store.head(), checkpoints=store.checkpoints(),
                      public_keys=store.public_keys())
     assert res.ok

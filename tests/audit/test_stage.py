@@ -203,8 +203,9 @@ async def test_async_queue_full(tmp_path: Path, mode: str, status: int) -> None:
         assert second.status_code == status
         if status == 503:
             assert PLANTED["name"] not in second.text
-    if mode == "fail_open":
-        assert stage.writer._gaps == [(second.headers["mlguard-audit-id"], "queue_full")]  # type: ignore[attr-defined]
+    # listed for a gap record either way; refused under fail_closed (tests/audit/test_refused_gaps.py)
+    assert stage.writer._gaps == [(second.headers["mlguard-audit-id"], "queue_full",  # type: ignore[attr-defined]
+                                   mode == "fail_closed")]
     stage.store.close()  # type: ignore[attr-defined]
 
 
