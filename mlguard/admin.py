@@ -15,6 +15,7 @@ import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from mlguard.logs import mask_route_paths
 from mlguard.oversight import operator_reason
 from mlguard.problem import PROBLEM_BASE, send_problem
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute
@@ -50,6 +51,15 @@ class Admin:
             routes.extend(stage.admin_routes())
         self._routes = [(r, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", r.path) + "$"))
                         for r in routes]
+        # An admin path's parameter is whatever the caller typed (an audit id, or a name or an e-mail address
+        # pasted by mistake, as a new user found in the access log): logged as its template, like a guarded
+        # route's (mlguard/logs.py).
+        # Any other path under the prefix (an endpoint of a stage not built here, a typo) is logged as
+        # "{prefix}/{unknown}": only the fixed endpoints' paths are logged as they are.
+        fixed = "|".join(re.escape(r.path[1:]) for r, _ in self._routes if "{" not in r.path)
+        mask_route_paths([*((self.prefix + r.path, re.compile("^" + re.escape(self.prefix) + rx.pattern[1:]))
+                            for r, rx in self._routes if "{" in r.path),
+                          (self.prefix + "/{unknown}", re.compile(f"^{re.escape(self.prefix)}/(?!(?:{fixed})$).+$"))])
 
     def handles(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self._prefix_slash)

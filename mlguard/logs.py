@@ -39,7 +39,7 @@ SAFE_FIELDS: frozenset[str] = frozenset({
     # identifiers the guard makes, and where in the pipeline
     "audit_id", "route", "stage", "phase", "method", "kind", "action",
     # classes, statuses and counts
-    "error", "status", "count", "records", "jobs", "attempt", "attempts", "reset_window",
+    "error", "status", "count", "refused", "records", "jobs", "attempt", "attempts", "reset_window",
     # start-up identity (config and engines, no request data)
     "routes", "policies", "stages", "output", "predicted_ms", "deferred",
     "pii_model", "pii_model_version", "pii_model_sha256", "pii_components",

@@ -144,6 +144,32 @@ def test_a_guarded_route_parameter_is_logged_as_its_template() -> None:
     assert json.loads(JsonFormatter().format(other))["path"] == "/people/list"  # not a guarded route: as it is
 
 
+@pytest.mark.anyio
+async def test_an_admin_path_parameter_is_logged_as_its_template(tmp_path: Path) -> None:
+    """An admin path's parameter is what the caller typed: a new user found the e-mail address they had pasted
+    as an audit id (/mlguard/explanations/<address>) verbatim in the access log."""
+    guard = Guard(base_config(tmp_path), stages=["audit", "explain"])
+    GuardMiddleware(RecordingApp(), guard=guard)
+    try:
+        # no explain stage here: its endpoints are unknown paths, masked all the same
+        for path, template in ((f"/mlguard/explanations/{EMAIL}", "/mlguard/{unknown}"),
+                               (f"/mlguard/explanations/{NAME}/plain", "/mlguard/{unknown}"),
+                               (f"/mlguard/audit/records/{SSN}", "/mlguard/audit/records/{audit_id}"),
+                               ("/mlguard/routes/0/stop", "/mlguard/routes/{index}/stop"),
+                               (f"/mlguard/{NAME}", "/mlguard/{unknown}")):
+            rec = _record("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "203.0.113.9:5123", "GET", path, "1.1",
+                          404, level=logging.INFO)
+            for fmt in (JsonFormatter(), TextFormatter()):
+                line = fmt.format(rec)
+                _clean(line)
+                assert template in line
+        health = _record("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "203.0.113.9:5123", "GET", "/mlguard/health",
+                         "1.1", 200, level=logging.INFO)
+        assert json.loads(JsonFormatter().format(health))["path"] == "/mlguard/health"
+    finally:
+        await guard.aclose()
+
+
 def test_text_format_applies_the_same_rules() -> None:
     exc = _raised(KeyError(EMAIL))
     line = TextFormatter().format(_record("mlguard.exchange", "stage failed", exc=exc, stage="pii", name_=NAME))
