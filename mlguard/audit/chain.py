@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mlguard.audit.record import canonical, iso
-from mlguard.errors import AuditError
+from mlguard.errors import AuditError, IntegrityError
 from mlguard.keys import KeyProvider
 
 LEAF = b"\x00"
@@ -107,8 +107,35 @@ class Witness:
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
+        """The witness's entries, in file order. A line that is not a checkpoint entry (a JSON object with an
+        integer ``seq``) raises WitnessCorrupt naming the file and line: the witness is evidence, so a damaged
+        or edited one is an integrity finding, never skipped (what was on that line may be the entry that
+        would have shown a truncation). OSError (missing, unreadable) propagates for the caller to report."""
         out = []
-        for line in path.read_text(encoding="ascii").splitlines():
-            if line.strip():
-                out.append(json.loads(line))
+        for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw.decode("ascii"))
+            except UnicodeDecodeError:
+                raise WitnessCorrupt(path, number, "not ASCII text") from None
+            except (ValueError, RecursionError):  # (a line of ten thousand "[" nests too deep to parse)
+                raise WitnessCorrupt(path, number, "not JSON") from None
+            if not isinstance(entry, dict):
+                raise WitnessCorrupt(path, number, "not a JSON object")
+            if type(entry.get("seq")) is not int or entry["seq"] < 0:
+                raise WitnessCorrupt(path, number, "no sequence number")
+            out.append(entry)
         return out
+
+
+class WitnessCorrupt(IntegrityError):
+    """A witness file line that is not a checkpoint entry: the message names the file and the (1-based) line,
+    never the line's content."""
+
+    def __init__(self, path: Path, line: int, why: str) -> None:
+        self.path = path
+        self.line = line
+        self.why = why
+        super().__init__(f"witness file {path}, line {line}: {why}, not a checkpoint entry (the file was damaged "
+                         "or edited)")

@@ -73,27 +73,37 @@ def audit() -> None:
     """The ``mlguard audit`` group."""
 
 
-@audit.command("verify", help="Check the log's integrity without any decryption key. Exit 0 intact, 1 not.")
+@audit.command("verify", help="Check the log's integrity without any decryption key. Exit 0 intact, 1 not, 2 usage. "
+                              "Without --pubkey, checkpoints are checked against the public keys the store or "
+                              "bundle carries itself: that proves consistency, not who signed it.")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--bundle", "bundle", type=click.Path(path_type=Path, dir_okay=False), help="Evidence bundle.")
 @click.option("--witness", type=click.Path(path_type=Path, dir_okay=False), help="Witness file of checkpoints.")
-@click.option("--pubkey", "pubkeys", multiple=True, help="Trusted Ed25519 public key (hex); repeatable.")
+@click.option("--pubkey", "pubkeys", multiple=True,
+              help="Trusted Ed25519 public key (64 hex digits, from `mlguard keys show`); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--jobs", type=click.IntRange(min=1), help=JOBS_HELP)
 @click.pass_context
 def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witness: Path | None,
            pubkeys: tuple[str, ...], as_json: bool, jobs: int | None) -> None:
     from mlguard.audit.bundle import Bundle
-    from mlguard.audit.chain import Witness
-    from mlguard.audit.verify import verify_log, verify_store
+    from mlguard.audit.chain import Witness, WitnessCorrupt
+    from mlguard.audit.verify import VerifyResult, verify_log, verify_store
 
     if (store_url is None) == (bundle is None):
         raise click.UsageError("give exactly one of --store URL or --bundle FILE")
+    pinned = [_pubkey(p) for p in pubkeys]
     wit = None
     if witness is not None:
         if not witness.exists():
             raise click.UsageError(f"witness file {witness} does not exist")
-        wit = Witness.read(witness)
+        try:
+            wit = Witness.read(witness)
+        except WitnessCorrupt as exc:  # evidence damaged or edited: an integrity failure, not a usage error
+            _report(ctx, VerifyResult(ok=False, problem=str(exc), expected="a checkpoint entry on every line",
+                                      calculated=f"line {exc.line}: {exc.why}"), as_json, wit)
+        except OSError as exc:
+            raise click.UsageError(f"cannot read witness file {witness} ({exc.strerror})") from None
     store = None
     try:
         if bundle is not None:
@@ -106,10 +116,7 @@ def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witne
             keys, total = store.public_keys(), store.head()[0]
             store.close()
             store = None
-        trusted = None
-        if pubkeys:
-            pinned = {p.lower() for p in pubkeys}
-            trusted = {kid: pub for kid, pub in keys.items() if pub.hex() in pinned}
+        trusted = _trusted(pinned, keys) if pinned else None
         with _progress(total, "verify") as tick:
             if bundle is not None:
                 res = verify_log(rows, head=head, checkpoints=cps, public_keys=keys, trusted=trusted, witness=wit,
@@ -122,6 +129,33 @@ def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witne
     finally:
         if store is not None:
             store.close()
+    _report(ctx, res, as_json, wit)
+
+
+def _pubkey(text: str) -> bytes:
+    """A --pubkey value: a raw Ed25519 public key in hex (what `mlguard keys show` prints)."""
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise click.UsageError(f"--pubkey takes an Ed25519 public key as 64 hex digits, not {text[:80]!r}")
+    return key
+
+
+def _trusted(pinned: list[bytes], carried: dict[str, bytes]) -> dict[str, bytes]:
+    """The pinned keys, named by the key id the log gives them where it carries them, else by a hex prefix.
+
+    Why not the log's keys filtered by the pins (what this did): a pinned key the log does not carry then
+    vanished, and the witness's genuine entries signed by it read as signed by an untrusted key. The pins are
+    trusted whatever the log carries; its key ids only name them."""
+    names = {pub: kid for kid, pub in carried.items()}
+    return {names.get(pub, f"pinned key {pub.hex()[:16]}..."): pub for pub in pinned}
+
+
+def _report(ctx: click.Context, res: Any, as_json: bool, wit: list[dict[str, Any]] | None) -> None:
+    """Print a verdict and exit: 0 intact, 1 an integrity failure (its seq when it has one, expected and
+    calculated)."""
     if as_json:
         click.echo(json.dumps(res.as_dict()))
     if res.ok:
@@ -134,7 +168,7 @@ def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witne
                 click.echo(f"note: {note}")
         ctx.exit(0)
     if not as_json:
-        click.echo(f"INTEGRITY FAILURE at seq {res.seq}: {res.problem}")
+        click.echo(f"INTEGRITY FAILURE{'' if res.seq is None else f' at seq {res.seq}'}: {res.problem}")
         click.echo(f"  expected:   {res.expected}")
         click.echo(f"  calculated: {res.calculated}")
     ctx.exit(1)

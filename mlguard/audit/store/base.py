@@ -48,6 +48,16 @@ class ChainRow(NamedTuple):
     hash: bytes
 
 
+VerifyRow = tuple[int, bytes, bytes, str, str, str, str | None, str | None]
+"""What verify reads of a record: (seq, sealed, hash), then the clear columns the store filters on (audit_id, ts,
+kind, route, subject), which are not in the chain: verify compares them with the sealed header, which is. A plain
+tuple, not a NamedTuple: building one per row cost 0.14 us here, where verifying a record costs 4 us."""
+
+
+VERIFY_COLUMNS = "seq, sealed, hash, audit_id, ts, kind, route, subject"
+"""The columns of a VerifyRow, in its order (both stores' ``iter_verify`` select them)."""
+
+
 def row_from_db(r: Sequence[Any]) -> RecordRow:
     """A RecordRow from a database row in column order (drivers hand blobs back as memoryview or bytes)."""
     return RecordRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
@@ -82,6 +92,11 @@ def paged_rows(fetch: Callable[[int], Sequence[Sequence[Any]]], since_seq: int, 
 def chain_row_from_db(r: Sequence[Any]) -> ChainRow:
     """A ChainRow from (seq, sealed, hash) as a driver hands them back (memoryview or bytes)."""
     return ChainRow(r[0], bytes(r[1]), bytes(r[2]))
+
+
+def verify_row_from_db(r: Sequence[Any]) -> VerifyRow:
+    """A VerifyRow from its columns (VERIFY_COLUMNS) as a driver hands them back (memoryview or bytes)."""
+    return (r[0], bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7])
 
 
 DataKeyRow = tuple[str, str, str, str, str, bytes]
@@ -138,6 +153,13 @@ class AuditStore(ABC):
         of those three columns (verify is bound by reading rows, not by hashing them)."""
         for r in self.iter_rows(since_seq=since_seq, to_seq=to_seq):
             yield ChainRow(r.seq, r.sealed, r.hash)
+
+    def iter_verify(self, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[VerifyRow]:
+        """``iter_chain`` with the clear columns (audit id, ts, kind, route, subject): what ``mlguard audit verify``
+        reads, to check them against each record's sealed header. Stores override it with a query of those
+        columns only (no per-row conversion through RecordRow)."""
+        for r in self.iter_rows(since_seq=since_seq, to_seq=to_seq):
+            yield r.seq, r.sealed, r.hash, r.audit_id, r.ts, r.kind, r.route, r.subject
 
     @abstractmethod
     def get_row(self, audit_id: str) -> RecordRow | None: ...

@@ -22,15 +22,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from mlguard.audit.chain import GENESIS
 from mlguard.audit.store.base import (
     LOCK_TIMEOUT,
+    VERIFY_COLUMNS,
     AuditStore,
     ChainRow,
     DataKeyRow,
     RecordRow,
+    VerifyRow,
     WriteTx,
     chain_row_from_db,
     paged_rows,
     record_filters,
     row_from_db,
+    verify_row_from_db,
 )
 from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
 from mlguard.pgconn import liveness
@@ -232,6 +235,11 @@ class PostgresStore(AuditStore):
         where, args = record_filters("%s", since=None, until=None, route=None, subject=None, to_seq=to_seq)
         return self._paged(f"SELECT seq, sealed, hash FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}",
                            args, since_seq, chain_row_from_db)
+
+    def iter_verify(self, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[VerifyRow]:
+        where, args = record_filters("%s", since=None, until=None, route=None, subject=None, to_seq=to_seq)
+        return self._paged(f"SELECT {VERIFY_COLUMNS} FROM {self.s}.records WHERE {where} ORDER BY seq LIMIT {PAGE}",
+                           args, since_seq, verify_row_from_db)
 
     def _paged(self, sql: str, args: list[str | int], since_seq: int, make: Callable[[Any], T]) -> Iterator[T]:
         """``sql`` (its first parameter the last seq seen, then ``args``) a page at a time on the read connection."""

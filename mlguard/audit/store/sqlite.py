@@ -32,10 +32,12 @@ from typing import Any
 from mlguard.audit.chain import GENESIS
 from mlguard.audit.store.base import (
     LOCK_TIMEOUT,
+    VERIFY_COLUMNS,
     AuditStore,
     ChainRow,
     DataKeyRow,
     RecordRow,
+    VerifyRow,
     WriteTx,
     cp_from_json,
     paged_rows,
@@ -294,6 +296,18 @@ class SQLiteStore(AuditStore):
         # sqlite3 hands BLOBs back as bytes: the tuple is already a ChainRow's fields
         return paged_rows(lambda last: conn.execute(sql, (last, *args)).fetchall(), since_seq, PAGE,
                           ChainRow._make)
+
+    def iter_verify(self, *, since_seq: int = 0, to_seq: int | None = None) -> Iterator[VerifyRow]:
+        where, args = record_filters("?", since=None, until=None, route=None, subject=None, to_seq=to_seq)
+        sql = f"SELECT {VERIFY_COLUMNS} FROM records WHERE {where} ORDER BY seq LIMIT {PAGE}"
+        conn = self._r()
+        last = since_seq
+        while True:  # paged_rows without its per-row call: sqlite3's row tuples already are VerifyRows
+            rows: list[VerifyRow] = conn.execute(sql, (last, *args)).fetchall()
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
 
     def get_row(self, audit_id: str) -> RecordRow | None:
         r = self._r().execute("SELECT * FROM records WHERE audit_id = ?", (audit_id,)).fetchone()
