@@ -27,6 +27,7 @@ Findings carry entity, JSON path, offsets in the original string, recognizer, sc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -117,11 +118,19 @@ nothing is scanned (``scan_undeclared`` off) there are no hints either."""
 _NOT_NAME_CHARS = re.compile(r"[\W_]+")
 
 
+@functools.lru_cache(maxsize=4096)
+def _hint_of(name: str) -> MemberHint | None:
+    """The hint of a member name, normalised (case and separators ignored). Cached: the walk asks for every
+    scanned value of every request, and a service's member names repeat (about 40 per request in the credit
+    example: the regex and casefold cost more than the rest of the hint check)."""
+    return MEMBER_HINTS.get(_NOT_NAME_CHARS.sub("", name.casefold()))
+
+
 def member_hint(name: str, value: Any) -> str | None:
     """The entity ``value`` is taken as because of its member ``name`` (MEMBER_HINTS), or None."""
     if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
         return None
-    hint = MEMBER_HINTS.get(_NOT_NAME_CHARS.sub("", name.casefold()))
+    hint = _hint_of(name)
     if hint is None:
         return None
     if isinstance(value, str):
