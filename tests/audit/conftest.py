@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,12 @@ def store(store_url: str) -> Iterator[AuditStore]:
     s = open_store(store_url)
     yield s
     s.close()
+
+
+def raw_sql(store: AuditStore, stmt: str, *params: Any) -> None:
+    """Run a raw statement on either store, as a tamperer would ({t}: the table prefix, ?: the placeholder)."""
+    with store._txn() as tx:  # type: ignore[attr-defined]
+        if hasattr(tx, "cur"):
+            tx.cur.execute(stmt.format(t=f"{store.s}.").replace("?", "%s"), params)  # type: ignore[attr-defined]
+        else:
+            tx.c.execute(stmt.format(t=""), params)

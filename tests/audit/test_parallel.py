@@ -29,6 +29,7 @@ from mlguard.audit.writer import AuditWriter
 from mlguard.cli import cli
 from mlguard.errors import IntegrityError, MLGuardError
 from mlguard.keys import Keyring
+from tests.audit.conftest import raw_sql
 
 _REAL_OTHER_THREADS = parallel.other_threads
 
@@ -64,15 +65,6 @@ def _fill(store: AuditStore, keyring: Keyring) -> None:
             w.checkpoint()
 
 
-def _sql(store: AuditStore, stmt: str, *params: Any) -> None:
-    """Run a raw statement on either store ({t}: the table prefix, ?: the placeholder)."""
-    with store._txn() as tx:  # type: ignore[attr-defined]
-        if hasattr(tx, "cur"):
-            tx.cur.execute(stmt.format(t=f"{store.s}.").replace("?", "%s"), params)  # type: ignore[attr-defined]
-        else:
-            tx.c.execute(stmt.format(t=""), params)
-
-
 def _sealed(store: AuditStore, seq: int) -> bytes:
     return next(r.sealed for r in store.iter_chain(since_seq=seq - 1, to_seq=seq))
 
@@ -80,20 +72,20 @@ def _sealed(store: AuditStore, seq: int) -> bytes:
 def _flip(store: AuditStore, seq: int) -> None:
     blob = bytearray(_sealed(store, seq))
     blob[len(blob) // 2] ^= 1
-    _sql(store, "UPDATE {t}records SET sealed = ? WHERE seq = ?", bytes(blob), seq)
+    raw_sql(store, "UPDATE {t}records SET sealed = ? WHERE seq = ?", bytes(blob), seq)
 
 
 def _swap(store: AuditStore, a: int, b: int) -> None:
     ra, rb = (next(iter(store.iter_chain(since_seq=s - 1, to_seq=s))) for s in (a, b))
-    _sql(store, "UPDATE {t}records SET sealed = ?, hash = ? WHERE seq = ?", rb.sealed, rb.hash, a)
-    _sql(store, "UPDATE {t}records SET sealed = ?, hash = ? WHERE seq = ?", ra.sealed, ra.hash, b)
+    raw_sql(store, "UPDATE {t}records SET sealed = ?, hash = ? WHERE seq = ?", rb.sealed, rb.hash, a)
+    raw_sql(store, "UPDATE {t}records SET sealed = ?, hash = ? WHERE seq = ?", ra.sealed, ra.hash, b)
 
 
 def _bad_checkpoint(store: AuditStore) -> None:
     cps = store.checkpoints()
     cp = dict(cps[1])  # the one at seq 8, a window boundary
     cp["sig"] = cps[0]["sig"]
-    _sql(store, "UPDATE {t}checkpoints SET doc = ? WHERE seq = ?", json.dumps(cp, sort_keys=True), cp["seq"])
+    raw_sql(store, "UPDATE {t}checkpoints SET doc = ? WHERE seq = ?", json.dumps(cp, sort_keys=True), cp["seq"])
 
 
 CORRUPTIONS = {
@@ -102,13 +94,13 @@ CORRUPTIONS = {
     "flip last of a window": lambda s: _flip(s, 8),
     "flip first of a window": lambda s: _flip(s, 9),
     "flip last record": lambda s: _flip(s, N),
-    "delete first of a window": lambda s: _sql(s, "DELETE FROM {t}records WHERE seq = ?", 13),
-    "delete last of a window": lambda s: _sql(s, "DELETE FROM {t}records WHERE seq = ?", 16),
-    "delete a whole window": lambda s: _sql(s, "DELETE FROM {t}records WHERE seq > ? AND seq <= ?", 16, 20),
+    "delete first of a window": lambda s: raw_sql(s, "DELETE FROM {t}records WHERE seq = ?", 13),
+    "delete last of a window": lambda s: raw_sql(s, "DELETE FROM {t}records WHERE seq = ?", 16),
+    "delete a whole window": lambda s: raw_sql(s, "DELETE FROM {t}records WHERE seq > ? AND seq <= ?", 16, 20),
     "swap across windows": lambda s: _swap(s, 11, 14),
-    "stored hash edited": lambda s: _sql(s, "UPDATE {t}records SET hash = ? WHERE seq = ?", b"\x01" * 32, 20),
-    "truncated tail": lambda s: _sql(s, "DELETE FROM {t}records WHERE seq > ?", 22),
-    "inserted beyond the end": lambda s: _sql(
+    "stored hash edited": lambda s: raw_sql(s, "UPDATE {t}records SET hash = ? WHERE seq = ?", b"\x01" * 32, 20),
+    "truncated tail": lambda s: raw_sql(s, "DELETE FROM {t}records WHERE seq > ?", 22),
+    "inserted beyond the end": lambda s: raw_sql(
         s, "INSERT INTO {t}records SELECT seq + 10, audit_id || 'x', ts, kind, route, subject, sealed, hash "
            "FROM {t}records WHERE seq = ?", N),
     "checkpoint signature replaced": _bad_checkpoint,
@@ -177,7 +169,7 @@ def test_export_worker_error_reaches_the_caller(tmp_path: Path, keyring: Keyring
     store = open_store(url)
     try:
         _fill(store, keyring)
-        _sql(store, "UPDATE {t}records SET sealed = ? WHERE seq = ?", b"not a sealed record", 10)
+        raw_sql(store, "UPDATE {t}records SET sealed = ? WHERE seq = ?", b"not a sealed record", 10)
     finally:
         store.close()
     for jobs in (1, 2):
@@ -199,7 +191,7 @@ def test_an_edited_filter_column_is_caught_when_read(store_url: str, keyring: Ke
     try:
         _fill(store, keyring)
         value = {"ts": "2020-01-01T00:00:00.000Z", "route": "/other", "kind": "admin_read"}[column]
-        _sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, 13)
+        raw_sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, 13)
     finally:
         store.close()
     for jobs in (1, 2):

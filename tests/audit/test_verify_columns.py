@@ -22,6 +22,7 @@ from mlguard.audit.verify import column_problem, columns_match, verify_log, veri
 from mlguard.audit.writer import AuditWriter
 from mlguard.cli import cli
 from mlguard.keys import Keyring
+from tests.audit.conftest import raw_sql
 
 T0 = 1_790_000_000.0
 N = 24
@@ -50,14 +51,6 @@ def _fill(store: AuditStore, keyring: Keyring) -> None:
         w.append_now([item])
         if i in (8, 16):
             w.checkpoint()
-
-
-def _sql(store: AuditStore, stmt: str, *params: Any) -> None:
-    with store._txn() as tx:  # type: ignore[attr-defined]
-        if hasattr(tx, "cur"):
-            tx.cur.execute(stmt.format(t=f"{store.s}.").replace("?", "%s"), params)  # type: ignore[attr-defined]
-        else:
-            tx.c.execute(stmt.format(t=""), params)
 
 
 def _verdicts(url: str) -> list[dict[str, Any]]:
@@ -97,7 +90,7 @@ def test_each_edited_column_is_found_at_its_seq(store_url: str, keyring: Keyring
     store = open_store(store_url)
     try:
         _fill(store, keyring)
-        _sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, seq)
+        raw_sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, seq)
     finally:
         store.close()
     verdicts = _verdicts(store_url)
@@ -123,7 +116,7 @@ def test_null_and_escaped_values_are_compared_exactly(store_url: str, keyring: K
     store = open_store(store_url)
     try:
         _fill(store, keyring)
-        _sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, seq)
+        raw_sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, seq)
     finally:
         store.close()
     for got in _verdicts(store_url):
@@ -137,8 +130,8 @@ def test_several_columns_edited_are_named_together_and_the_first_record_wins(tmp
     store = open_store(url)
     try:
         _fill(store, keyring)
-        _sql(store, "UPDATE records SET ts = ?, subject = ? WHERE seq = ?", "2020-01-01T00:00:00.000000Z", "x", 17)
-        _sql(store, "UPDATE records SET kind = ? WHERE seq = ?", "gap", 21)
+        raw_sql(store, "UPDATE records SET ts = ?, subject = ? WHERE seq = ?", "2020-01-01T00:00:00.000000Z", "x", 17)
+        raw_sql(store, "UPDATE records SET kind = ? WHERE seq = ?", "gap", 21)
     finally:
         store.close()
     for got in _verdicts(url):
@@ -154,7 +147,7 @@ def test_an_edited_record_is_reported_as_edited_not_as_its_columns(tmp_path: Pat
         _fill(store, keyring)
         sealed = bytearray(next(store.iter_chain(since_seq=9, to_seq=10)).sealed)
         sealed[-1] ^= 1
-        _sql(store, "UPDATE records SET sealed = ?, subject = ? WHERE seq = ?", bytes(sealed), "x", 10)
+        raw_sql(store, "UPDATE records SET sealed = ?, subject = ? WHERE seq = ?", bytes(sealed), "x", 10)
     finally:
         store.close()
     for got in _verdicts(url):
