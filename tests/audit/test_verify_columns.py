@@ -84,15 +84,20 @@ def test_an_unedited_log_verifies_on_every_path(store_url: str, keyring: Keyring
         assert got["ok"] and got["records"] == N, got
 
 
-@pytest.mark.parametrize("column", list(EDITS))
-def test_each_edited_column_is_found_at_its_seq(store_url: str, keyring: Keyring, column: str) -> None:
-    seq, value = EDITS[column]
+def _fill_and_edit(store_url: str, keyring: Keyring, column: str, value: str | None, seq: int) -> None:
+    """Write the test log, then edit one record's clear column as a tamperer would."""
     store = open_store(store_url)
     try:
         _fill(store, keyring)
         raw_sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, seq)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("column", list(EDITS))
+def test_each_edited_column_is_found_at_its_seq(store_url: str, keyring: Keyring, column: str) -> None:
+    seq, value = EDITS[column]
+    _fill_and_edit(store_url, keyring, column, value, seq)
     verdicts = _verdicts(store_url)
     assert verdicts[1:] == [verdicts[0]] * 2  # the same report whichever path found it
     got = verdicts[0]
@@ -113,12 +118,7 @@ def test_null_and_escaped_values_are_compared_exactly(store_url: str, keyring: K
                                                       value: str | None) -> None:
     """The column text is never trusted to be the header's JSON: a column holding the header's escaped text of
     its value (backslashes and all) is as wrong as any other value."""
-    store = open_store(store_url)
-    try:
-        _fill(store, keyring)
-        raw_sql(store, f"UPDATE {{t}}records SET {column} = ? WHERE seq = ?", value, seq)
-    finally:
-        store.close()
+    _fill_and_edit(store_url, keyring, column, value, seq)
     for got in _verdicts(store_url):
         assert (got["ok"], got["seq"]) == (False, seq), got
         assert f"store column {column} differs" in got["problem"]
