@@ -393,10 +393,16 @@ _NUM_NAME_NUM = re.compile(  # "971 Kesk 53"; not "2026-10-11 to 2026-10-15" nor
 _CARD_CONTEXT = re.compile(
     r"\b(?:card|cc|visa|mastercard|amex|credit)\b\D{0,25}?(?P<value>\d(?:[ _-]?\d){11,18})\b", _I)
 # A PAN whose digit groups are joined by underscores ("4111_1111_1111_1111", how some exports and log lines
-# write it) is still a PAN, yet passed through whole: Presidio's card pattern takes only spaces and hyphens, and
-# its word boundaries never fall between a digit and "_". Groups of 3 to 6 digits (4-4-4-4, Amex 4-6-5, Diners
-# 4-6-4, 19-digit 4-4-4-4-3), 13 to 19 digits in all, and the Luhn check, as Presidio asks of the others.
-_CARD_UNDERSCORE = re.compile(r"(?<![^\W_])\d{4}(?:_\d{3,6}){2,4}(?![^\W_])")
+# write it) or by dots ("4111.1111.1111.1111", as some European forms do) is still a PAN, yet passed through
+# whole or in part: Presidio's card pattern takes only spaces and hyphens, its word boundaries never fall between
+# a digit and "_", and its MAC address pattern took the first twelve dotted digits, leaving the last four. Groups
+# of 3 to 6 digits (4-4-4-4, Amex 4-6-5, Diners 4-6-4, 19-digit 4-4-4-4-3), one separator throughout, 13 to 19
+# digits in all, and the Luhn check, as Presidio asks of the others.
+_CARD_JOINED = re.compile(r"(?<![^\W_])(?<!\d\.)\d{4}([_.])\d{3,6}(?:\1\d{3,6}){1,3}(?![^\W_])(?!\.\d)")
+# Mastercard's 2-series (BINs 222100-272099, issued since 2017) is missing from Presidio's card pattern, which
+# starts a PAN only with 1, 3, 4, 5 or 6: "2223 0031 2200 3222" without a "card" nearby was left whole or read as a
+# date. Sixteen digits in groups of four, joined by one space or hyphen or not at all, Luhn-checked.
+_CARD_MC2 = re.compile(r"\b(?:222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720)([ -]?)\d{4}(?:\1\d{4}){2}\b")
 
 
 def _pan_ok(value: str) -> bool:
@@ -460,8 +466,8 @@ def builtin_recognizers() -> list[EntityRecognizer]:
         ], name="MLGuardZipRecognizer", context=["zip", "postal", "postcode"]),
         RegexRecognizer("CREDIT_CARD", [_group(_CARD_CONTEXT, 0.6, "card_context")],
                         name="MLGuardCardContextRecognizer"),
-        RegexRecognizer("CREDIT_CARD", [Rx(_CARD_UNDERSCORE, 1.0, 0, "pan_underscores")],
-                        name="MLGuardCardUnderscoreRecognizer", validator=_pan_ok),
+        RegexRecognizer("CREDIT_CARD", [Rx(_CARD_JOINED, 1.0, 0, "pan_joined"), Rx(_CARD_MC2, 1.0, 0, "pan_mc2")],
+                        name="MLGuardCardPatternRecognizer", validator=_pan_ok),
         RegexRecognizer("DATE_TIME", [Rx(_DATETIME, 0.6, 0, "iso_datetime")], name="MLGuardDateTimeRecognizer"),
         RegexRecognizer("DATE_OF_BIRTH", [_group(_DOB, 0.95, "dob_context")], name="MLGuardDobRecognizer"),
         RegexRecognizer("MEDICAL_RECORD_NUMBER", [_group(_MRN, 0.95, "mrn_context")],

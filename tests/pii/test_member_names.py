@@ -163,6 +163,26 @@ def test_a_pan_with_underscores_is_a_pan(pci: Redactor, text: str) -> None:
     assert [f.entity for f in findings] == ["CREDIT_CARD"]
 
 
+@pytest.mark.parametrize(("text", "middle"), [  # PCI DSS masking keeps the first six and last four digits
+    ("paid with 4539.1488.0343.6467 today", "0343"),  # dots: the MAC address pattern took 12 digits of 16
+    ("card 3782.822463.10005", "2463"),
+    ("pay with 2223 0031 2200 3222 now", "2200"),  # Mastercard 2-series: read as a date, not a card
+    ("pay with 2223003122003222 now", "312200"),
+    ("charged 2720-9912-3456-7803 yesterday", "3456"),
+])
+def test_a_pan_with_dots_or_of_the_mastercard_2_series_is_a_pan(pci: Redactor, text: str, middle: str) -> None:
+    out, findings = pci.redact({"note": text}, CARD_RULES)
+    assert middle not in out["note"]
+    assert [f.entity for f in findings] == ["CREDIT_CARD"]
+
+
+@pytest.mark.parametrize("text", ["build 4111.1111.1111.1112 done", "version 2024.11.27 and 10.0.0.1",
+                                  "order 2223 0031 2200 3223 shipped"])
+def test_dotted_or_2_series_digits_failing_luhn_are_not_a_pan(pci: Redactor, text: str) -> None:
+    _, findings = pci.redact({"note": text}, CARD_RULES)
+    assert "CREDIT_CARD" not in {f.entity for f in findings}
+
+
 def test_underscored_digits_failing_luhn_are_not_a_pan(pci: Redactor) -> None:
     doc = {"note": "batch 4111_1111_1111_1112 done"}
     _, findings = pci.redact(doc, CARD_RULES)
