@@ -18,11 +18,12 @@ from mlguard.config import GuardConfig, load_config
 from mlguard.errors import ConfigError
 from mlguard.logs import mask_route_paths
 from mlguard.oversight import Oversight
-from mlguard.policy import EffectivePolicy, resolve_policies
+from mlguard.policy import EffectivePolicy, policy_notices, resolve_policies
 from mlguard.routes import CompiledRoute, RouteTable, compile_route
 from mlguard.stage import STAGE_ORDER, BuildContext, Stage
 
 log = logging.getLogger("mlguard.runtime")
+policy_log = logging.getLogger("mlguard.policy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,9 @@ class CheckedConfig:
     policy: EffectivePolicy
     retention_max: str | None
     routes: list[CompiledRoute]
+    notices: list[tuple[int, str]]
+    """What to tell the deployment about its policies (``policy_notices`` of the global and every route's
+    composition, each once): logged by ``Guard`` when it starts, printed by ``mlguard config check``."""
 
 
 def check_config(config: GuardConfig, *, file: str | Path | None = None, files: bool = False) -> CheckedConfig:
@@ -53,11 +57,13 @@ def check_config(config: GuardConfig, *, file: str | Path | None = None, files: 
         custom = [str(spec.get("entity", "")) for spec in config.pii_engine.custom_recognizers
                   if isinstance(spec, Mapping)]
         routes: list[CompiledRoute] = []
+        notices = dict.fromkeys(policy_notices(policy))
         for i, route in enumerate(config.routes):
             route_policy = policy
             if route.policies is not None:
                 route_policy = _compose(route.policies, base_dir, field=f"routes.{i}.policies")
                 route_policy.check_retention_max(config.retention.max)  # its records share the one trail
+                notices.update(dict.fromkeys(policy_notices(route_policy)))
             routes.append(compile_route(i, route, route_policy, custom_entities=custom))
             if files and route.model is not None:
                 from mlguard.explain.binding import check_binding
@@ -65,7 +71,7 @@ def check_config(config: GuardConfig, *, file: str | Path | None = None, files: 
                 check_binding(i, route.model, base_dir=base_dir)
     except ConfigError as exc:
         raise located(exc, file) from None
-    return CheckedConfig(config, policy, retention_max, routes)
+    return CheckedConfig(config, policy, retention_max, routes, list(notices))
 
 
 def _compose(names: list[str], base_dir: Path | None, *, field: str) -> EffectivePolicy:
@@ -101,6 +107,8 @@ class Guard:
         self.config = load_config(config)
         logging.getLogger("mlguard").setLevel(self.config.log_level)
         checked = check_config(self.config, file=file)
+        for level, notice in checked.notices:
+            policy_log.log(level, notice)
         self.policy: EffectivePolicy = checked.policy
         self.retention_max = checked.retention_max
         routes = checked.routes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -29,6 +30,8 @@ def check(ctx: click.Context, file: Path) -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(1)
+    for level, notice in checked.notices:
+        click.echo(f"{'warning' if level >= logging.WARNING else 'note'}: {notice}", err=True)
     click.echo(f"{file}: ok ({len(checked.routes)} routes; policies {', '.join(checked.policy.ids)})")
 
 

@@ -32,6 +32,7 @@ from mlguard.policy.load import (
     clear_cache,
     find_policy,
     load_policy_file,
+    policy_notices,
     resolve_policies,
     resolve_policy,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "find_policy",
     "load_policy_file",
     "parse_duration",
+    "policy_notices",
     "resolve_policies",
     "resolve_policy",
 ]

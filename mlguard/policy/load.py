@@ -35,11 +35,10 @@ __all__ = [
     "clear_cache",
     "find_policy",
     "load_policy_file",
+    "policy_notices",
     "resolve_policies",
     "resolve_policy",
 ]
-
-_log = logging.getLogger("mlguard.policy")
 
 BASE_POLICY = "base"
 """The neutral policy of engineering defaults: every shipped policy extends it, and it fills in what the
@@ -201,23 +200,30 @@ def resolve_policies(names: Sequence[str | Path], base_dir: Path | None = None) 
         resolved.append(policy)
     fallback = resolve_policy(BASE_POLICY) if BASE_POLICY in bundled_policies() else None
     effective = compose(resolved, fallback=fallback)
-    _warn_review(effective)
     with _lock:
         effective = _effective_cache.setdefault(key, effective)
     return effective
 
 
-def _warn_review(policy: EffectivePolicy) -> None:
-    today = date.today()
+def policy_notices(policy: EffectivePolicy, today: date | None = None) -> list[tuple[int, str]]:
+    """What a deployment is told about its composed policy, as (logging level, text): a policy past its
+    ``review_by`` date, one not yet in effect (enforced all the same) and each conflict the composition resolved.
+
+    Told when a guard starts (``Guard`` logs them) and by ``mlguard config check`` (prints them), not when the
+    policy is composed: composition is cached per process, so a notice logged there was said only by whichever
+    caller composed first; under ``mlguard serve`` with one worker that was the pre-start check, whose logger
+    showed warnings only, and "applies from" was never seen."""
+    today = today or date.today()
+    out: list[tuple[int, str]] = []
     for s in policy.sources:
         if s.review_by < today:
-            _log.warning("policy %s (version %s) is past its review_by date %s: check it against the law",
-                         s.id, s.version, s.review_by.isoformat())
+            out.append((logging.WARNING, f"policy {s.id} (version {s.version}) is past its review_by date "
+                                         f"{s.review_by.isoformat()}: check it against the law"))
         if s.effective_from > today:
-            _log.info("policy %s applies from %s; it is enforced now as configured", s.id,
-                      s.effective_from.isoformat())
-    for c in policy.conflicts:
-        _log.warning("policy conflict on %s: %s", c.field, c.resolution)
+            out.append((logging.INFO, f"policy {s.id} applies from {s.effective_from.isoformat()}; it is enforced "
+                                      "now as configured"))
+    out += [(logging.WARNING, f"policy conflict on {c.field}: {c.resolution}") for c in policy.conflicts]
+    return out
 
 
 def clear_cache() -> None:
