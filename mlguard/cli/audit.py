@@ -54,6 +54,22 @@ def _open(url: str) -> Any:
         raise click.UsageError(str(exc)) from None
 
 
+def _open_to_write(url: str, keys: Any) -> Any:
+    """The store, opened for a command that destroys keys and appends (shred, purge), refused (usage error)
+    when ``keys`` shares no key with its log, as serve refuses it (``check_keyring_fits``). Without it a
+    keyring of another deployment made shred look for a pseudonym the log never held and blame the subject id,
+    and would have signed the tombstone's checkpoint with a key the log does not know."""
+    from mlguard.audit.stage import check_keyring_fits
+
+    store = _open(url)
+    try:
+        check_keyring_fits(store, keys)
+    except MLGuardError as exc:
+        store.close()
+        raise click.UsageError(str(exc)) from None
+    return store
+
+
 def _keyring(path: Path | None, given: _Given | None = None) -> Any:
     """The keyring at ``path``; else env MLGUARD_KEYRING; else the config's ``audit.keyring`` (the order serve
     uses: the environment wins over the file)."""
@@ -386,7 +402,7 @@ def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subje
     erased = None
     store = None
     try:
-        store = _open(url)
+        store = _open_to_write(url, keys)
         subj = str(pseudonym(keys, subject))
         days = store.subject_periods(subj)
         if days and not override_retention:
@@ -463,7 +479,7 @@ def purge(ctx: click.Context, store_url: str | None, keyring: Path | None, confi
         cut = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     url = given.store(store_url)
     keys = _keyring(keyring, given)
-    store = _open(url)
+    store = _open_to_write(url, keys)
     try:
         try:
             now = datetime.now(UTC)

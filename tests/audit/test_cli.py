@@ -388,3 +388,25 @@ def test_verify_counts_checkpoints_and_witness_entries_apart(log: tuple[str, Pat
     code, out = run("audit", "verify", "--store", url, "--witness", str(tmp_path / "w.jsonl"), "--json")
     doc = json.loads(out)
     assert (doc["checkpoints"], doc["witness_entries"]) == (2, 2)
+
+
+@pytest.mark.parametrize("command", [("shred", "--subject", "s0", "--override-retention"),
+                                     ("purge", "--policy", "gdpr", "--before", "2099-01-01")])
+def test_shred_and_purge_refuse_a_keyring_that_is_not_the_logs(ecoa_log: tuple[str, Path, Keyring], tmp_path: Path,
+                                                               command: tuple[str, ...]) -> None:
+    """With another deployment's keyring, purge read none of the records' policies (none decrypt), so ecoa's
+    25-month minimum held nothing back, and destroyed the keys; shred could not find the subject (its pseudonym is
+    keyed) and blamed the id. Both now refuse the keyring as serve does, before anything changes."""
+    url, kpath, _ = ecoa_log
+    other = tmp_path / "other.keyring"
+    assert run("keys", "init", "--out", str(other))[0] == 0
+    store = open_store(url)
+    before = store.head()
+    store.close()
+    code, out = run("audit", command[0], "--store", url, "--keyring", str(other), *command[1:])
+    assert code == 2, out
+    assert "shares no key with the audit store's existing log" in out and str(other) in out
+    store = open_store(url)
+    assert store.head() == before  # no tombstone
+    store.close()
+    assert _readable(url, kpath, tmp_path) == 6  # no data key destroyed
