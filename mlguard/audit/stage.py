@@ -120,7 +120,8 @@ class AuditStage(BaseStage):
         self.durability = settings.durability
         self.writer = AuditWriter(self.store, self.keys, checkpoint_every=settings.checkpoint_every,
                                   checkpoint_seconds=settings.checkpoint_seconds, witness=witness,
-                                  queue_size=settings.queue_size, pipeline=self.durability == "async")
+                                  queue_size=settings.queue_size, pipeline=self.durability == "async",
+                                  write_timeout=settings.write_timeout)
         self.writer.start()
         self.reader = AuditReader(self.store, self.keys, cache_keys=False)
         ctx.shared["audit_events"] = self

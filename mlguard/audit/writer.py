@@ -22,6 +22,15 @@ with the batch just answered (up to the 5 ms switch interval each): 17-57 ms per
 checkpoints (and the last one at close) still take a transaction of their own.
 Failures are never swallowed: the waiting requests get AuditUnavailable, and the error is logged.
 
+A store that accepts a connection and then never answers (a PostgreSQL server stopped with SIGSTOP, a storage
+volume hung, a network path that drops packets while the peer's kernel keeps acknowledging) would hold the thread
+in the driver's read with no error at all, and every sync request behind it for ever. With ``write_timeout`` a
+watchdog thread notices a transaction open longer than that and declares the store stalled: the waiters of that
+batch get AuditUnavailable (whether it will commit is unknown), everything queued behind it and every record
+submitted while it stays stalled gets Unrecorded (``store_timeout``: never sent, listed in a gap record later), and
+health reports ``StoreTimeout``. The transaction itself cannot be taken back from the driver; when the store
+answers again it ends (committed or failed) and the writer goes on as after any batch.
+
 ``pipeline=True`` (async durability) splits the work over two threads: the writer thread seals batch N+1
 (Python, holding the GIL) while a committer thread runs batch N's INSERT and COMMIT (SQLite and the fsync,
 which release the GIL), so a backlog drains at the rate of the slower side instead of the sum of both. The
@@ -68,10 +77,16 @@ Waiter = Future[int] | AsyncWaiter | None
 loop, instead of one cross-thread call per record), or nobody (async durability)."""
 
 
+class StoreTimeout(AuditUnavailable):
+    """The store has held a write transaction open longer than ``write_timeout`` (the health flag's error)."""
+
+
 class Unrecorded(AuditUnavailable):
     """A record known not to be written; ``reason`` says why, as its gap record will: ``queue_full`` (the
     bounded queue was full, nothing reached the store) or ``store_error`` (its batch failed and was rolled
-    back). A plain AuditUnavailable from the writer means it failed unexpectedly and does not know."""
+    back; ``store_timeout``: queued or submitted while the store was stalled, never sent). A plain
+    AuditUnavailable from the writer means it does not know (it failed unexpectedly, or the batch was still in
+    the store's hands when the write timeout passed)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -81,8 +96,9 @@ class Unrecorded(AuditUnavailable):
 class AuditWriter:
     def __init__(self, store: AuditStore, keys: KeyProvider, *, sealer: Sealer | None = None,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 60.0, witness: Path | None = None,
-                 queue_size: int = 10_000, pipeline: bool = False) -> None:
+                 queue_size: int = 10_000, pipeline: bool = False, write_timeout: float | None = None) -> None:
         self.store = store
+        self.write_timeout = write_timeout
         self.pipeline = pipeline
         self.keys = keys
         self.sealer = sealer or Sealer(keys)
@@ -115,6 +131,13 @@ class AuditWriter:
         self._last_cp_signed = self._last_cp  # only ever moved by a checkpoint written (``_last_cp`` also by a retry)
         self._thread: threading.Thread | None = None
         self._committer: threading.Thread | None = None
+        # The write transaction in the store's hands: (monotonic start, its batch), set by the thread that runs
+        # it; read by the watchdog. ``_stalled``: the watchdog found it older than write_timeout (submissions are
+        # refused at once until it ends).
+        self._inflight: tuple[float, list[tuple[Pending, Waiter]]] | None = None
+        self._stalled = False
+        self._watchdog: threading.Thread | None = None
+        self._closing = threading.Event()
         # Pipeline hand-off: at most two sealed batches wait for the committer (bounded memory; the writer
         # thread then blocks, and the request-side queue fills as before).
         self._handoff: queue.Queue[_Job | object] = queue.Queue(maxsize=2)
@@ -138,9 +161,15 @@ class AuditWriter:
             self._thread = threading.Thread(target=self._run_pipelined if self.pipeline else self._run,
                                             name="mlguard-audit-writer", daemon=True)
             self._thread.start()
+            if self.write_timeout is not None:
+                self._watchdog = threading.Thread(target=self._watch, args=(self.write_timeout,),
+                                                  name="mlguard-audit-watchdog", daemon=True)
+                self._watchdog.start()
 
     def submit(self, item: Pending, *, wait: bool = True) -> Future[int] | None:
         """Queue a record; with ``wait`` the future resolves with its seq after COMMIT. Full -> AuditUnavailable."""
+        if self._stalled:
+            raise _stalled_error()
         fut: Future[int] | None = Future() if wait else None
         self._put((item, fut))
         return fut
@@ -156,6 +185,8 @@ class AuditWriter:
         over per iteration, the same load commits about 32 per batch (in-process, bench/audit.py's stage case
         and the end-to-end driver). The callback runs after the callbacks already ready; when the loop has
         nothing else to do it runs at once, so a lone request waits no longer than before."""
+        if self._stalled:
+            raise _stalled_error()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         pending = self._from_loops.get(loop)
@@ -171,6 +202,9 @@ class AuditWriter:
         """On ``loop``: queue what it submitted since the last hand-over, and wake the writer once."""
         entries = self._from_loops.pop(loop, None)
         if entries:
+            if self._stalled:  # submitted just before the watchdog's verdict: never sent either
+                self._resolve_batch(entries, [_stalled_error()] * len(entries))
+                return
             self._dq.extend(entries)
             self._wake()
 
@@ -233,6 +267,7 @@ class AuditWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Drain the queue, write pending gaps and a final checkpoint, stop the thread."""
+        self._closing.set()
         if self._thread is not None:
             deadline = time.monotonic() + timeout
             self._put(None, force=True)
@@ -242,6 +277,71 @@ class AuditWriter:
                 self._committer.join(max(0.0, deadline - time.monotonic()))
                 self._committer = None
 
+    # ------------------------------------------------------------------ the watchdog (write_timeout)
+
+    def _watch(self, timeout: float) -> None:
+        """Declare the store stalled once a transaction has been in its hands longer than ``timeout``: answer
+        that batch's waiters (unknown outcome) and fail what is queued behind it (never sent). Checks four times
+        per timeout, at most once a second: the cost is one attribute read."""
+        interval = min(1.0, timeout / 4)
+        while not self._closing.wait(interval):
+            inflight = self._inflight
+            if inflight is None or self._stalled or time.monotonic() - inflight[0] < timeout:
+                continue
+            self._stalled = True
+            exc = StoreTimeout(f"the audit store has not answered a write for {timeout:g} s (audit.write_timeout)")
+            self._write_failed(exc)
+            self.stats["errors"] += 1
+            log.error("audit store stalled: no answer within audit.write_timeout",
+                      extra={"error": "StoreTimeout", "records": len(inflight[1])})
+            with contextlib.suppress(Exception):
+                self._resolve_batch(inflight[1], [AuditUnavailable(str(exc))] * len(inflight[1]))
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Take every record queued (not yet sent) and fail it as ``store_timeout``: its waiter is answered,
+        a record nobody waits for (async) is noted for a gap record. The stop sentinel stays queued."""
+        taken: list[tuple[Pending, Waiter]] = []
+        stop = False
+        while True:
+            try:
+                entry = self._dq.popleft()
+            except IndexError:
+                break
+            if entry is None:
+                stop = True
+            else:
+                taken.append(entry)
+        if stop:
+            self._dq.append(None)
+        # Batches sealed ahead and handed to the committer (async durability) are not sent either; dropping one
+        # is safe: the batch after it finds its predicted head wrong and is re-sealed in its transaction.
+        stop_job = False
+        while True:
+            try:
+                job = self._handoff.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(job, _Job):
+                taken += job.batch
+            else:
+                stop_job = True
+            self._handoff.task_done()
+        if stop_job:
+            self._handoff.put(_STOP)
+        for item, waiter in taken:
+            if waiter is None:
+                self.note_gap(item.audit_id, "store_timeout")
+        with contextlib.suppress(Exception):
+            self._resolve_batch(taken, [_stalled_error()] * len(taken))
+
+    def _begin(self, batch: list[tuple[Pending, Waiter]]) -> None:
+        self._inflight = (time.monotonic(), batch)
+
+    def _end(self) -> None:
+        self._inflight = None
+        self._stalled = False
+
     # ------------------------------------------------------------------ synchronous use (CLI, tests)
 
     def append_now(self, items: list[Pending]) -> list[int]:
@@ -250,13 +350,16 @@ class AuditWriter:
 
     def checkpoint(self) -> dict[str, Any]:
         """Sign the store's head now, in a transaction of its own (idle, closing, the CLI)."""
+        self._begin([])
         try:
             seq, head = self.store.head()
             cp = make_checkpoint(self.keys, seq, head)
             self.store.add_checkpoint(cp)
         except Exception as exc:
+            self._end()
             self._write_failed(exc)
             raise
+        self._end()
         self._write_succeeded()
         self._checkpoint_written(cp)
         if self.witness is not None:
@@ -372,6 +475,7 @@ class AuditWriter:
         """Seal and commit ``batch`` in one transaction (with a checkpoint when one is due, or ``checkpoint``)."""
         items = [p for p, _ in batch]
         cp = None
+        self._begin(batch)
         try:
             with self.store.write() as tx:
                 seq0, prev = tx.head()
@@ -383,9 +487,11 @@ class AuditWriter:
                 if checkpoint or self._checkpoint_due(len(items)):
                     cp = self._checkpoint_in(tx, sealed[-1][0], sealed[-1][2])
         except BaseException as exc:
+            self._end()
             self._write_failed(exc)
             self._forget_prediction()
             raise
+        self._end()
         if self.pipeline:
             with self.sealer.write_lock:
                 self._committed = (sealed[-1][0], sealed[-1][2], gen)
@@ -509,6 +615,7 @@ class AuditWriter:
         if job.rows is None:
             return self._commit(job.batch)
         sealer = self.sealer
+        self._begin(job.batch)
         try:
             with self.store.write() as tx:
                 head = tx.head()
@@ -535,9 +642,11 @@ class AuditWriter:
                 tx.set_head(rows[-1].seq, rows[-1].hash)
                 cp = self._checkpoint_in(tx, rows[-1].seq, rows[-1].hash) if self._checkpoint_due(len(rows)) else None
         except BaseException as exc:
+            self._end()
             self._write_failed(exc)
             self._forget_prediction()
             raise
+        self._end()
         self._committed = (rows[-1].seq, rows[-1].hash, gen)
         self._after_commit(len(rows), cp)
         return [r.seq for r in rows]
@@ -606,6 +715,11 @@ class _Job:
     prev: bytes
     gen: int
     epoch: int
+
+
+def _stalled_error() -> Unrecorded:
+    return Unrecorded("the audit store is not answering (audit.write_timeout passed): record not sent",
+                      "store_timeout")
 
 
 def _resolve(results: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class AuditSettings(BaseModel):
@@ -30,6 +30,29 @@ class AuditSettings(BaseModel):
                     "failure_mode (fail_closed: 503) instead of waiting for ever. SQLite: the busy timeout; "
                     "PostgreSQL: lock_timeout on the writer's connection.",
     )
+
+    write_timeout: float = Field(
+        60.0, gt=0,
+        description="Seconds a write transaction may stay in the store's hands before the store is declared "
+                    "stalled (a server that accepts connections but never answers: stopped, hung storage, a "
+                    "silent network path): that batch's requests get the policy's failure_mode (fail_closed: "
+                    "503), as does every record while it stays stalled (listed in a gap record as "
+                    "store_timeout), and health reports StoreTimeout. Must exceed lock_timeout (unset, it is "
+                    "at least lock_timeout + 30), so that a lock wait is never cut short by it.",
+    )
+
+    @model_validator(mode="after")
+    def _write_timeout_after_lock_timeout(self) -> AuditSettings:
+        """Keep ``write_timeout`` above ``lock_timeout``: an unset one follows a raised lock timeout up (30 s
+        more), a set one at or below it is refused (a batch waiting its allowed time for the lock would be
+        declared stalled)."""
+        if self.write_timeout > self.lock_timeout:
+            return self
+        if "write_timeout" not in self.model_fields_set:
+            self.write_timeout = self.lock_timeout + 30.0
+            return self
+        raise ValueError(f"audit.write_timeout ({self.write_timeout:g} s) must exceed audit.lock_timeout "
+                         f"({self.lock_timeout:g} s): a batch may wait that long for the write lock")
 
     def witness_path(self, base_dir: Path | None) -> Path | None:
         """The witness file, a relative path resolved against the config's directory (the stage and the CLI

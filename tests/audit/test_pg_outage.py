@@ -14,6 +14,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,14 @@ PLANTED = {"name": "Ottoline Wexcombe", "id": "SUBJ-PG-OUTAGE-5521", "sex": "Pla
 
 
 class CuttableProxy:
-    """A TCP proxy 127.0.0.1:<port> -> target, with cut() (drop all, refuse new) and restore()."""
+    """A TCP proxy 127.0.0.1:<port> -> target, with cut() (drop all, refuse new) and restore(); freeze() holds
+    whatever either side sends, acknowledged and never delivered, until thaw() (a server alive on the network
+    that does not answer: stopped with SIGSTOP, or hung)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -65,6 +70,12 @@ class CuttableProxy:
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
 
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def _accept(self, ls: socket.socket) -> None:
         while True:
             try:
@@ -81,10 +92,10 @@ class CuttableProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -179,3 +190,50 @@ async def test_postgres_stopped_mid_load_then_back(tmp_path: Path, proxied_url: 
     finally:
         reader.store.close()
     assert not missing, f"{len(missing)} answered requests have no record"
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_postgres_that_stops_answering_is_bounded_then_back(tmp_path: Path,
+                                                                  proxied_url: tuple[str, CuttableProxy],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The server stays on the network but answers nothing (no reset, so TCP keepalives never fire): the request
+    whose batch is in its hands is answered 503 after audit.write_timeout, the next ones at once, health says
+    StoreTimeout; once it answers again the guard serves again by itself (tests/audit/test_write_timeout.py
+    checks the gap records on SQLite)."""
+    caplog.set_level(logging.DEBUG, logger="mlguard")
+    url, proxy = proxied_url
+    Keyring.create(tmp_path / "k.keyring")
+    cfg = {"policies": ["base"], "base_dir": str(tmp_path),
+           "audit": {"store": url, "keyring": "./k.keyring", "durability": "sync", "lock_timeout": 0.5,
+                     "write_timeout": 1.0},
+           "routes": [{"path": "/p", "subject": "$.id", "protected": {"sex": "$.sex"},
+                       "pii": {"$.name": "PERSON"}, "model": {"output": "$.score"}}]}
+    guard = Guard(cfg, stages=["audit"])
+    route = guard.table.routes[0]
+    route.policy = route.policy.model_copy(update={"failure_mode": "fail_closed"})
+    app = GuardMiddleware(model_app, guard=guard)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.post("/p", json=body(0))).status_code == 200
+        proxy.freeze()
+        t0 = time.monotonic()
+        stuck = await asyncio.wait_for(client.post("/p", json=body(1)), 15)
+        assert stuck.status_code == 503 and 1.0 <= time.monotonic() - t0 < 10
+        t1 = time.monotonic()
+        at_once = await client.post("/p", json=body(2))
+        assert at_once.status_code == 503 and time.monotonic() - t1 < 0.5
+        health = await client.get("/mlguard/health")
+        assert health.status_code == 503 and health.json()["failing"]["audit"]["error"] == "StoreTimeout"
+        for r in (stuck, at_once):
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert not any(v in r.text for v in PLANTED.values())
+        proxy.thaw()
+        served = None
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            served = await client.post("/p", json=body(3))
+            if served.status_code == 200:
+                break
+        assert served is not None and served.status_code == 200, "the guard did not recover by itself"
+    await guard.aclose()
+    assert not any(v in caplog.text for v in PLANTED.values())
