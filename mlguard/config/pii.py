@@ -70,7 +70,8 @@ class PIIEngineSettings(BaseModel):
     )
     countries: list[str] = Field(
         default_factory=lambda: ["us"],
-        description="ISO country codes whose country-specific Presidio recognizers load (generic ones always do).",
+        description="ISO country codes whose national-identifier recognizers load (Presidio's, whatever their "
+                    "language, and mlguard's FR_NIR), e.g. [us, uk, de, es, fr, it, pl]; generic ones always load.",
     )
     batch_size: int = Field(128, gt=0, description="Texts per nlp.pipe batch.")
     renew_after: int = Field(

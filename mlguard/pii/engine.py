@@ -41,7 +41,7 @@ import importlib.metadata
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,34 @@ def model_identity(nlp: Any, name: str) -> dict[str, Any]:
     }
 
 
+def country_recognizers(countries: Sequence[str], language: str, loaded: set[str]) -> list[Any]:
+    """Presidio's recognizers of ``countries`` that its loader left out because they are tied to another
+    language, made for ``language``.
+
+    Why: Presidio gives most European recognizers their country's language (DeIdCardRecognizer ``de``,
+    EsNieRecognizer ``es``, PlPeselRecognizer ``pl`` ...), and loads only those of the engine's language, so on
+    the English pipeline ``countries: [de, es, pl]`` loaded none of them and a PESEL, an NIE or a Personalausweis
+    number in free text reached the model. They are patterns, checksums and context words (in their own
+    language, as the documents are), not NLP: they work on any pipeline."""
+    import inspect
+
+    from presidio_analyzer import PatternRecognizer
+    from presidio_analyzer import predefined_recognizers as predefined
+
+    wanted = {c.lower() for c in countries}
+    out: list[Any] = []
+    for name in sorted(dir(predefined)):
+        cls = getattr(predefined, name)
+        if (not inspect.isclass(cls) or not issubclass(cls, PatternRecognizer) or name in loaded
+                or str(getattr(cls, "COUNTRY_CODE", "") or "").lower() not in wanted):
+            continue
+        make: Callable[..., Any] = cls  # each subclass fills in its own entity
+        if make().supported_language == language:
+            continue  # the loader's to load or leave out (its configuration omits some of ours by design)
+        out.append(make(supported_language=language))
+    return out
+
+
 class PIIEngine:
     """Presidio AnalyzerEngine + our recognizers; thread-safe for concurrent ``analyze_many`` calls."""
 
@@ -176,11 +204,14 @@ class PIIEngine:
                                                  countries=list(settings.countries))
         finally:
             presidio_log.setLevel(level)
+        for rec in country_recognizers(settings.countries, settings.language,
+                                       {type(r).__name__ for r in registry.recognizers}):
+            registry.add_recognizer(rec)
         # Ours replace these two: e-mail whatever the TLD; phones by format and context words (Presidio's
         # phonenumbers-based matcher cost ~12% of analysis time and found nothing more on the evaluation sets).
         registry.remove_recognizer("EmailRecognizer")
         registry.remove_recognizer("PhoneRecognizer")
-        for rec in builtin_recognizers():
+        for rec in builtin_recognizers(settings.countries):
             registry.add_recognizer(rec)
         for rec in custom_recognizers(settings.custom_recognizers, origin="pii_engine.custom_recognizers"):
             registry.add_recognizer(rec)

@@ -405,6 +405,30 @@ _CARD_JOINED = re.compile(r"(?<![^\W_])(?<!\d\.)\d{4}([_.])\d{3,6}(?:\1\d{3,6}){
 _CARD_MC2 = re.compile(r"\b(?:222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720)([ -]?)\d{4}(?:\1\d{4}){2}\b")
 
 
+# France's social security number (NIR, "numéro de sécurité sociale"): sex, year, month, department (2A/2B in
+# Corsica), commune, order and a two-digit key, 97 - (the first 13 digits mod 97), Corsica's departments counted
+# as 19 and 18. Presidio has no French recognizer; the spaCy pipeline read "1 84 12 76 451 089 46" as dates and
+# left most of it. Groups may be spaced as on the carte Vitale.
+_FR_NIR = re.compile(r"\b[1-478] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}\b")
+
+
+def _nir_ok(value: str) -> bool:
+    """The NIR's key: 97 - (its first 13 characters as a number, 2A -> 19, 2B -> 18) mod 97."""
+    compact = value.replace(" ", "").upper()
+    body, key = compact[:13], compact[13:]
+    body = body[:5] + body[5:7].replace("2A", "19").replace("2B", "18") + body[7:]
+    return body.isdigit() and key.isdigit() and 97 - int(body) % 97 == int(key)
+
+
+COUNTRY_RECOGNIZERS: dict[str, Callable[[], list[EntityRecognizer]]] = {
+    "fr": lambda: [RegexRecognizer("FR_NIR", [Rx(_FR_NIR, 0.85, 0, "fr_nir")], name="MLGuardFrNirRecognizer",
+                                   context=["sécurité sociale", "securite sociale", "nir", "insee", "vitale",
+                                            "social security"], validator=_nir_ok)],
+}
+"""mlguard's own recognizers of one country, loaded when ``pii_engine.countries`` names it (Presidio's come
+with their country code, ``mlguard.pii.engine.country_recognizers``)."""
+
+
 def _pan_ok(value: str) -> bool:
     """13 to 19 digits passing the Luhn check."""
     return 13 <= sum(c.isdigit() for c in value) <= 19 and luhn(value)
@@ -441,9 +465,12 @@ class _NameLineRecognizer(RegexRecognizer):
         return super().analyze(text, entities, nlp_artifacts)
 
 
-def builtin_recognizers() -> list[EntityRecognizer]:
-    """The recognizers mlguard adds to Presidio's defaults (and its e-mail replacement)."""
+def builtin_recognizers(countries: Sequence[str] = ()) -> list[EntityRecognizer]:
+    """The recognizers mlguard adds to Presidio's defaults (and its e-mail replacement), with those of
+    ``countries`` (``COUNTRY_RECOGNIZERS``)."""
+    extra = [r for c in dict.fromkeys(c.lower() for c in countries) for r in COUNTRY_RECOGNIZERS.get(c, list)()]
     return [
+        *extra,
         RegexRecognizer("EMAIL_ADDRESS", [Rx(_EMAIL, 0.9, 0, "email_any_tld")], name="MLGuardEmailRecognizer",
                         context=["email", "e-mail", "mail"], validator=email_tld),
         _AddressRecognizer("STREET_ADDRESS", [

@@ -75,6 +75,21 @@ KNOWN_ENTITIES: frozenset[str] = frozenset({
     # mlguard's recognizers (issue 3)
     "STREET_ADDRESS", "ZIP_CODE", "DATE_OF_BIRTH", "MEDICAL_RECORD_NUMBER", "HEALTH_PLAN_NUMBER",
     "ACCOUNT_NUMBER", "VEHICLE_ID", "DEVICE_ID", "AGE",
+}) | frozenset({
+    # recognizers of one country, loaded when pii_engine.countries names it: presidio-analyzer's (a test compares
+    # them with the installed presidio's) and mlguard's FR_NIR
+    "ABA_ROUTING_NUMBER", "AU_ABN", "AU_ACN", "AU_MEDICARE", "AU_TFN", "CA_POSTAL_CODE", "CA_SIN", "DE_BSNR",
+    "DE_FUEHRERSCHEIN", "DE_HANDELSREGISTER", "DE_HEALTH_INSURANCE", "DE_ID_CARD", "DE_KFZ", "DE_LANR",
+    "DE_PASSPORT", "DE_PLZ", "DE_SOCIAL_SECURITY", "DE_TAX_ID", "DE_TAX_NUMBER", "DE_VAT_ID", "ES_NIE", "ES_NIF",
+    "ES_PASSPORT", "FI_PERSONAL_IDENTITY_CODE", "FR_NIR", "IN_AADHAAR", "IN_GSTIN", "IN_PAN", "IN_PASSPORT",
+    "IN_VEHICLE_REGISTRATION", "IN_VOTER", "IT_DRIVER_LICENSE", "IT_FISCAL_CODE", "IT_IDENTITY_CARD",
+    "IT_PASSPORT", "IT_VAT_CODE", "KR_BRN", "KR_DRIVER_LICENSE", "KR_FRN", "KR_PASSPORT", "KR_RRN", "NG_NIN",
+    "NG_VEHICLE_REGISTRATION", "PH_PASSPORT", "PH_TIN", "PH_UMID", "PL_PESEL", "SE_ORGANISATIONSNUMMER",
+    "SE_PERSONNUMMER", "SG_NRIC_FIN", "SG_UEN", "TH_TNIN", "TR_LICENSE_PLATE", "TR_NATIONAL_ID",
+    "UK_DRIVING_LICENCE", "UK_NINO", "UK_PASSPORT", "UK_POSTCODE", "UK_VEHICLE_REGISTRATION", "US_CLAIM_NUMBER",
+    "US_HEALTH_INSURANCE_MEMBER_ID", "US_MBI", "US_NPI", "US_PRESCRIPTION_NUMBER", "US_PRIOR_AUTHORIZATION_NUMBER",
+    "US_PROVIDER_TAX_ID", "US_REFERRAL_NUMBER", "ZA_COMPANY_REGISTRATION", "ZA_DRIVER_LICENSE", "ZA_ID_NUMBER",
+    "ZA_INCOME_TAX_NUMBER", "ZA_LICENSE_PLATE", "ZA_PASSPORT", "ZA_TRAFFIC_REGISTER_NUMBER", "ZA_VAT_NUMBER",
 })
 """Entity names the PII stage knows, as data so that checks need no engine (presidio imports spaCy). Policies and
 routes' ``pii`` maps may name others only with a custom recognizer for them (``mlguard.routes.known_entities``)."""

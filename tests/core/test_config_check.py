@@ -139,12 +139,16 @@ def test_the_known_entities_cover_presidio_and_mlguard_recognizers() -> None:
     """KNOWN_ENTITIES is the static list the checks read (presidio imports spaCy); keep it in step."""
     from presidio_analyzer import RecognizerRegistry
 
+    from mlguard.pii.engine import country_recognizers
     from mlguard.pii.recognizers import builtin_recognizers
 
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"])
     presidio = {e for r in registry.recognizers for e in r.supported_entities}
-    ours = {e for r in builtin_recognizers() for e in r.supported_entities}
+    every_country = ["au", "ca", "de", "es", "fi", "fr", "in", "it", "kr", "ng", "ph", "pl", "se", "sg", "th",
+                     "tr", "uk", "us", "za"]
+    presidio |= {e for r in country_recognizers(every_country, "en", set()) for e in r.supported_entities}
+    ours = {e for r in builtin_recognizers(every_country) for e in r.supported_entities}
     assert presidio | ours <= KNOWN_ENTITIES, sorted((presidio | ours) - KNOWN_ENTITIES)
 
 
