@@ -27,6 +27,7 @@ Findings carry entity, JSON path, offsets in the original string, recognizer, sc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -158,6 +159,40 @@ class _Pending:
     withheld: bool = False
 
 
+_SCHEMA_NAME = re.compile(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*(?:[_.-][a-zA-Z0-9]+)*|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+_DIGIT_RUN = re.compile(r"\d{4}")
+
+
+def schema_name(name: str) -> bool:
+    """Whether a JSON member name reads as a field of a schema (``first``, ``claim_id``, ``firstName``,
+    ``x-request-id``, ``FIRST_NAME``) rather than as data: such names are neither scanned nor replaced.
+
+    Why a rule at all: objects keyed by data (``{"Zephyrine Quackenbush": "zq@quackmail.eu"}``, a map from
+    IBANs to roles) passed their names to the model in clear, only values being scanned; scanning every name
+    instead would send each schema's field names through NER on first sight, and count them against the
+    request's scan budget. So a name with a space, an ``@``, a run of four digits, a capital letter first, or
+    anything but letters, digits and ``_ . -`` is treated as data (a lower-case single-word name such as
+    ``zephyrine`` is not: a known limit)."""
+    return len(name) <= 64 and _SCHEMA_NAME.fullmatch(name) is not None and _DIGIT_RUN.search(name) is None
+
+
+class _Names:
+    """The member names of one object queued for detection. ``finish`` writes a name's redacted form here
+    (as it writes a scanned value into its container); the object's members are renamed once every value below
+    them is in place, and finding paths that used the name's placeholder then show the redacted name."""
+
+    __slots__ = ("loc", "obj", "placeholders", "renamed")
+
+    def __init__(self, obj: dict[str, Any], loc: Location) -> None:
+        self.obj = obj
+        self.loc = loc
+        self.renamed: dict[str, str] = {}
+        self.placeholders: dict[str, str] = {}  # original name -> its placeholder in paths
+
+    def __setitem__(self, name: str, redacted: str) -> None:
+        self.renamed[name] = redacted
+
+
 @dataclass(slots=True)
 class Plan:
     """The result of ``prepare``: the new document, findings so far, and strings left to detect."""
@@ -169,6 +204,11 @@ class Plan:
     scan_texts: int = 0  # distinct strings detection would send to the engine (cache hits not counted)
     scan_chars: int = 0  # their characters
     declared: list[tuple[str, str]] = field(default_factory=list)  # (entity, value) of declared fields: see echoes
+    names: list[_Names] = field(default_factory=list)  # objects whose member names are scanned (schema_name)
+    root: list[JSON] = field(default_factory=lambda: [None])
+    """The holder of the document's root: ``finish`` writes a scanned top-level string into it, so the result is
+    read from here. Why: the result was taken before that write, so a body that was one JSON string reached the
+    app and the audit record in clear while its findings were counted (MLGuard-Redactions: 4)."""
 
     @property
     def needs_engine(self) -> bool:
@@ -311,10 +351,9 @@ class Redactor:
         scan = self.settings.scan_undeclared if scan_undeclared is None else scan_undeclared
         default = SCAN if scan else KEEP
         plan = Plan(doc=None)
-        holder: list[JSON] = [None]
         match = _matcher(rules)
-        self._walk(doc, (), holder, 0, match(()) or default, match, default, plan, None)
-        plan.doc = holder[0]
+        self._walk(doc, (), plan.root, 0, match(()) or default, match, default, plan, None)
+        plan.doc = plan.root[0]
         todo: set[str] = set()
         for pending in plan.pending:
             hit = self.cache.get(self.cache.digest(pending.text))
@@ -403,8 +442,39 @@ class Redactor:
                 container.pop(key, None)
             else:
                 container[key] = None
+        if plan.names:
+            self._rename(plan)
         plan.findings.sort(key=lambda f: (f.path, f.start if f.start is not None else -1))
+        plan.doc = plan.root[0]  # a top-level string is rewritten in the holder itself
         return plan.doc, plan.findings
+
+    def _rename(self, plan: Plan) -> None:
+        """Give scanned member names their redacted form (made unique with ``#2``... when two map to one, so no
+        member is lost), in place and in order, then rewrite the finding paths that used their placeholders."""
+        paths: list[tuple[str, str]] = []
+        for names in plan.names:
+            obj = names.obj
+            used = {k for k in obj if k not in names.renamed}  # names that stay keep their place
+            final: dict[str, str] = {}
+            for name in obj:
+                if name not in names.renamed:
+                    final[name] = name
+                    continue
+                new = candidate = names.renamed[name]
+                n = 1
+                while candidate in used:
+                    n += 1
+                    candidate = f"{new}#{n}"
+                used.add(candidate)
+                final[name] = candidate
+            items = [(final[k], v) for k, v in obj.items()]
+            obj.clear()
+            obj.update(items)
+            for name, placeholder in names.placeholders.items():
+                if name in final:
+                    paths.append((_segment(placeholder), _segment(final[name])))
+        if paths:
+            plan.findings[:] = [f if "<name#" not in f.path else _repath(f, paths) for f in plan.findings]
 
     # ------------------------------------------------------------------ walk
 
@@ -420,9 +490,22 @@ class Redactor:
             op = None if rule in (KEEP, SCAN) else self.operator_for(rule)
             if op is not None and op.kind == KEEP:
                 op = None
+            names: _Names | None = None
             for k, v in node.items():
-                name = k if op is None else self._redact_name(k, op, new, loc, rule, plan)
-                here = (*loc, name)
+                segment = name = k
+                if schema_name(k):
+                    pass
+                elif op is not None:
+                    segment = name = self._redact_name(k, op, new, loc, rule, plan)
+                elif rule == SCAN:
+                    # Data used as a name: scanned like a value; below it, paths use a placeholder until the
+                    # redacted name is known (finish), so no finding path ever holds the name itself.
+                    if names is None:
+                        names = _Names(new, loc)
+                        plan.names.append(names)
+                    segment = names.placeholders[k] = f"<name#{len(plan.names)}.{len(names.placeholders) + 1}>"
+                    self._queue(k, (*loc, segment), names, k, plan)
+                here = (*loc, segment)
                 self._walk(v, here, new, name, match(here) or rule, match, default, plan, name)
             return
         if isinstance(node, list):
@@ -592,6 +675,18 @@ def _matcher(rules: Rules) -> Callable[[Location], str | None]:
         _MATCHERS.clear()
     _MATCHERS[id(rules)] = (rules, match)
     return match
+
+
+def _segment(part: str) -> str:
+    """A member name as it appears inside a formatted path (``.name`` or ``['a name']``)."""
+    return format_location((part,))[1:]
+
+
+def _repath(finding: Finding, paths: Sequence[tuple[str, str]]) -> Finding:
+    path = finding.path
+    for placeholder, final in paths:
+        path = path.replace(placeholder, final)
+    return dataclasses.replace(finding, path=path)
 
 
 def _unscannable(text: str, limit: int) -> str | None:
