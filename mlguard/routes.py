@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlguard.config import RouteConfig
+from mlguard.config.explain import compile_decision_path
 from mlguard.errors import ConfigError
 from mlguard.jsonpath import JSONPath, compile_path
 from mlguard.policy.model import KNOWN_ENTITIES
@@ -56,7 +57,8 @@ class CompiledRoute:
 
 def compile_route(index: int, route: RouteConfig, policy: EffectivePolicy, *,
                   custom_entities: Iterable[str] = ()) -> CompiledRoute:
-    """Compile one route; JSONPath errors and unknown PII entities name the route's field.
+    """Compile one route; JSONPath errors, model paths that could match several values (one decision per
+    request: :func:`mlguard.config.explain.compile_decision_path`) and unknown PII entities name the route's field.
 
     ``custom_entities``: the entities of the deployment's own recognizers (``pii_engine.custom_recognizers``);
     the policy's entities and custom recognizers are known from ``policy``.
@@ -74,10 +76,12 @@ def compile_route(index: int, route: RouteConfig, policy: EffectivePolicy, *,
         subject=compile_path(route.subject, field=f"{where}.subject") if route.subject else None,
         protected={k: compile_path(v, field=f"{where}.protected.{k}") for k, v in route.protected.items()},
         pii_rules=[(compile_path(k, field=f"{where}.pii"), v) for k, v in route.pii.items()],
-        output=compile_path(model.output, field=f"{where}.model.output") if model and model.output else None,
-        favorable=(compile_path(model.favorable, field=f"{where}.model.favorable")
+        # One decision per request (ONE_DECISION): a path that could match a batch's items is refused here.
+        output=(compile_decision_path(model.output, field=f"{where}.model.output")
+                if model and model.output else None),
+        favorable=(compile_decision_path(model.favorable, field=f"{where}.model.favorable")
                    if model and model.favorable else None),
-        features=(compile_path(model.features, field=f"{where}.model.features")
+        features=(compile_decision_path(model.features, field=f"{where}.model.features")
                   if model and model.features else None),
     )
 

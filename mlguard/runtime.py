@@ -68,7 +68,9 @@ def check_config(config: GuardConfig, *, file: str | Path | None = None, files: 
             if files and route.model is not None:
                 from mlguard.explain.binding import check_binding
 
-                check_binding(i, route.model, base_dir=base_dir)
+                where = f"{file}:" if file is not None else ""  # warnings read FILE:FIELD: message too
+                notices.update(dict.fromkeys((logging.WARNING, f"{where}{warning}")
+                                             for warning in check_binding(i, route.model, base_dir=base_dir)))
     except ConfigError as exc:
         raise located(exc, file) from None
     return CheckedConfig(config, policy, retention_max, routes, list(notices))

@@ -7,6 +7,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlguard.errors import ConfigError
+from mlguard.jsonpath import JSONPath, compile_path
+
+ONE_DECISION = ("mlguard reads one decision per request (one feature object, one score, one decision); a "
+                "batch endpoint cannot be bound: address a single value, such as $.features or $.score")
+"""Why a per-decision path may not hold a wildcard: the explanation, the fairness count and the sealed record are
+one per request, so a path matching the items of a batch would silently describe only its first item."""
+
+
+def compile_decision_path(text: str, *, field: str) -> JSONPath:
+    """Compile a per-decision path of the model binding (``features``, ``output``, ``favorable``); refuse one
+    that can address more than one value (``[*]``, ``.*``), naming ``field``.
+
+    One helper for the route's compilation (:func:`mlguard.routes.compile_route`, run by ``mlguard config
+    check``, ``serve`` and every Guard) and the binding (:func:`mlguard.explain.binding.build_binding`)."""
+    path = compile_path(text, field=field)
+    if None in path.steps:
+        raise ConfigError(f"{text!r} can match more than one value (a wildcard); {ONE_DECISION}", field=field)
+    return path
+
 
 class ModelBinding(BaseModel):
     """Which model a route serves, how its input is built and which output is the decision.
@@ -20,19 +40,25 @@ class ModelBinding(BaseModel):
     object: str | Any | None = Field(
         None, description="`module:attr` naming the model, or a factory returning it; or the object itself."
     )
-    features: str | None = Field(None, description="JSONPath to the object of named features in the request.")
+    features: str | None = Field(
+        None, description="JSONPath to the object of named features in the request (one object: no wildcard)."
+    )
     feature_order: list[str] | None = Field(
         None, description="Feature names in the model's column order (default: the model's feature_names_in_)."
     )
     feature_types: dict[str, Literal["number", "boolean"]] | None = Field(
         None,
         description="Declared type per feature (default: number); mistyped features skip the explanation with a "
-        "reason. Booleans are given to the model as 0/1.",
+        "reason. Booleans are given to the model as 0/1. No strings: encode categories as numbers.",
     )
-    output: str | None = Field(None, description="JSONPath to the score in the app's response.")
-    favorable: str | None = Field(None, description="JSONPath to the boolean decision in the app's response.")
+    output: str | None = Field(None, description="JSONPath to the score in the app's response (no wildcard).")
+    favorable: str | None = Field(
+        None, description="JSONPath to the boolean decision in the app's response (no wildcard)."
+    )
     background: Path | None = Field(
-        None, description="CSV of background rows (header = feature names), relative to base_dir; sha256 recorded."
+        None,
+        description="CSV of background rows (header = feature names; numbers, booleans as 0/1), relative to "
+        "base_dir; sha256 recorded.",
     )
     background_rows: list[dict[str, float | int | bool]] | None = Field(
         None, description="Background rows given inline instead of a CSV (sha256 of their canonical JSON recorded)."
@@ -43,7 +69,8 @@ class ModelBinding(BaseModel):
     explain: Literal["auto", "probability", "log_odds", "raw"] = Field(
         "auto",
         description="Output explained: probability of the favourable class, its log-odds, or the raw/regression "
-        "value. auto: probability for classifiers (log_odds for linear ones), raw for regressors.",
+        "value. auto: probability for classifiers (log_odds for a bare binary LogisticRegression, explained by "
+        "shap's LinearExplainer), raw for regressors.",
     )
     favorable_class: int | str | bool | None = Field(
         None, description="Class label that is the favourable decision (default: the model's last class)."

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlguard.config.explain import compile_decision_path
 from mlguard.errors import ConfigError
-from mlguard.jsonpath import JSONPath, compile_path
+from mlguard.jsonpath import JSONPath
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +44,9 @@ log = logging.getLogger("mlguard.explain.binding")
 
 OutputSpace = Literal["probability", "log_odds", "raw"]
 BACKGROUND_SEED = 0
+NUMERIC_ONLY = ("features are given to the model as numbers (booleans as 0/1): encode a category as numbers, "
+                "e.g. one 0/1 column per category")
+"""What to do about a text column, in every message that meets one (README: Model binding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +95,19 @@ class Binding:
     # ------------------------------------------------------------------ per request
 
     def build_row(self, document: Any) -> Row:
-        """Read the features from the document the app received; a missing or mistyped feature is a skip."""
-        obj = self.features_path.first(document)
+        """Read the features from the document the app received; a missing or mistyped feature is a skip.
+
+        The path addresses one object (:func:`build_binding` refuses a wildcard); should a path nevertheless
+        match several (a Binding built by hand), that is a skip naming the count, never the first item's
+        explanation passed off as the request's."""
+        if None in self.features_path.steps:
+            found = [value for _, value in self.features_path.find(document)]
+            if len(found) > 1:
+                return Row(None, f"{self.features_path.text} matches {len(found)} values; one decision per "
+                                 "request is supported")
+            obj = found[0] if found else None
+        else:
+            obj = self.features_path.first(document)
         if not isinstance(obj, dict):
             return Row(None, f"no feature object at {self.features_path.text}")
         values: dict[str, float] = {}
@@ -204,7 +219,7 @@ def build_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> Bi
     if cfg.features is None:
         raise ConfigError("a model object needs `features` (JSONPath to the feature object)",
                           field=f"{where}.features")
-    features_path = compile_path(cfg.features, field=f"{where}.features")
+    features_path = compile_decision_path(cfg.features, field=f"{where}.features")
     names_in = getattr(model, "feature_names_in_", None)
     fitted_names = [str(n) for n in names_in] if names_in is not None else None
     order = list(cfg.feature_order) if cfg.feature_order else fitted_names
@@ -249,6 +264,7 @@ def resolve_model(spec: Any, *, field: str) -> Any:
         module_name, sep, attr = spec.partition(":")
         if not sep or not module_name or not attr:
             raise ConfigError(f"expected 'module:attr', got {spec!r}", field=field)
+        ensure_cwd_importable()  # as `mlguard serve` has made it before the model is imported
         try:
             obj = importlib.import_module(module_name)
         except ImportError as exc:
@@ -270,6 +286,21 @@ def resolve_model(spec: Any, *, field: str) -> Any:
     return obj
 
 
+def ensure_cwd_importable() -> str | None:
+    """Put the current directory first on ``sys.path`` unless it is there; the directory when this call added it.
+
+    Why one helper: ``mlguard serve`` makes the directory it is run from importable (as uvicorn does) before the
+    app and so the model are imported, and every other command that finds or imports ``model.object``
+    (``mlguard explain --config``, ``mlguard config check``) must find the same module the same way: without it,
+    ``explain`` run beside ``service.py`` failed with "cannot import module 'service'" where ``serve`` did not.
+    """
+    cwd = os.getcwd()
+    if cwd in sys.path:
+        return None
+    sys.path.insert(0, cwd)
+    return cwd
+
+
 def model_hash(model: Any) -> str:
     """sha256 of the pickled model (its identity in records); of its class and parameters if it won't pickle."""
     try:
@@ -284,27 +315,43 @@ def load_background(cfg: ModelBinding, order: list[str], *, base_dir: Path | Non
     """Read the background (CSV or inline rows) in feature order, sample it to ``background_size``."""
     import numpy as np
 
+    read = read_background(cfg, order, base_dir=base_dir, field=field)
+    if read is None:
+        return Background(None, None, None)
+    rows, sha, source = read
+    data = np.array(rows, dtype=np.float64)
+    return Background(sample_rows(data, cfg.background_size), sha, source, data.shape[0], data)
+
+
+def read_background(cfg: ModelBinding, order: list[str], *, base_dir: Path | None, field: str
+                    ) -> tuple[list[list[float]], str, str] | None:
+    """The background's rows in feature order, its sha256 and source; None when there is none.
+
+    Plain Python (no numpy), so that ``mlguard config check`` runs exactly what the start-up runs when it knows
+    the feature order (:func:`check_binding`): every refusal below is one ``serve`` would otherwise meet later.
+    Messages name the row and column, never the value found there.
+    """
     if cfg.background is not None and cfg.background_rows is not None:
         raise ConfigError("give background or background_rows, not both", field=field)
     if cfg.background is None and cfg.background_rows is None:
-        return Background(None, None, None)
+        return None
     if cfg.background is not None:
-        path = background_path(cfg.background, base_dir)
-        try:
-            blob = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read background ({exc.strerror})", field=field) from None
-        sha = hashlib.sha256(blob).hexdigest()
-        reader = csv.DictReader(blob.decode("utf-8-sig").splitlines())
-        missing = [n for n in order if n not in (reader.fieldnames or [])]
+        blob = _read_background_file(background_path(cfg.background, base_dir), field=field)
+        header, records = _csv_records(blob, field=field)
+        missing = [n for n in order if n not in header]
         if missing:
             raise ConfigError(f"background lacks columns {missing}", field=field)
-        try:
-            rows = [[float(r[n]) for n in order] for r in reader]
-        except (TypeError, ValueError):
-            raise ConfigError(f"non-numeric value in background at row {reader.line_num - 1}",
-                              field=field) from None
-        source = str(cfg.background)
+        rows = []
+        for number, record in enumerate(records, start=1):
+            row = []
+            for name in order:
+                value = _csv_number(record.get(name))
+                if value is None:
+                    raise ConfigError(f"non-numeric value in background at row {number} (column {name!r}); "
+                                      f"{NUMERIC_ONLY}", field=field)
+                row.append(value)
+            rows.append(row)
+        sha, source = hashlib.sha256(blob).hexdigest(), str(cfg.background)
     else:
         inline = cfg.background_rows or []
         missing = sorted({n for r in inline for n in order if n not in r})
@@ -315,10 +362,36 @@ def load_background(cfg: ModelBinding, order: list[str], *, base_dir: Path | Non
         source = "inline"
     if not rows:
         raise ConfigError("background has no rows", field=field)
-    data = np.array(rows, dtype=np.float64)
-    if not np.all(np.isfinite(data)):
+    if not all(math.isfinite(v) for row in rows for v in row):
         raise ConfigError("background holds non-finite values", field=field)
-    return Background(sample_rows(data, cfg.background_size), sha, source, data.shape[0], data)
+    return rows, sha, source
+
+
+def _read_background_file(path: Path, *, field: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read background ({exc.strerror})", field=field) from None
+
+
+def _csv_records(blob: bytes, *, field: str) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        text = blob.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("background is not UTF-8 text", field=field) from None
+    reader = csv.DictReader(text.splitlines())
+    records = list(reader)
+    return list(reader.fieldnames or []), records
+
+
+def _csv_number(text: str | None) -> float | None:
+    """A CSV cell as the model's number, as ``float`` reads it; None for text (a category, a label...)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def background_path(background: Path, base_dir: Path | None) -> Path:
@@ -329,29 +402,52 @@ def background_path(background: Path, base_dir: Path | None) -> Path:
 # ---------------------------------------------------------------------- checking without building
 
 
-def check_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> None:
-    """What ``mlguard config check`` can tell of a model binding without importing the model or reading data.
+def check_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> list[str]:
+    """What ``mlguard config check`` can tell of a model binding without importing the model or building an
+    engine; returns warnings for what only the model can settle.
 
     The ``module:attr`` of ``object`` is looked up, not imported: the module file is found on ``sys.path`` and
     the current directory (where ``mlguard serve`` imports from), without running any package's ``__init__``
     unless the module cannot be found otherwise, and ``attr`` is looked for among the names the module's
-    source binds at top level (a module already imported is asked directly). The background CSV must exist.
+    source binds at top level (a module already imported is asked directly). The background is read as the
+    start-up reads it (:func:`read_background`) when ``feature_order`` says which columns the model takes:
+    a missing column, a text value (a category), no rows or a non-finite value are refused here rather than
+    when ``serve`` starts. Without ``feature_order`` the columns are the model's ``feature_names_in_``, known
+    only once it is imported: each column the start-up would refuse if it is a feature is a warning.
     Raises ConfigError naming the field, with the messages :func:`build_binding` would give at start-up.
     """
     where = f"routes.{index}.model"
     if cfg.object is None:
-        return
+        return []
     if cfg.features is None:
         raise ConfigError("a model object needs `features` (JSONPath to the feature object)",
                           field=f"{where}.features")
     if isinstance(cfg.object, str):
         _check_model_spec(cfg.object, field=f"{where}.object")
+    field = f"{where}.background"
     if cfg.background is not None and cfg.background_rows is not None:
-        raise ConfigError("give background or background_rows, not both", field=f"{where}.background")
+        raise ConfigError("give background or background_rows, not both", field=field)
     if cfg.background is not None:
         path = background_path(cfg.background, base_dir)
         if not path.is_file():
-            raise ConfigError(f"background file {str(path)!r} does not exist", field=f"{where}.background")
+            raise ConfigError(f"background file {str(path)!r} does not exist", field=field)
+    if cfg.feature_order:
+        read_background(cfg, list(cfg.feature_order), base_dir=base_dir, field=field)
+        return []
+    if cfg.background is None:
+        return []
+    header, records = _csv_records(_read_background_file(path, field=field), field=field)
+    if not records:
+        raise ConfigError("background has no rows", field=field)
+    warnings = []
+    for name in header:
+        bad = next((n for n, r in enumerate(records, start=1)
+                    if (v := _csv_number(r.get(name))) is None or not math.isfinite(v)), None)
+        if bad is not None:
+            warnings.append(f"{field}: column {name!r} holds a non-numeric or non-finite value at row {bad}: "
+                            f"the start-up refuses it if {name!r} is one of the model's features ({NUMERIC_ONLY}); "
+                            "set model.feature_order to have the background checked exactly")
+    return warnings
 
 
 def _check_model_spec(spec: str, *, field: str) -> None:
@@ -378,10 +474,7 @@ def find_module_spec(name: str) -> importlib.machinery.ModuleSpec | None:
     Packages on the way are searched through their ``__path__`` without being imported; only when that finds
     nothing (a package that extends its ``__path__`` when imported) is :func:`importlib.util.find_spec` asked,
     which imports the parent packages (never writing bytecode)."""
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)  # as `mlguard serve` does (mlguard.serving.import_app)
+    added = ensure_cwd_importable()  # found where `mlguard serve` would import it; a check leaves no trace
     try:
         parts = name.split(".")
         try:
@@ -405,8 +498,8 @@ def find_module_spec(name: str) -> importlib.machinery.ModuleSpec | None:
                 sys.dont_write_bytecode = dont_write
         return spec
     finally:
-        if added:
-            sys.path.remove(cwd)
+        if added is not None and added in sys.path:
+            sys.path.remove(added)
 
 
 _DYNAMIC = ("__getattr__", "globals()", "setattr(", "exec(", "vars()", "sys.modules", "import *", ":=")

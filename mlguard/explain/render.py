@@ -4,10 +4,11 @@ What the law asks (GDPR Arts 13-15 and 22 as read in CJEU C-203/22; EU AI Act Ar
 their data were used, the main factors, and how a change would have altered the result. The first two come from
 the sealed explanation; the third from a small search on the model (:func:`counterfactuals`): for each main
 factor pushing toward the decision taken, the value nearest to the applicant's own, among values seen in the
-background, at which the decision flips with everything else unchanged. Two limits, both from the policy:
-the search is made only when the effective policy's ``explanations.counterfactuals`` asks for it (the callers
-decide, and pass ``changes=None`` otherwise, so the text says nothing about changes rather than an empty
-promise), and it never names a prohibited basis or protected attribute (the same list reasons leave out).
+background, at which the decision flips with everything else unchanged; the number printed is one the model
+was evaluated at and gave the other decision (:func:`_verified`), else none is printed. Two limits, both from
+the policy: the search is made only when the effective policy's ``explanations.counterfactuals`` asks for it
+(the callers decide, and pass ``changes=None`` otherwise, so the text says nothing about changes rather than an
+empty promise), and it never names a prohibited basis or protected attribute (the same list reasons leave out).
 
 When an unfavourable decision's reasons are flagged incomplete (``reasons_incomplete``, see
 :func:`mlguard.explain.reasons.incompleteness`), the text says so in place of or after the reasons: no reason
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +31,13 @@ MAX_CANDIDATES = 64
 """Distinct background values of a feature tried as-is; beyond that, its percentiles are tried and refined."""
 REFINE_STEPS = 20
 """Bisection steps between the nearest flipping percentile and its non-flipping neighbour."""
+BOUNDARY_MARGIN = 1e-5
+"""How far past the boundary a refined value is moved before rounding, as a share of the distance from the
+applicant's value (0.1 on a change of 10,000): clear of the model's floating-point noise, not a different offer."""
+VERIFY_TRIES = 12
+"""Values tried, each twice as far past the boundary, before a factor is reported with no flipping value."""
+SCORE_MARGIN = 1e-9
+"""A score this close to the cut-off is not taken as a flip: it could land on either side of a re-evaluation."""
 
 _SPACES = {
     "probability": "the probability of a favourable result",
@@ -85,8 +94,52 @@ def counterfactuals(binding: Binding, inputs: Mapping[str, float], explanation: 
         value, score = float(candidates[best]), float(scores[best])
         if continuous:
             value, score = _refine(binding, x, j, here, value, score, current, candidates)
-        out.append({"feature": feature, "current": here, "changed_to": value, "score": score})
+        told = _verified(binding, x, j, here, value, current, past=continuous)
+        if told is not None:
+            out.append({"feature": feature, "current": here, "changed_to": told[0], "score": told[1]})
     return out
+
+
+def _verified(binding: Binding, x: Any, j: int, here: float, value: float, current: bool | None, *,
+              past: bool) -> tuple[float, float] | None:
+    """The value to tell the person, and the model's score there; None when none could be verified.
+
+    Why: the search ends a hair past the model's boundary (a refined value) and the text rounds it
+    (:func:`_num`), so "2,452.63" was printed for a flip found at 2452.6258 while the model at 2452.63 was back
+    on the other side. Here the value is moved past the boundary by ``BOUNDARY_MARGIN`` of the distance
+    travelled (``past``: a refined value; a background value is tried as it is first), rounded to the digits the
+    text shows, away from the applicant's own value, and kept only when the model, evaluated at exactly that
+    value, gives the other decision clear of the cut-off (``SCORE_MARGIN``). When it does not (a model that
+    is not monotone there), a few values further out are tried; then none is reported.
+    """
+    import numpy as np
+
+    direction = 1.0 if value > here else -1.0
+    step = BOUNDARY_MARGIN * abs(value - here)
+    offsets = ([step] if past else [0.0]) + [step * 2.0 ** k for k in range(1, VERIFY_TRIES)]
+    tried: list[float] = []
+    for offset in offsets:
+        told = _shown(value + direction * offset, direction)
+        if told != here and told not in tried:
+            tried.append(told)
+    if not tried:
+        return None
+    scores = _scores_with(binding, x, j, np.asarray(tried, dtype=np.float64))
+    cutoff = float(binding.cutoff) if binding.cutoff is not None else 0.0
+    for told, score in zip(tried, (float(s) for s in scores), strict=True):
+        if binding.favorable_score(score) is not current and abs(score - cutoff) > SCORE_MARGIN:
+            return told, score
+    return None
+
+
+def _shown(value: float, direction: float) -> float:
+    """``value`` rounded to the digits :func:`_num` writes (two decimals from 1,000 up, four significant digits
+    below), up when ``direction`` > 0 and down otherwise: the number in the text is the number verified."""
+    if not math.isfinite(value) or value == 0 or float(value).is_integer():
+        return value
+    places = 2 if abs(value) >= 1000 else 3 - math.floor(math.log10(abs(value)))
+    rounding = ROUND_CEILING if direction > 0 else ROUND_FLOOR
+    return float(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=rounding))
 
 
 def _scores_with(binding: Binding, x: Any, j: int, values: Any) -> Any:
@@ -126,12 +179,16 @@ def render_plain(explanation: Mapping[str, Any], *, changes: list[dict[str, Any]
         lines.append("The explanation of this decision is still being computed; please ask again shortly.")
         return "\n".join(lines) + "\n"
 
+    space = _SPACES.get(str(explanation.get("output")), "the model's output")
     outcome = explanation.get("outcome") or {}
     favorable = outcome.get("favorable")
     if favorable is not None:
         verdict = "favourable" if favorable else "unfavourable"
         score = outcome.get("score")
-        tail = f" (score {_num(score)})" if isinstance(score, int | float) else ""
+        # The service's own score (model.output: a risk, a probability of either class...) is on its own scale;
+        # the factors below are in the explained output. Both are named, so neither is read as the other.
+        tail = (f" (the service's own score: {_num(score)}, on the service's scale)"
+                if isinstance(score, int | float) and not isinstance(score, bool) else "")
         lines += [f"Decision: {verdict}{tail}.", ""]
 
     inputs = explanation.get("inputs") or {}
@@ -140,8 +197,11 @@ def render_plain(explanation: Mapping[str, Any], *, changes: list[dict[str, Any]
         lines += [f"  - {_label(name)}: {_num(value)}" for name, value in inputs.items()]
         lines.append("")
 
-    space = _SPACES.get(str(explanation.get("output")), "the model's output")
     base = explanation.get("base_value")
+    explained = explanation.get("output_value")
+    if isinstance(explained, int | float) and not isinstance(explained, bool):
+        lines.append(f"Explained output: {space}, {_num(explained)} for this decision"
+                     + (f" (typical value {_num(base)})." if isinstance(base, int | float) else "."))
     lines.append("Main factors, largest first (each moved " + space + " up or down from the typical value"
                  + (f" of {_num(base)}" if isinstance(base, int | float) else "") + "):")
     for item in explanation.get("top") or []:
