@@ -10,7 +10,6 @@ import contextlib
 import importlib
 import os
 import signal
-import sys
 from pathlib import Path
 
 from mlguard.errors import ConfigError, DependencyMissing, KeyringError
@@ -31,8 +30,9 @@ def import_app(target: str) -> ASGIApp:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"app must be given as MODULE:ATTR, got {target!r}", field="app")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    from mlguard.explain.binding import ensure_cwd_importable
+
+    ensure_cwd_importable()  # the model's module is found the same way by explain and config check
     try:
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
