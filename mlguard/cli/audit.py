@@ -365,6 +365,48 @@ def _open_vault(option: Path | None, given: _Given, keys: Any) -> tuple[Any, str
     return vault, None
 
 
+def _open_fairness(option: str | None, config: Path | None, keys: Any) -> tuple[Any, str | None]:
+    """The shared fairness store a shred erases the subject's decisions from, connected before anything is
+    destroyed; (None, a note saying why) when there is none to erase from. The same pattern as the token vault.
+
+    --fairness-store, else the config's ``fairness.shared_store``. Why a shred must reach it: the store keeps one
+    row per decision, the person's protected groups sealed under a keyring-wide key (not the subject's data key,
+    so destroying the data keys leaves them readable) and counted in the shared window; without this a shredded
+    subject kept feeding the fairness metrics, and feedback on their decisions was still joined. A store named
+    (by either) that cannot be reached is a usage error, never skipped. Without a shared store the windows live in
+    each worker's memory: nothing is stored to erase, and a running guard refuses feedback on an erased decision
+    (410) and takes it out of its window then; otherwise it leaves the window as newer decisions come in."""
+    from mlguard.fairness.shared_pg import SharedDecisions
+
+    url, where = option, "--fairness-store"
+    if url is None and config is not None:
+        from mlguard.config import load_config
+
+        try:
+            cfg = load_config(config)
+        except MLGuardError as exc:
+            raise click.UsageError(str(exc)) from None
+        url, where = cfg.fairness.shared_store, "fairness.shared_store"
+        if url is None:
+            monitored = cfg.fairness.enabled and any(r.protected for r in cfg.routes)
+            return None, ("note: fairness windows are per worker, in memory (no fairness.shared_store): nothing "
+                          "stored to erase; a running guard refuses feedback on this subject's decisions and "
+                          "they leave its window as newer decisions come in") if monitored else None
+    if url is None:
+        return None, ("note: no fairness store given (--fairness-store URL, or --config FILE for "
+                      "fairness.shared_store): decisions in a shared fairness window, if any, were not erased")
+    try:
+        return SharedDecisions(url, keys.secret("fairness.shared")), None
+    except MLGuardError as exc:  # the URL may hold a password: named by where it came from, never shown
+        raise click.UsageError(f"{exc} ({where})") from None
+
+
+def _fairness_said(erased: int | None) -> str:
+    if erased is None:
+        return ""
+    return f", {_count(erased, 'fairness window decision')} erased"
+
+
 def _vault_said(erased: Any) -> str:
     if erased is None:
         return ""
@@ -375,22 +417,26 @@ def _vault_said(erased: Any) -> str:
 
 
 @audit.command("shred", help="Destroy a subject's data keys (crypto-shredding), erase its token vault entries and "
-                             "append a tombstone. Exit 0 shredded (or already shredded), 1 refused or unknown "
-                             "subject, 2 usage.")
+                             "its decisions in the shared fairness window, and append a tombstone. Exit 0 shredded "
+                             "(or already shredded), 1 refused or unknown subject, 2 usage.")
 @click.option("--store", "store_url", help=STORE_HELP + " Default: the config's audit.store.")
 @click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False),
               help="Keyring (else env MLGUARD_KEYRING, else the config's audit.keyring).")
 @click.option("--subject", required=True, help="The subject id as the requests carried it.")
 @click.option("--witness", type=click.Path(path_type=Path, dir_okay=False), help="Witness file to append to.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False),
-              help="mlguard.yaml: its policies, and its store, keyring, witness and token vault unless given.")
+              help="mlguard.yaml: its policies, and its store, keyring, witness, token vault and shared fairness "
+                   "store unless given.")
 @click.option("--vault", "vault_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Token vault file (else the config's pii_engine.vault_path).")
+@click.option("--fairness-store", "fairness_url",
+              help="Shared fairness store, postgresql://... (else the config's fairness.shared_store).")
 @click.option("--policy", "policies", multiple=True, help="Policy name or file (repeatable).")
 @click.option("--override-retention", is_flag=True, help="Shred inside a legal minimum (a legal order).")
 @click.pass_context
 def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subject: str, witness: Path | None,
-          config: Path | None, vault_path: Path | None, policies: tuple[str, ...], override_retention: bool) -> None:
+          config: Path | None, vault_path: Path | None, fairness_url: str | None, policies: tuple[str, ...],
+          override_retention: bool) -> None:
     from mlguard.audit.record import event, pseudonym
     from mlguard.audit.retention import check_shred
     from mlguard.ids import uuid7
@@ -399,7 +445,14 @@ def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subje
     url = given.store(store_url)
     keys = _keyring(keyring, given)
     vault, no_vault = _open_vault(vault_path, given, keys)
+    try:
+        fairness, no_fairness = _open_fairness(fairness_url, config, keys)
+    except BaseException:
+        if vault is not None:
+            vault.close()
+        raise
     erased = None
+    fair_erased: int | None = None
     store = None
     try:
         store = _open_to_write(url, keys)
@@ -419,8 +472,17 @@ def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subje
             except MLGuardError as exc:
                 click.echo(f"token vault erasure failed, nothing shredded: {exc}", err=True)
                 ctx.exit(1)
+        if fairness is not None:  # before the keys too: the audit ids are read from the store's clear columns
+            try:
+                fair_erased = fairness.erase([row.audit_id for row in store.iter_rows(subject=subj)
+                                              if row.kind == "exchange"])
+            except MLGuardError as exc:
+                click.echo(f"fairness window erasure failed, no data keys destroyed: {exc}", err=True)
+                ctx.exit(1)
         if no_vault is not None:
             click.echo(no_vault, err=True)
+        if no_fairness is not None:
+            click.echo(no_fairness, err=True)
         if erased is not None and not erased.scrubbed:
             click.echo("note: the token vault's WAL could not be checkpointed (a reader held it): the erased "
                        "entries' old pages stay in it until the next checkpoint; run this shred again later",
@@ -433,13 +495,14 @@ def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subje
                 click.echo(f"no records of this subject (pseudonym {subj}): nothing shredded; check the id", err=True)
                 ctx.exit(1)
             click.echo(f"subject {subj} already shredded: no data keys left, no tombstone appended"
-                       f"{_vault_said(erased)}")
+                       f"{_vault_said(erased)}{_fairness_said(fair_erased)}")
             return
         gone = store.delete_data_keys(subject=subj)
         w = _writer(store, keys, witness or given.witness)
         w.append_now([event(str(uuid7()), time.time(), "tombstone",
                             {"reason": "erasure", "keys_destroyed": len(gone), "days": days,
                              "vault_entries_erased": None if erased is None else erased.erased,
+                             "fairness_decisions_erased": fair_erased,
                              "override_retention": override_retention}, subject=subj, clear=True)])
         w.checkpoint()
     finally:
@@ -447,7 +510,10 @@ def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subje
             store.close()
         if vault is not None:
             vault.close()
-    click.echo(f"shredded subject {subj}: {len(gone)} data keys destroyed{_vault_said(erased)}, tombstone appended")
+        if fairness is not None:
+            fairness.close()
+    click.echo(f"shredded subject {subj}: {len(gone)} data keys destroyed{_vault_said(erased)}"
+               f"{_fairness_said(fair_erased)}, tombstone appended")
 
 
 @audit.command("purge", help="Apply the policies' retention: shred records past the maximum.")

@@ -15,6 +15,15 @@ compare them within 1e-9 on random windows):
 Then what fairlearn has no notion of: NYC LL144 impact ratios (selection-rate and scoring-rate variants, the 2%
 exclusion with its justification, the unknown count), the EEOC four-fifths flag with a significance test, and a
 minimum group size below which a group is "insufficient data", neither pass nor fail.
+
+Where an evaluation differs from fairlearn on purpose: a difference or ratio over fewer than two groups compares
+nothing, so :func:`evaluate` reports it as NaN (``null`` in JSON, no gauge sample) where fairlearn gives 0.0 and
+1.0, which read as perfect parity (one eligible intersection and the rest under the minimum size, say); the
+equalized odds figures likewise need two groups with labels. :func:`disparity` itself stays fairlearn-equal.
+
+And a status judged against no threshold: "ok" then only means there was enough data. The report says which
+thresholds it was judged against (``thresholds_checked``) and, when none, says so in ``status_detail``; the
+status values themselves are unchanged (they are the ``MLGuard-Fairness`` header's).
 """
 
 from __future__ import annotations
@@ -35,6 +44,13 @@ STATUS_ORDER: dict[str, int] = {"insufficient": -1, "ok": 0, "warn": 1, "violati
 _BY_ORDER: dict[int, Status] = {-1: "insufficient", 0: "ok", 1: "warn", 2: "violation"}
 FISHER_MIN_EXPECTED = 5.0
 LL144_RULE = "6 RCNY 5-301"
+CHECKED_THRESHOLDS = ("min_impact_ratio", "max_demographic_parity_difference", "max_equalized_odds_difference")
+"""The thresholds a status is judged against; the other parameters only shape how (group sizes, significance)."""
+NO_THRESHOLD_DETAIL = ("no fairness threshold is set (min_impact_ratio, max_demographic_parity_difference and "
+                       "max_equalized_odds_difference are all null in the composed policies): nothing is checked, "
+                       "so the status can only be ok (meaning only: enough data) or insufficient; add a policy "
+                       "that sets one (eeoc_four_fifths, nyc_ll144, ecoa) or set one in a policy of your own "
+                       "that extends yours")
 
 
 # ---------------------------------------------------------------------------------------------- per group
@@ -290,6 +306,12 @@ class Thresholds:
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
 
+    @property
+    def checked(self) -> tuple[str, ...]:
+        """Names of the thresholds that are set (:data:`CHECKED_THRESHOLDS`); empty: no status can be worse
+        than "ok"."""
+        return tuple(k for k in CHECKED_THRESHOLDS if getattr(self, k) is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class ImpactRow:
@@ -371,8 +393,15 @@ class FairnessReport:
         out["breaches"] = [b["metric"] + ":" + d.dimension for d in self.dimensions.values() for b in d.breaches]
         return out
 
+    @property
+    def status_detail(self) -> str | None:
+        """What the status cannot say by itself: that nothing was checked (no threshold set); else None."""
+        return None if self.thresholds.checked else NO_THRESHOLD_DETAIL
+
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "decisions": self.decisions, "labelled": self.labelled,
+        return {"status": self.status, "status_detail": self.status_detail,
+                "thresholds_checked": list(self.thresholds.checked),
+                "decisions": self.decisions, "labelled": self.labelled,
                 "thresholds": self.thresholds.as_dict(),
                 "dimensions": {k: v.as_dict() for k, v in self.dimensions.items()}}
 
@@ -430,7 +459,7 @@ def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> Dimensi
             )
     insufficient = {g.key for g in known if g.n < th.min_group_size}
     eligible = [g for g in known if g.key not in excluded and g.key not in insufficient]
-    elig = disparity(eligible)
+    elig = _between_two_or_more(disparity(eligible))
     impact = _impact_rows(known, total, excluded, insufficient, th)
     differences = _difference_tests(eligible, elig, th) if len(eligible) >= 2 else []
     # the family (see evaluate): the rows with a p-value are exactly the eligible ones below four-fifths
@@ -453,7 +482,20 @@ def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> Dimensi
             status = "warn"
     else:
         status = "insufficient"
-    return DimensionReport(dim, disparity(groups), elig, impact, unknown, total, breaches, status)
+    return DimensionReport(dim, _between_two_or_more(disparity(groups)), elig, impact, unknown, total, breaches,
+                           status)
+
+
+def _between_two_or_more(m: DisparityMetrics) -> DisparityMetrics:
+    """``m`` with the between-groups figures NaN where fewer than two groups take part (see the module docstring):
+    demographic parity needs two groups with decisions, equalized odds two groups with labels."""
+    nan = math.nan
+    if len(m.groups) < 2:
+        m = replace(m, demographic_parity_difference=nan, demographic_parity_ratio=nan)
+    if len(m.tpr) < 2:
+        m = replace(m, equalized_odds_difference=nan, equalized_odds_ratio=nan, tpr_difference=nan,
+                    fpr_difference=nan)
+    return m
 
 
 def _impact_rows(known: list[GroupSnapshot], total: int, excluded: Mapping[str, str], insufficient: set[str],
@@ -528,7 +570,8 @@ def _num(v: Any) -> Any:
 
 
 __all__ = [
-    "Correction", "DimensionReport", "DisparityMetrics", "FairnessReport", "ImpactRow", "Status", "Thresholds",
+    "CHECKED_THRESHOLDS", "NO_THRESHOLD_DETAIL", "Correction", "DimensionReport", "DisparityMetrics",
+    "FairnessReport", "ImpactRow", "Status", "Thresholds",
     "adjust_p_values", "disparity", "evaluate", "fisher_exact_p", "fnr", "fpr", "selection_rate", "tpr",
     "two_proportion_p",
 ]

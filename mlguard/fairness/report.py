@@ -12,8 +12,11 @@ module is tested on plain lists. matplotlib is imported only when HTML is render
 What an auditor must not misread: a category under the minimum group size is "insufficient data", neither pass nor
 fail of the four-fifths rule (29 CFR 1607.4(D); regulations.md), so its "below 4/5" is not assessed (``null``,
 "n/a") rather than "no" next to a low ratio; the report names the policy each threshold comes from (the minimum
-size is a policy parameter, not a law's); and its period is the one asked for or, when none was, the dates of
-the first and last decision it covers.
+size is a policy parameter, not a law's); its period is the one asked for or, when none was, the dates of
+the first and last decision it covers; and a status judged against no threshold at all (policies that set none,
+such as gdpr and eu_ai_act alone) is "ok" only in the sense of "enough data": the report says so
+(``thresholds_checked: []`` and ``status_detail``, at the top and per route, and in the HTML headings) rather
+than let a bare "ok" stand next to an impact ratio of 0.7.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlguard.fairness.metrics import LL144_RULE, Thresholds, evaluate
+from mlguard.fairness.metrics import LL144_RULE, NO_THRESHOLD_DETAIL, Thresholds, evaluate
 from mlguard.fairness.window import GroupSnapshot
 
 MAX_PERIODS = 12
@@ -153,6 +156,8 @@ def build_report(records: Iterable[dict[str, Any]], *, thresholds: Thresholds | 
         "source": source, "since": since, "until": until, "distribution_date": distribution_date,
         "first_decision": stamps[0] if stamps else None, "last_decision": stamps[-1] if stamps else None,
         "thresholds": th.as_dict(),
+        "thresholds_checked": list(th.checked),
+        "status_detail": None if th.checked else NO_THRESHOLD_DETAIL,
         "threshold_sources": {k: list(sources.get(k) or [DEFAULT_SOURCE]) for k in th.as_dict()},
         "routes": {},
     }
@@ -163,7 +168,9 @@ def build_report(records: Iterable[dict[str, Any]], *, thresholds: Thresholds | 
         out["routes"][path] = {
             "policies": sorted(rd.policies),
             "first": decs[0].ts if decs else None, "last": decs[-1].ts if decs else None,
-            "status": rep.status, "decisions": len(decs), "labelled": sum(d.label is not None for d in decs),
+            "status": rep.status, "status_detail": rep.status_detail,
+            "thresholds_checked": list(th.checked), "decisions": len(decs),
+            "labelled": sum(d.label is not None for d in decs),
             "groups": [_group_row(g) for g in sorted(snap, key=lambda g: (g.dimension.count("|"), g.key))],
             "metrics": rep.as_dict()["dimensions"],
             "ll144": _ll144(rep.as_dict()["dimensions"], th, out["threshold_sources"]["min_group_size"]),
@@ -316,8 +323,12 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append("<h2>Thresholds</h2>" + _table(
         ["parameter", "value", "set by"],
         [[html.escape(k), _fmt(v), _fmt(", ".join(sources.get(k) or [DEFAULT_SOURCE]))] for k, v in th.items()]))
+    if report.get("status_detail"):
+        parts.append(f"<p class='warn'><b>No threshold set.</b> {_fmt(report['status_detail'])}.</p>")
     for path, r in report["routes"].items():
-        parts.append(f"<h2>Route {html.escape(path)}: <span class='{r['status']}'>{r['status']}</span></h2>")
+        unchecked = " (no threshold set: nothing checked)" if r.get("status_detail") else ""
+        parts.append(f"<h2>Route {html.escape(path)}: <span class='{r['status']}'>{r['status']}{unchecked}"
+                     "</span></h2>")
         parts.append(f"<p>{r['decisions']} decisions ({r['labelled']} labelled), {_fmt(r['first'])} to "
                      f"{_fmt(r['last'])}; policies {html.escape(', '.join(r['policies']) or 'n/a')}.</p>")
         parts.append("<h3>Per group</h3>" + _table(

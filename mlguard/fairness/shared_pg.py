@@ -14,6 +14,12 @@ tying an audit id to a person's race and sex is special-category data and must n
 counts table holds aggregates per category and bucket only (a bucket with very few decisions is still small:
 choose ``bucket_seconds`` so buckets hold many).
 
+Erasure: a decision row is keyed by its audit id only (no subject column: the subject's pseudonym lives in the
+audit store, which names the audit ids of a subject's records). ``mlguard audit shred`` reads those ids there and
+calls :func:`erase_decisions`, which takes each decision out as if it had never been counted (its sealed row
+deleted, its contribution subtracted from the counts, a count row left empty removed), so the erased person's
+protected groups stop feeding the window at once; :meth:`SharedWindow.forget` does the same for one decision.
+
 Calls are blocking (psycopg); the stage runs them in a worker thread. One connection per window, serialised by a
 lock. A connection that broke (the server restarted, a proxy dropped it) is replaced at the next call: the call
 that met the failure raises FairnessError (the policy's failure_mode decides), the ones after it work again as
@@ -98,6 +104,116 @@ def _label_delta(pred: bool, label: bool, sign: int) -> dict[str, int]:
     return d
 
 
+_REMOVE_COUNTS = """
+UPDATE mlguard_fairness_counts SET n = n - 1, selected = selected - %(sel)s, labelled = labelled - %(dl)s,
+    tp = tp - %(tp)s, fp = fp - %(fp)s, tn = tn - %(tn)s, fn = fn - %(fn)s
+WHERE route = %(route)s AND bucket = %(bucket)s AND grp = ANY(%(groups)s::text[])
+"""
+
+
+def _connect(url: str) -> Any:
+    """A new autocommit connection to the shared store, waiting at most LOCK_TIMEOUT_S for a row lock."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    from mlguard.pgconn import liveness
+
+    # the URL's own options (a search_path, say) are kept: a keyword argument would replace them
+    given = conninfo_to_dict(url).get("options")
+    options = " ".join(o for o in (str(given or ""), f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}") if o)
+    return psycopg.connect(url, autocommit=True, connect_timeout=5, options=options, **liveness(url))
+
+
+def _ad(route: str, audit_id: str) -> bytes:
+    """Associated data of a sealed decision row: the row opens only under its own route and audit id."""
+    return f"mlguard.fairness.shared\x00{route}\x00{audit_id}".encode()
+
+
+def _open_groups(aead: Any, route: str, audit_id: str, sealed: bytes) -> list[str]:
+    from cryptography.exceptions import InvalidTag
+
+    blob = bytes(sealed)
+    try:
+        keys = json.loads(aead.decrypt(blob[:12], blob[12:], _ad(route, audit_id)))
+    except (InvalidTag, ValueError):
+        raise FairnessError("a shared fairness decision row does not open with this keyring") from None
+    return [str(k) for k in keys]
+
+
+def _erase(conn: Any, aead: Any, audit_ids: Sequence[str], route: str | None = None) -> int:
+    """Take the decisions ``audit_ids`` (of ``route``, or of any route) out of the shared window, in one
+    transaction; the number taken out. Every row is opened before anything changes, so a keyring that does not
+    open them (FairnessError) leaves the store as it was."""
+    ids = list(dict.fromkeys(audit_ids))
+    if not ids:
+        return 0
+    with conn.transaction():
+        # route NULL: any route (a shred does not know which route made a decision)
+        rows = conn.execute("SELECT audit_id, route, bucket, groups, pred, label FROM mlguard_fairness_decisions "
+                            "WHERE audit_id = ANY(%s::text[]) AND (%s::text IS NULL OR route = %s) FOR UPDATE",
+                            (ids, route, route)).fetchall()
+        opened = [(aid, rt, bucket, _open_groups(aead, rt, aid, sealed), pred, label)
+                  for aid, rt, bucket, sealed, pred, label in rows]
+        touched: set[tuple[str, int]] = set()
+        for _aid, rt, bucket, groups, pred, label in opened:
+            delta = _label_delta(pred, label, 1) if label is not None else dict.fromkeys(
+                ("dl", "tp", "fp", "tn", "fn"), 0)
+            conn.execute(_REMOVE_COUNTS, {"route": rt, "bucket": bucket, "groups": groups, "sel": int(pred),
+                                          **delta})
+            touched.add((rt, bucket))
+        for rt, bucket in sorted(touched):
+            conn.execute("DELETE FROM mlguard_fairness_counts WHERE route = %s AND bucket = %s AND n <= 0",
+                         (rt, bucket))
+        conn.execute("DELETE FROM mlguard_fairness_decisions WHERE audit_id = ANY(%s::text[])",
+                     ([r[0] for r in opened],))
+    return len(opened)
+
+
+class SharedDecisions:
+    """The shared store as ``mlguard audit shred`` sees it: a connection that erases decisions by audit id.
+
+    Opened (connected) before anything is destroyed, so an unreachable store is reported before a shred starts;
+    tables that were never created (no guard ran with this store) hold nothing to erase."""
+
+    def __init__(self, url: str, secret: bytes) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            from mlguard.errors import DependencyMissing
+
+            raise DependencyMissing("psycopg", "postgres") from exc
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead = AESGCM(secret[:32])
+        try:
+            self._conn = _connect(url)
+        except psycopg.Error as exc:
+            raise FairnessError(f"shared fairness store unavailable ({type(exc).__name__})") from None
+
+    def erase(self, audit_ids: Sequence[str]) -> int:
+        """Take these decisions out of every route's shared window; the number of decisions taken out."""
+        import psycopg
+
+        try:
+            if not self._conn.execute(_TABLES_READY).fetchone()[0]:
+                return 0
+            return _erase(self._conn, self._aead, audit_ids)
+        except psycopg.Error as exc:
+            raise FairnessError(f"shared fairness store failed ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def erase_decisions(url: str, secret: bytes, audit_ids: Sequence[str]) -> int:
+    """Open the shared store at ``url``, erase the decisions ``audit_ids``, close it; the number erased."""
+    store = SharedDecisions(url, secret)
+    try:
+        return store.erase(audit_ids)
+    finally:
+        store.close()
+
+
 class SharedWindow:
     """A FairnessWindow-compatible window whose counts live in PostgreSQL (see the module docstring)."""
 
@@ -136,21 +252,12 @@ class SharedWindow:
 
     def _connection(self) -> Any:
         """The open connection, or a new one when there is none or it broke (called under ``_lock``)."""
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
-
-        from mlguard.pgconn import liveness
-
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
             self._conn = None
-            # the URL's own options (a search_path, say) are kept: a keyword argument would replace them
-            given = conninfo_to_dict(self._url).get("options")
-            options = " ".join(o for o in (str(given or ""), f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}") if o)
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5, options=options,
-                                   **liveness(self._url))
+            conn = _connect(self._url)
             self._conn = conn
         return conn
 
@@ -162,17 +269,10 @@ class SharedWindow:
         return nonce + self._aead.encrypt(nonce, json.dumps(list(keys)).encode(), self._ad(audit_id))
 
     def _open(self, audit_id: str, sealed: bytes) -> list[str]:
-        from cryptography.exceptions import InvalidTag
-
-        blob = bytes(sealed)
-        try:
-            keys = json.loads(self._aead.decrypt(blob[:12], blob[12:], self._ad(audit_id)))
-        except (InvalidTag, ValueError):
-            raise FairnessError("a shared fairness decision row does not open with this keyring") from None
-        return [str(k) for k in keys]
+        return _open_groups(self._aead, self.route, audit_id, sealed)
 
     def _ad(self, audit_id: str) -> bytes:
-        return f"mlguard.fairness.shared\x00{self.route}\x00{audit_id}".encode()
+        return _ad(self.route, audit_id)
 
     def _run(self, fn: Callable[[Any], Any]) -> Any:
         import psycopg
@@ -234,6 +334,11 @@ class SharedWindow:
             (audit_id, self.route)).fetchone())
         horizon = self._horizon()
         return row is not None and (horizon is None or row[0] >= horizon)
+
+    def forget(self, audit_id: str) -> bool:
+        """Take one decision of this route out of the shared window (see the module docstring: Erasure)."""
+        n: int = self._run(lambda conn: _erase(conn, self._aead, [audit_id], route=self.route))
+        return n > 0
 
     def clear(self) -> None:
         def tx(conn: Any) -> None:
@@ -337,4 +442,4 @@ class SharedWindow:
                 self._conn = None
 
 
-__all__ = ["COUNTS", "DECISIONS", "SharedWindow"]
+__all__ = ["COUNTS", "DECISIONS", "SharedDecisions", "SharedWindow", "erase_decisions"]

@@ -13,7 +13,15 @@ evaluate the window against ``policy.fairness`` and act:
   the window was reset on resume). The monitor's stop is its own (mlguard/oversight.py): a fairness resume
   lifts only it, never a stop a person made through ``POST /routes/{i}/stop``, and says so.
 
-Ground truth arrives later through ``POST /feedback`` and joins the decision in the window.
+Ground truth arrives later through ``POST /feedback`` and joins the decision in the window. Feedback on a decision
+whose record was erased (``mlguard audit shred``, or its day purged) is refused with 410 and the decision is taken
+out of the window: the audit store says so (the record's data key is gone), in shared and per-worker mode alike,
+whereas only the shared store can be reached by the shred itself.
+
+Why a warning at start when a route's policies set no threshold (gdpr and eu_ai_act alone, say): the status can
+then never be worse than "ok", and an operator reading "ok" next to an impact ratio of 0.7 believes a check ran.
+The endpoint's report says it too (``thresholds_checked``, ``status_detail``: metrics.py); the header keeps its
+four values.
 
 Why the record holds only category keys: the audit record's ``protected`` section (its own key domain) holds the
 raw attributes; this section holds what the metrics used, i.e. the groups ("sex=Female"), the decision and the
@@ -49,6 +57,11 @@ log = logging.getLogger("mlguard.fairness")
 
 HEADER = "MLGuard-Fairness"
 STATUS_GAUGE = {"insufficient": -1.0, "ok": 0.0, "warn": 1.0, "violation": 2.0}
+THRESHOLD_POLICIES = ("eeoc_four_fifths", "nyc_ll144", "ecoa")
+"""Bundled policies that set a fairness threshold, named by the start-up warning (a test keeps this true)."""
+ERASED = {"title": "Decision erased",
+          "detail": "this decision's record was erased (its subject shredded, or its day purged under retention): "
+                    "it is no longer in the fairness window and takes no feedback"}
 
 
 class WindowLike(Protocol):
@@ -62,6 +75,8 @@ class WindowLike(Protocol):
     def set_label(self, audit_id: str, label: bool) -> bool: ...
 
     def knows(self, audit_id: str) -> bool: ...
+
+    def forget(self, audit_id: str) -> bool: ...
 
     def snapshot(self, *, scores: bool = False, now: float | None = None) -> list[GroupSnapshot]: ...
 
@@ -124,6 +139,8 @@ class FairnessStage(BaseStage):
                 route=r, window=window, thresholds=Thresholds.from_policy(policy_fairness),
                 action=str(getattr(policy_fairness, "action", None) or "annotate"),
             )
+            if not self.routes[r.index].thresholds.checked:
+                _warn_unchecked(r)
         from mlguard.metrics import register_gauges
 
         register_gauges(self.shared, self._gauges)
@@ -322,6 +339,14 @@ class FairnessStage(BaseStage):
                 return _json(404, {"title": "Not found", "detail": "no decision for this subject in the window"})
         if audit_id is None:
             return _json(404, {"title": "Not found", "detail": "unknown audit_id"})
+        try:
+            erased = await self._erased(audit_id)
+        except Exception as exc:
+            log.error("feedback: the erasure check failed", extra={"error": type(exc).__name__})
+            return _json(503, {"title": "Audit unavailable",
+                               "detail": "could not check that the decision was not erased; try again"})
+        if erased:
+            return _json(410, ERASED)
         st = await self._route_of(audit_id)
         if st is None:
             return _json(404, {"title": "Not found",
@@ -343,6 +368,34 @@ class FairnessStage(BaseStage):
         await self._act(st, report)
         return _json(200, {"audit_id": audit_id, "route": st.route.path, "labelled": True,
                            "status": report.status})
+
+    async def _erased(self, audit_id: str) -> bool:
+        """Whether the audit store holds the record of ``audit_id`` with its data key destroyed (shred, purge);
+        if so the decision is also taken out of the window that still holds it (a per-worker window, which no
+        shred can reach). False without an audit store, or when the record is not there (yet)."""
+        store = self.shared.get("audit_store")
+        if store is None:
+            return False
+
+        def check() -> bool:
+            row = store.get_row(audit_id)
+            if row is None or row.kind != "exchange":
+                return False
+            # one data key per subject (pseudonym; "" for none) and UTC day: audit/seal.py
+            return str(row.ts)[:10] not in store.subject_periods(row.subject or "")
+
+        import anyio.to_thread
+
+        if not await anyio.to_thread.run_sync(check):
+            return False
+        for st in self.routes.values():
+            if self.settings.shared_store:
+                forgot = await anyio.to_thread.run_sync(st.window.forget, audit_id)
+            else:
+                forgot = st.window.forget(audit_id)  # on the loop, as every other change of this window
+            if forgot:
+                await self._act(st, await self._evaluate(st))
+        return True
 
     async def _route_of(self, audit_id: str) -> RouteState | None:
         """The route whose window holds ``audit_id`` (a database lookup, off the loop, when shared)."""
@@ -490,8 +543,20 @@ class FairnessStage(BaseStage):
                 close()
 
 
+def _warn_unchecked(route: CompiledRoute) -> None:
+    """Log that ``route`` is monitored against no threshold, and what to do (see the module docstring)."""
+    ids = list(getattr(route.policy, "ids", None) or [])
+    log.warning(
+        "fairness: route %s declares protected attributes (%s) but its policies (%s) set no fairness threshold: "
+        "nothing is checked, its status can only be ok or insufficient, and no bias alert or block can follow. "
+        "Add a policy that sets one (%s), or set fairness.min_impact_ratio, max_demographic_parity_difference or "
+        "max_equalized_odds_difference in a policy of your own that extends yours",
+        route.path, ", ".join(sorted(route.protected)), ", ".join(ids) or "none",
+        ", ".join(THRESHOLD_POLICIES))
+
+
 def _json(status: int, doc: Mapping[str, Any]) -> AdminResponse:
     return AdminResponse(status, json.dumps(doc, default=str, allow_nan=False).encode())
 
 
-__all__ = ["HEADER", "FairnessStage", "RouteState", "create"]
+__all__ = ["HEADER", "THRESHOLD_POLICIES", "FairnessStage", "RouteState", "create"]

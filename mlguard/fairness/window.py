@@ -244,6 +244,20 @@ class FairnessWindow:
     def knows(self, audit_id: str) -> bool:
         return audit_id in self._by_id
 
+    def forget(self, audit_id: str) -> bool:
+        """Take one decision out of the window, counts and label included, as if it had never been counted;
+        False when it is not (or no longer) in the window.
+
+        Why: a decision whose subject was erased (``mlguard audit shred``) must stop feeding the metrics with
+        that person's protected groups at once, not only when it ages out of the window. O(window) for the
+        ring removal: erasures are rare."""
+        slot = self._by_id.get(audit_id)
+        if slot is None or not slot.live:
+            return False
+        self._ring.remove(slot)
+        self._drop(slot)
+        return True
+
     def _evict(self, now: float) -> None:
         if self.seconds is None:
             return
