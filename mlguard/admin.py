@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mlguard.logs import mask_route_paths
 from mlguard.oversight import operator_reason
 from mlguard.problem import PROBLEM_BASE, send_problem
+from mlguard.routes import route_path
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute
 from mlguard.types import Receive, Scope, Send
 
@@ -65,7 +66,7 @@ class Admin:
         return path == self.prefix or path.startswith(self._prefix_slash)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sub = scope["path"][len(self.prefix):] or "/"
+        sub = route_path(scope)[len(self.prefix):] or "/"
         method = scope.get("method", "GET")
         matched = [(r, m) for r, rx in self._routes if (m := rx.match(sub))]
         if not matched:

@@ -91,16 +91,25 @@ def mask_route_paths(routes: Iterable[tuple[str, re.Pattern[str]]]) -> None:
     with _TEMPLATES_LOCK:
         for template, pattern in routes:
             if "{" in template:
-                _TEMPLATES[template] = pattern
+                # any prefix before it: the server logs the full path, root_path or a Mount's prefix included
+                _TEMPLATES[template] = re.compile("^(?:/.*?)?" + pattern.pattern.removeprefix("^"))
+
+
+_PARAMETER = re.compile(r"\{[^}]*\}")
 
 
 def _mask_path(path: str) -> str:
     """``path`` without its query string, or the guarded route template it matches."""
     path = path.split("?", 1)[0]
+    best: tuple[int, str] | None = None
     for template, pattern in list(_TEMPLATES.items()):
         if pattern.match(path):
-            return template
-    return path
+            # the most specific template wins (most literal characters): an admin prefix's catch-all
+            # ("/mlguard/{unknown}") must not hide "/mlguard/audit/records/{audit_id}" registered after it
+            literal = len(_PARAMETER.sub("", template))
+            if best is None or literal > best[0]:
+                best = (literal, template)
+    return path if best is None else best[1]
 
 
 def _access(record: logging.LogRecord, doc: dict[str, Any]) -> bool:

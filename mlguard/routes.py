@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlguard.config import RouteConfig
 from mlguard.config.explain import compile_decision_path
@@ -17,7 +17,52 @@ from mlguard.policy.model import KNOWN_ENTITIES
 if TYPE_CHECKING:
     from mlguard.policy import EffectivePolicy
 
-_PARAM = re.compile(r"\{([A-Za-z_]\w*)\}")
+_PARAM = re.compile(r"\{([A-Za-z_]\w*)(?::(\w+))?\}")
+_CONVERTERS = {  # Starlette's path convertors, as FastAPI routes are written: {item_id:int}, {file:path}
+    None: "[^/]+", "str": "[^/]+", "path": ".*", "int": "[0-9]+", "float": r"[0-9]+(?:\.[0-9]+)?",
+    "uuid": "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+}
+
+
+def route_regex(path: str, *, field: str) -> str:
+    """The pattern of a route path template: ``{name}`` or ``{name:convertor}`` (str, path, int, float, uuid, as
+    Starlette and FastAPI write them) per parameter, and an optional trailing slash.
+
+    Why the convertors: ``/items/{item_id:int}``, copied from a FastAPI app, was accepted but matched nothing
+    (``{name}`` only was understood), so the route went unguarded and its body reached the app in clear. Why the
+    slash: an app route ``/predict/`` guarded as ``/predict`` answered the client's ``/predict`` with a redirect
+    and then took the followed request to ``/predict/`` unguarded."""
+    out: list[str] = []
+    pos = 0
+    for m in _PARAM.finditer(path):
+        convertor = m.group(2)
+        if convertor not in _CONVERTERS:
+            raise ConfigError(f"unknown path convertor {convertor!r} in {path!r}; use one of "
+                              f"{', '.join(c for c in _CONVERTERS if c)}", field=field)
+        out += [re.escape(path[pos:m.start()]), f"(?P<{m.group(1)}>{_CONVERTERS[convertor]})"]
+        pos = m.end()
+    rest = path[pos:]
+    if "{" in rest or "}" in rest:
+        raise ConfigError(f"malformed path parameter in {path!r}: write {{name}} or {{name:int}}", field=field)
+    out.append(re.escape(rest.rstrip("/")))
+    return "^" + "".join(out) + "/?$"
+
+
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The request's path inside the app the guard wraps: ``path`` without the ``root_path`` it is mounted at.
+
+    Why: under ``uvicorn --root-path /api``, a Starlette ``Mount("/v1", ...)`` or FastAPI's ``root_path``, the
+    scope's ``path`` is the full one (ASGI: the app strips ``root_path`` to route, as Starlette does), so
+    guarded routes compared against it never matched and their bodies reached the app in clear."""
+    path = str(scope["path"])
+    root = str(scope.get("root_path") or "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):] or "/"
+    return path
+
+
+def _normal(path: str) -> str:
+    return path.rstrip("/") or "/"
 
 PII_KEYWORDS = ("scan", "keep")
 """The route ``pii`` values that are not entities (``mlguard.pii.redactor.SCAN`` and ``KEEP``)."""
@@ -65,12 +110,12 @@ def compile_route(index: int, route: RouteConfig, policy: EffectivePolicy, *,
     """
     where = f"routes.{index}"
     check_pii_entities(index, route, known_entities(policy, custom_entities))
-    regex = "^" + _PARAM.sub(r"(?P<\1>[^/]+)", re.escape(route.path).replace(r"\{", "{").replace(r"\}", "}"))
+    regex = route_regex(route.path, field=f"{where}.path")
     model = route.model
     return CompiledRoute(
         index=index,
         config=route,
-        pattern=re.compile(regex + "$"),
+        pattern=re.compile(regex),
         methods=frozenset(route.methods),
         policy=policy,
         subject=compile_path(route.subject, field=f"{where}.subject") if route.subject else None,
@@ -129,11 +174,12 @@ class RouteTable:
 
     def __init__(self, routes: list[CompiledRoute]) -> None:
         self.routes = routes
-        self._exact = {r.config.path: r for r in routes if "{" not in r.config.path}
+        self._exact = {_normal(r.config.path): r for r in routes if "{" not in r.config.path}
         self._patterns = [r for r in routes if "{" in r.config.path]
 
     def match(self, method: str, path: str) -> CompiledRoute | None:
-        route = self._exact.get(path)
+        """The route guarding ``path`` (the route path: :func:`route_path`), with or without a trailing slash."""
+        route = self._exact.get(path if len(path) < 2 or path[-1] != "/" else _normal(path))
         if route is None:
             for candidate in self._patterns:
                 if candidate.pattern.match(path):

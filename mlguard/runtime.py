@@ -106,6 +106,8 @@ class Guard:
     def __init__(self, config: str | Path | GuardConfig | dict[str, Any], *,
                  stages: list[str] | None = None, shared: dict[str, Any] | None = None) -> None:
         file = config if isinstance(config, str | Path) else None
+        self._stage_names = stages
+        self._shared_given = dict(shared or {})
         self.config = load_config(config)
         logging.getLogger("mlguard").setLevel(self.config.log_level)
         checked = check_config(self.config, file=file)
@@ -160,6 +162,17 @@ class Guard:
                          for s in self.policy.sources],
             "stages": {s.name: s.describe() for s in self.stages},
         }
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def reopen(self) -> Guard:
+        """A new guard built as this one was (same configuration, stages and shared objects given), for an app
+        whose lifespan starts again after this guard was closed by its shutdown (a test suite entering
+        ``with TestClient(app)`` once per test): without it the second run's requests waited for ever on the
+        closed audit writer."""
+        return Guard(self.config, stages=self._stage_names, shared=dict(self._shared_given))
 
     async def aclose(self) -> None:
         """Close every stage once (later calls do nothing), in pipeline order.

@@ -136,6 +136,7 @@ class AuditWriter:
         # refused at once until it ends).
         self._inflight: tuple[float, list[tuple[Pending, Waiter]]] | None = None
         self._stalled = False
+        self._closed = False  # close() was called: nothing is taken any more (a request would wait for ever)
         self._watchdog: threading.Thread | None = None
         self._closing = threading.Event()
         # Pipeline hand-off: at most two sealed batches wait for the committer (bounded memory; the writer
@@ -168,8 +169,8 @@ class AuditWriter:
 
     def submit(self, item: Pending, *, wait: bool = True) -> Future[int] | None:
         """Queue a record; with ``wait`` the future resolves with its seq after COMMIT. Full -> AuditUnavailable."""
-        if self._stalled:
-            raise _stalled_error()
+        if self._stalled or self._closed:
+            raise _stalled_error() if self._stalled else _closed_error()
         fut: Future[int] | None = Future() if wait else None
         self._put((item, fut))
         return fut
@@ -185,8 +186,8 @@ class AuditWriter:
         over per iteration, the same load commits about 32 per batch (in-process, bench/audit.py's stage case
         and the end-to-end driver). The callback runs after the callbacks already ready; when the loop has
         nothing else to do it runs at once, so a lone request waits no longer than before."""
-        if self._stalled:
-            raise _stalled_error()
+        if self._stalled or self._closed:
+            raise _stalled_error() if self._stalled else _closed_error()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         pending = self._from_loops.get(loop)
@@ -202,8 +203,9 @@ class AuditWriter:
         """On ``loop``: queue what it submitted since the last hand-over, and wake the writer once."""
         entries = self._from_loops.pop(loop, None)
         if entries:
-            if self._stalled:  # submitted just before the watchdog's verdict: never sent either
-                self._resolve_batch(entries, [_stalled_error()] * len(entries))
+            if self._stalled or self._closed:  # submitted just before the watchdog's verdict or close()
+                err = _stalled_error() if self._stalled else _closed_error()
+                self._resolve_batch(entries, [err] * len(entries))
                 return
             self._dq.extend(entries)
             self._wake()
@@ -269,6 +271,7 @@ class AuditWriter:
         """Drain the queue, write pending gaps and a final checkpoint, stop the thread."""
         self._closing.set()
         if self._thread is not None:
+            self._closed = True
             deadline = time.monotonic() + timeout
             self._put(None, force=True)
             self._thread.join(timeout)
@@ -715,6 +718,11 @@ class _Job:
     prev: bytes
     gen: int
     epoch: int
+
+
+def _closed_error() -> Unrecorded:
+    return Unrecorded("the audit writer is closed (the app's lifespan shut the guard down): record not taken",
+                      "writer_closed")
 
 
 def _stalled_error() -> Unrecorded:

@@ -36,6 +36,8 @@ __all__ = [
 
 MiB = 1024 * 1024
 _PATH_RE = re.compile(r"^/[^\s]*$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 
 
 class LimitSettings(BaseModel):
@@ -94,8 +96,10 @@ class RouteConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="Path of the guarded route.")
-    methods: list[str] = Field(default_factory=lambda: ["POST"], description="HTTP methods guarded on it.")
+    path: str = Field(description="Path of the guarded route, as the app routes it ({id}, {id:int}, {p:path} ...; "
+                                  "without root_path or a Mount's prefix; a trailing slash does not matter).")
+    methods: list[str] = Field(default_factory=lambda: ["POST"],
+                               description="HTTP methods guarded on it: POST, PUT, PATCH or DELETE (a JSON body).")
     subject: str | None = Field(None, description="JSONPath to the id of the person the record is about.")
     protected: dict[str, str] = Field(
         default_factory=dict, description="Protected attribute name -> JSONPath, read before redaction."
@@ -118,9 +122,18 @@ class RouteConfig(BaseModel):
     @field_validator("methods")
     @classmethod
     def _methods_upper(cls, v: list[str]) -> list[str]:
+        """Upper-cased; only methods whose request carries the body the guard reads. Why: ``methods: [GET]`` was
+        accepted, then every GET was refused (415, no JSON body) and its query string never inspected."""
         if not v:
             raise ValueError("must name at least one method")
-        return [m.upper() for m in v]
+        out = [m.upper() for m in v]
+        for m in out:
+            if m not in _BODY_METHODS:
+                raise ValueError(
+                    f"{m} cannot be guarded: the guard reads the request's JSON body, which {m} requests do not "
+                    "carry (query strings are not inspected); guard the route's POST, PUT, PATCH or DELETE"
+                    if m in _BODILESS else f"unknown HTTP method {m!r}; use POST, PUT, PATCH or DELETE")
+        return out
 
 
 class GuardConfig(BaseModel):

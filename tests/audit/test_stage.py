@@ -194,7 +194,8 @@ async def test_async_queue_full(tmp_path: Path, mode: str, status: int) -> None:
     route = guard.table.routes[0]
     route.policy = route.policy.model_copy(update={"failure_mode": mode})
     stage = guard.stages[0]
-    stage.writer.close()  # type: ignore[attr-defined]  # stop draining so the queue stays full
+    stage.writer.close()  # type: ignore[attr-defined]  # stop draining so the queue stays full,
+    stage.writer._closed = False  # type: ignore[attr-defined]  # and take submissions again (a closed one refuses)
     app = GuardMiddleware(model_app, guard=guard)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         first = await client.post("/predict", json=body())

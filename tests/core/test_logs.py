@@ -145,9 +145,13 @@ def test_a_guarded_route_parameter_is_logged_as_its_template() -> None:
 
 
 @pytest.mark.anyio
-async def test_an_admin_path_parameter_is_logged_as_its_template(tmp_path: Path) -> None:
+async def test_an_admin_path_parameter_is_logged_as_its_template(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """An admin path's parameter is what the caller typed: a new user found the e-mail address they had pasted
     as an audit id (/mlguard/explanations/<address>) verbatim in the access log."""
+    import mlguard.logs
+
+    monkeypatch.setattr(mlguard.logs, "_TEMPLATES", {})  # process-wide: only this guard's templates here
     guard = Guard(base_config(tmp_path), stages=["audit", "explain"])
     GuardMiddleware(RecordingApp(), guard=guard)
     try:
