@@ -39,13 +39,19 @@ def check_content_type(scope: Scope, limits: LimitSettings) -> None:
     """Refuse media types other than the configured JSON ones (415)."""
     raw = header(scope, b"content-type")
     media = raw.split(b";", 1)[0].strip().lower().decode("latin-1") if raw else ""
-    if media in limits.content_types or (media.startswith("application/") and media.endswith("+json")):
-        return
-    shown = media if media and len(media) < 100 and media.isprintable() else "missing or unreadable"
-    raise UnsupportedMediaType(
-        f"content type {shown!r} is not accepted on this route; send one of {limits.content_types}",
-        limit="content_types",
-    )
+    if not (media in limits.content_types or (media.startswith("application/") and media.endswith("+json"))):
+        shown = media if media and len(media) < 100 and media.isprintable() else "missing or unreadable"
+        raise UnsupportedMediaType(
+            f"content type {shown!r} is not accepted on this route; send one of {limits.content_types}",
+            limit="content_types",
+        )
+    # A compressed body cannot be inspected (it was refused as "not valid UTF-8 (at byte 1)", a riddle): say so.
+    encoding = (header(scope, b"content-encoding") or b"").strip().lower().decode("latin-1")
+    if encoding not in ("", "identity"):
+        shown = encoding if len(encoding) < 40 and encoding.isprintable() else "unreadable"
+        raise UnsupportedMediaType(
+            f"a request body with Content-Encoding {shown!r} is not inspected on this route; send the JSON "
+            "uncompressed", limit="content_encoding")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -79,7 +85,9 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 def parse_json(raw: bytes, limits: LimitSettings) -> Any:
     """Parse ``raw`` as UTF-8 JSON within the limits; each refusal names the limit, never the content."""
     try:
-        text = raw.decode("utf-8")
+        # A byte order mark is ignored, as Python's json and so Starlette and FastAPI ignore it (RFC 8259 8.1
+        # allows it); the body the app gets is unchanged unless a stage rewrites it.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"body is not valid UTF-8 (at byte {exc.start})", limit="utf-8") from None
     max_digits = limits.max_integer_digits
@@ -218,8 +226,9 @@ def replay_receive(body: bytes, receive: Receive) -> Receive:
 
 
 def with_content_length(scope: Scope, length: int) -> Scope:
-    """A copy of ``scope`` whose Content-Length matches a rewritten body."""
-    headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-length"]
+    """A copy of ``scope`` whose Content-Length matches a rewritten body, without Transfer-Encoding (a chunked
+    request reached the app saying both: the body it gets is one piece of known length)."""
+    headers = [(k, v) for k, v in scope.get("headers", ()) if k not in (b"content-length", b"transfer-encoding")]
     headers.append((b"content-length", str(length).encode()))
     new = dict(scope)
     new["headers"] = headers
@@ -236,6 +245,8 @@ class CapturedResponse:
     complete: bool = False
     streamed: bool = False  # True: passed through as it came (not inspected)
     started: bool = False  # the start message was sent on to the client
+    start_extra: dict[str, Any] = field(default_factory=dict)  # the start message's other keys ("trailers": True)
+    held: list[Message] = field(default_factory=list)  # messages after the body (trailers): sent after ours
 
 
 _JSON_TYPES = (b"application/json",)
@@ -270,6 +281,7 @@ class ResponseCapture:
         if kind == "http.response.start":
             r.status = int(message["status"])
             r.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", ())]
+            r.start_extra = {k: v for k, v in message.items() if k not in ("type", "status", "headers")}
             if not _is_json(r.headers):
                 r.streamed = True
                 r.started = True
@@ -303,13 +315,31 @@ class ResponseCapture:
                 self._chunks.clear()
                 r.complete = True
             return
-        await self._send(message)  # e.g. http.response.trailers, pathsend: not ours to judge
+        if r.started:  # streamed through: in order, as it comes
+            await self._send(message)
+        elif kind == "http.response.pathsend":
+            # The body is a file the server sends: not ours to read. Its start goes first (the extension was
+            # forwarded before the held start, breaking the protocol), marked not inspected.
+            r.streamed = r.started = True
+            await self._send({**r.start_extra, "type": "http.response.start", "status": r.status,
+                              "headers": [*r.headers, *self._pass_headers, (b"mlguard-inspected", b"false")]})
+            await self._send(message)
+            r.complete = True
+        else:  # e.g. http.response.trailers: after the body, which is still held
+            r.held.append(message)
 
     async def flush_partial(self) -> None:
-        """Send what was buffered so far, as the app sent it (used when the app raises mid-response)."""
+        """Send what was buffered so far, as the app sent it: when the app raised mid-response or returned
+        without finishing it. The body ends only if the app ended it: a response cut short stays cut short
+        (``more_body`` left true, so the server aborts it as it would without the guard), instead of reaching
+        the client as a complete 200 with half a JSON document."""
         r = self.response
         if r.status and not r.started:
             r.started = True
-            await self._send({"type": "http.response.start", "status": r.status, "headers": r.headers})
+            await self._send({**r.start_extra, "type": "http.response.start", "status": r.status,
+                              "headers": r.headers})
             await self._send({"type": "http.response.body", "body": b"".join(self._chunks) or r.body,
-                              "more_body": False})
+                              "more_body": not r.complete})
+            if r.complete:
+                for message in r.held:
+                    await self._send(message)

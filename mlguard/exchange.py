@@ -25,7 +25,7 @@ from mlguard.errors import ClientDisconnected, MLGuardError, RequestRejected, St
 from mlguard.ids import uuid7
 from mlguard.policy.decision import PROCEED, Decision, Evidence, FairnessStatus, Phase, Rules, decide
 from mlguard.problem import send_problem
-from mlguard.types import JSON, ASGIApp, Finding, Outcome, Receive, Scope, Send, StageFailure
+from mlguard.types import JSON, ASGIApp, Finding, Message, Outcome, Receive, Scope, Send, StageFailure
 
 if TYPE_CHECKING:
     from mlguard.routes import CompiledRoute
@@ -53,6 +53,8 @@ class Exchange:
     findings: list[Finding] = field(default_factory=list)
     status: int | None = None
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    response_start_extra: dict[str, Any] = field(default_factory=dict)  # other keys of the app's start message
+    response_held: list[Message] = field(default_factory=list)  # what the app sent after its body (trailers)
     response_body: bytes = b""
     response_doc: JSON = None
     response_modified: bool = False
@@ -132,7 +134,11 @@ class Exchange:
         capture = bodyio.ResponseCapture(send, self._pass_headers(), guard.config.limits.max_body_bytes * 8)
         self.app_called = True
         try:
-            await app(scope, bodyio.replay_receive(payload, receive), capture)
+            try:
+                await app(scope, bodyio.replay_receive(payload, receive), capture)
+            finally:
+                if scope is not self.scope:
+                    _copy_back(scope, self.scope)
         except BaseException as exc:
             # The app's own error propagates exactly as without the guard; the record notes its class only.
             self.app_error = type(exc).__name__
@@ -144,6 +150,8 @@ class Exchange:
         resp = capture.response
         self.status = resp.status
         self.response_headers = resp.headers
+        self.response_start_extra = resp.start_extra
+        self.response_held = resp.held
         if resp.streamed or not resp.complete:
             # Streamed through, or the app returned mid-response: hand on what it sent, as without the guard.
             self.inspected = False
@@ -272,12 +280,31 @@ class Exchange:
         body = self.response_body
         headers = [(k, v) for k, v in self.response_headers]
         if self.response_modified:  # response_body holds the rewritten document (written in run)
-            headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+            # what described the app's bytes no longer describes these: the length, and the validators of
+            # caches (an ETag of the app's body would let a cache serve it for ours, or ours for it)
+            headers = [(k, v) for k, v in headers if k.lower() not in _BODY_BOUND]
             headers.append((b"content-length", str(len(body)).encode()))
         headers.extend(self._guard_headers())
         headers.append((b"mlguard-inspected", b"true" if self.inspected else b"false"))
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({**self.response_start_extra, "type": "http.response.start", "status": self.status,
+                    "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+        for message in self.response_held:  # trailers, after the body as the app sent them
+            await send(message)
+
+
+_BODY_BOUND = frozenset({b"content-length", b"etag", b"content-md5", b"digest", b"content-digest",
+                         b"repr-digest"})
+
+
+def _copy_back(mine: Scope, theirs: Scope) -> None:
+    """What the app wrote into the copy of the scope it was given (a rewritten body needs its own
+    Content-Length), written into the server's scope too: Starlette and FastAPI record the matched ``route``,
+    ``endpoint`` and ``path_params`` there, and an outer middleware (OpenTelemetry's ``http.route``, Sentry's
+    transaction name) read them as missing only on requests whose body the guard had rewritten."""
+    for key, value in mine.items():
+        if key != "headers" and theirs.get(key) is not value:
+            theirs[key] = value
 
 
 def _without(doc: JSON, locations: list[tuple[str | int, ...]]) -> tuple[JSON, bool]:

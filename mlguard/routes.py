@@ -118,7 +118,8 @@ def compile_route(index: int, route: RouteConfig, policy: EffectivePolicy, *,
         pattern=re.compile(regex),
         methods=frozenset(route.methods),
         policy=policy,
-        subject=compile_path(route.subject, field=f"{where}.subject") if route.subject else None,
+        # a batch's subjects ($[*].applicant.id) would leave every member but the first unerasable
+        subject=compile_decision_path(route.subject, field=f"{where}.subject") if route.subject else None,
         protected={k: compile_path(v, field=f"{where}.protected.{k}") for k, v in route.protected.items()},
         pii_rules=[(compile_path(k, field=f"{where}.pii"), v) for k, v in route.pii.items()],
         # One decision per request (ONE_DECISION): a path that could match a batch's items is refused here.
