@@ -59,6 +59,9 @@ def create_app() -> GuardMiddleware:
         fatal = os.environ.get(ENV_FATAL)
         if fatal:
             stop_supervisor(Path(fatal), exc)
+            # serve prints the message once; a raise here printed a raw traceback per worker, whatever
+            # --log-format said (multiprocessing prints what ends a worker process; a SystemExit it does not)
+            raise SystemExit(3) from None
         raise
 
 

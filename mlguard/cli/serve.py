@@ -32,8 +32,15 @@ from mlguard.cli._root import cli
                    "addresses.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One line per request (method, path without its query string, status).")
+@click.option("--root-path", default="", help="The prefix a reverse proxy serves the app under and strips "
+                                             "(uvicorn's --root-path); routes in CONFIG stay the app's own paths.")
+@click.option("--proxy-headers/--no-proxy-headers", default=True, show_default=True,
+              help="Trust X-Forwarded-Proto/For from --forwarded-allow-ips (uvicorn's).")
+@click.option("--forwarded-allow-ips", default=None,
+              help="Addresses whose forwarded headers are trusted (uvicorn's; default 127.0.0.1 or env "
+                   "FORWARDED_ALLOW_IPS).")
 def serve(config: Path, app: str, host: str, port: int, workers: int, log_level: str, log_format: str,
-          access_log: bool) -> None:
+          access_log: bool, root_path: str, proxy_headers: bool, forwarded_allow_ips: str | None) -> None:
     import uvicorn
 
     from mlguard.config import load_config
@@ -64,7 +71,8 @@ def serve(config: Path, app: str, host: str, port: int, workers: int, log_level:
         os.environ[ENV_FATAL] = os.path.join(fatal_dir, "fatal")
     try:
         uvicorn.run("mlguard.serving:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, log_config=uvicorn_log_config(fmt, log_level), access_log=access_log)
+                    log_level=log_level, log_config=uvicorn_log_config(fmt, log_level), access_log=access_log,
+                    root_path=root_path, proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)
         fatal = Path(fatal_dir, "fatal") if fatal_dir is not None else None
         if fatal is not None and fatal.exists():
             click.echo(f"error: a worker could not start: {fatal.read_text(encoding='utf-8')}", err=True)

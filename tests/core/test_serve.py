@@ -30,7 +30,9 @@ async def app(scope, receive, send):
 '''
 
 
-def test_serve_wraps_an_unchanged_app(tmp_path: Path) -> None:
+@pytest.mark.parametrize("root_path", ["", "/api"])
+def test_serve_wraps_an_unchanged_app(tmp_path: Path, root_path: str) -> None:
+    """And behind a proxy that strips a prefix (--root-path: uvicorn puts it back in the scope's path)."""
     (tmp_path / "plainapp.py").write_text(APP)
     cfg = tmp_path / "mlguard.yaml"
     cfg.write_text(json.dumps({
@@ -42,8 +44,9 @@ def test_serve_wraps_an_unchanged_app(tmp_path: Path) -> None:
     }))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "mlguard", "serve", str(cfg), "plainapp:app", "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    extra = ["--root-path", root_path] if root_path else []
+    proc = subprocess.Popen([sys.executable, "-m", "mlguard", "serve", str(cfg), "plainapp:app", "--port", str(port),
+                             *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -99,3 +102,4 @@ def test_a_worker_that_cannot_build_its_guard_stops_the_server(tmp_path: Path) -
     assert proc.returncode == 2, out[-3000:]
     assert "error: a worker could not start: KeyringError:" in out and "chmod 600" in out
     assert out.count("KeyringError: keyring") <= 3  # each of the two workers at most once, and serve's line
+    assert "Traceback" not in out  # a worker's raw traceback ignored --log-format json
