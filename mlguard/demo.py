@@ -120,7 +120,8 @@ def run_demo(out: Callable[[str], None] = print, limit: int | None = None, hirin
     if hiring:
         _hiring_section(out)
     served = all(r.status_code == 200 for _, r, _ in results)
-    out(f"\ndemo {'finished' if served and audit_ok else 'FAILED'}; work files kept in {work}")
+    out(f"\ndemo {'finished' if served and audit_ok else 'FAILED'}; work files kept in {work} for you to inspect "
+        f"(they hold a demo keyring: `rm -r {work}` when done)")
     return 0 if served and audit_ok else 1
 
 

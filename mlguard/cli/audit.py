@@ -234,7 +234,8 @@ def _ts(text: str | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@audit.command("bundle", help="Write an evidence bundle (records, checkpoints, public keys, README).")
+@audit.command("bundle", help="Write an evidence bundle: a zip file (records, checkpoints, public keys, README) that "
+                              "`mlguard audit verify --bundle FILE` checks offline.")
 @click.option("--store", "store_url", required=True, help=STORE_HELP)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
 def bundle_cmd(store_url: str, out: Path) -> None:
