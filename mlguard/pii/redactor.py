@@ -173,7 +173,12 @@ def schema_name(name: str) -> bool:
     request's scan budget. So a name with a space, an ``@``, a run of four digits, a capital letter first, or
     anything but letters, digits and ``_ . -`` is treated as data (a lower-case single-word name such as
     ``zephyrine`` is not: a known limit)."""
-    return len(name) <= 64 and _SCHEMA_NAME.fullmatch(name) is not None and _DIGIT_RUN.search(name) is None
+    return len(name) <= 64 and _schema_name(name)
+
+
+@functools.lru_cache(maxsize=8192)  # a schema's names repeat on every request: one regex pass each, once
+def _schema_name(name: str) -> bool:
+    return _SCHEMA_NAME.fullmatch(name) is not None and _DIGIT_RUN.search(name) is None
 
 
 class _Names:
@@ -493,7 +498,7 @@ class Redactor:
             names: _Names | None = None
             for k, v in node.items():
                 segment = name = k
-                if schema_name(k):
+                if (op is None and rule != SCAN) or schema_name(k):
                     pass
                 elif op is not None:
                     segment = name = self._redact_name(k, op, new, loc, rule, plan)
