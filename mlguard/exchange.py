@@ -155,12 +155,17 @@ class Exchange:
         if resp.streamed or not resp.complete:
             # Streamed through, or the app returned mid-response: hand on what it sent, as without the guard.
             self.inspected = False
+            if resp.complete:
+                _not_inspected(self, "not_json_or_too_large")
             await self._finish_stages()
             await capture.flush_partial()
             return
         self.response_body = resp.body
         self.response_doc = _parse_response(resp.body)
         self.inspected = self.response_doc is not None
+        if not self.inspected:
+            _not_inspected(self, "encoded" if bodyio.header({"headers": resp.headers}, b"content-encoding")
+                           else "unparsable")
         if self.inspected:
             self.outcome = _read_outcome(self)
             for stage in guard.stages:
@@ -345,6 +350,25 @@ def _without(doc: JSON, locations: list[tuple[str | int, ...]]) -> tuple[JSON, b
 
 def _phase_of(hook_phase: str) -> Phase:
     return {"before_app": "request", "after_app": "response"}.get(hook_phase, "finish")  # type: ignore[return-value]
+
+
+def _not_inspected(ex: Exchange, reason: str) -> None:
+    """Say once per route and reason (per process) that a route whose policy needs its responses (a model
+    binding: explanation, fairness count; or response scanning) sends some it cannot read.
+
+    Why: a GZipMiddleware inside the guard, a text/plain answer or a response over the inspection cap went
+    through marked ``MLGuard-Inspected: false`` and nothing else: under ecoa no reasons, under pci_dss no masked
+    PAN, and no line in any log. The reason names the kind, never content."""
+    route = ex.route
+    if route.config.model is None and not getattr(route.policy.pii, "scan_response", False):
+        return
+    key = (route.index, reason)
+    if key in ex.guard.warned:
+        return
+    ex.guard.warned.add(key)
+    log.warning("responses of a guarded route are not inspected: explanation, fairness count and response "
+                "scanning skipped for them (see MLGuard-Inspected)",
+                extra={"route": route.path, "kind": reason})
 
 
 def _parse_response(raw: bytes) -> JSON:

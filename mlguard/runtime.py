@@ -120,6 +120,7 @@ class Guard:
         mask_route_paths((r.path, r.pattern) for r in routes)  # a path parameter is an input: never logged
         self.oversight = Oversight(routes)
         self._closed = False
+        self.warned: set[tuple[int, str]] = set()  # (route index, reason) already logged (exchange._not_inspected)
         ctx = BuildContext(config=self.config, policy=self.policy, routes=routes, shared=shared or {})
         ctx.shared.setdefault("guard", self)
         self.context = ctx

@@ -194,3 +194,27 @@ def test_a_batch_subject_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="can match more than one value") as err:
         Guard(cfg, stages=[])
     assert err.value.field == "routes.0.subject"
+
+
+@pytest.mark.parametrize(("headers", "body", "kind"), [
+    ([(b"content-type", b"text/plain")], b"score 0.7", "not_json_or_too_large"),
+    ([(b"content-type", b"application/json"), (b"content-encoding", b"gzip")],
+     gzip.compress(b'{"score": 0.7, "approved": true}'), "encoded"),
+])
+async def test_responses_the_guard_cannot_read_are_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                             headers: list[tuple[bytes, bytes]], body: bytes,
+                                                             kind: str) -> None:
+    """A GZipMiddleware inside the guard, or a text answer, on a route bound to its model: the decision went
+    unexplained and uncounted with no log line at all."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await _read(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    mw = guard(tmp_path, app)
+    for _ in range(2):
+        sent, raised = await drive(mw, json.dumps(BODY).encode())
+        assert raised is None and (b"mlguard-inspected", b"false") in sent[0]["headers"]
+    lines = [r for r in caplog.records if "not inspected" in r.getMessage()]
+    assert len(lines) == 1 and getattr(lines[0], "kind", None) == kind
+    assert getattr(lines[0], "route", None) == "/predict"
