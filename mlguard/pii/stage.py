@@ -4,7 +4,7 @@ before_app: the route's field rules and the policy's operators rewrite ``ex.docu
 ``ex.set_document``); findings (never values) go to ``ex.findings``; ``MLGuard-Redactions`` counts them; the
 engine identity goes to ``ex.record["pii"]`` for the sealed audit record.
 after_app: when ``policy.pii.scan_response`` is on, every string of the JSON response is scanned; findings are
-recorded with paths prefixed ``response:``.
+recorded with paths prefixed ``response:`` and counted in ``MLGuard-Response-Redactions``.
 
 The scan budget (``pii_engine.max_scan_chars`` / ``max_scan_texts``): a request with more text to scan than that
 is refused before any detection: ``before_app`` raises ScanBudgetExceeded, a RequestRejected, which the Exchange
@@ -107,6 +107,8 @@ class PIIStage(BaseStage):
         except Exception:
             ex.unredacted = True
             raise
+        # counted apart from the request's MLGuard-Redactions, so a client can tell its answer was rewritten
+        ex.extra_headers["MLGuard-Response-Redactions"] = str(len(findings))
         if failed is None and not findings:
             return
         ex.response_doc = doc

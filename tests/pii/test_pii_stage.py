@@ -136,6 +136,7 @@ async def test_response_scanning_when_the_policy_asks(tmp_path: Path) -> None:
     async with client(mw) as c:
         r = await c.post("/predict", json=REQUEST)
         assert NOTE_NAME in r.json()["message"]  # scan_response off (ecoa+gdpr default)
+        assert "mlguard-response-redactions" not in r.headers
         pii = route.policy.pii.model_copy(update={"scan_response": True})
         route.policy = route.policy.model_copy(update={"pii": pii})
         r = await c.post("/predict", json=REQUEST)
@@ -145,6 +146,10 @@ async def test_response_scanning_when_the_policy_asks(tmp_path: Path) -> None:
     assert body["score"] == 0.2 and body["approved"] is False
     assert int(r.headers["content-length"]) == len(r.content)
     assert any(f.path == "response:$.message" for f in spy.seen[-1]["findings"])
+    # the request's count and the response's apart (the client could not tell the response was rewritten)
+    response_findings = [f for f in spy.seen[-1]["findings"] if f.path.startswith("response:")]
+    assert r.headers["mlguard-response-redactions"] == str(len(response_findings)) != "0"
+    assert r.headers["mlguard-redactions"] == str(len(spy.seen[-1]["findings"]) - len(response_findings))
 
 
 async def test_engine_failure_is_fail_closed_without_values(tmp_path: Path, recording_app: RecordingApp,
