@@ -7,6 +7,9 @@ a clear reason on a machine without it; every area's PostgreSQL tests apply that
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,3 +33,20 @@ def require_pg() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"PostgreSQL at {PG_URL} is unreachable and CI is set: PostgreSQL tests must run in CI")
     pytest.skip(f"PostgreSQL at {PG_URL} is unreachable (set MLGUARD_TEST_PG, or CI=1 to make this a failure)")
+
+
+@contextmanager
+def fresh_schema_url(prefix: str) -> Iterator[str]:
+    """PG_URL with its search_path set to a new schema of this test (its tables start missing), dropped after."""
+    require_pg()
+    import psycopg
+
+    schema = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -69,3 +69,14 @@ def raw_sql(store: AuditStore, stmt: str, *params: Any) -> None:
             tx.cur.execute(stmt.format(t=f"{store.s}.").replace("?", "%s"), params)  # type: ignore[attr-defined]
         else:
             tx.c.execute(stmt.format(t=""), params)
+
+
+def tombstones(tmp_path: Path) -> list[dict[str, Any]]:
+    """The tombstone records of ``tmp_path``'s audit.db (keyring mlguard.keyring), decrypted."""
+    from mlguard.audit.reader import AuditReader
+
+    reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "mlguard.keyring")
+    try:
+        return [r for r in reader.iter_records() if r["kind"] == "tombstone"]
+    finally:
+        reader.close()

@@ -120,6 +120,19 @@ async def model_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b'{"score":0.7,"approved":true}'})
 
 
+def fail_closed_guard(tmp_path: Path, url: str, *, audit: dict[str, Any] | None = None, **config: Any) -> Guard:
+    """A guard with only the audit stage, sync durability on ``url``, its route fail_closed."""
+    Keyring.create(tmp_path / "k.keyring")
+    cfg = {"policies": ["base"], "base_dir": str(tmp_path),
+           "audit": {"store": url, "keyring": "./k.keyring", "durability": "sync", **(audit or {})},
+           "routes": [{"path": "/p", "subject": "$.id", "protected": {"sex": "$.sex"},
+                       "pii": {"$.name": "PERSON"}, "model": {"output": "$.score"}}], **config}
+    guard = Guard(cfg, stages=["audit"])
+    route = guard.table.routes[0]
+    route.policy = route.policy.model_copy(update={"failure_mode": "fail_closed"})
+    return guard
+
+
 def body(i: int) -> dict[str, Any]:
     return {"id": PLANTED["id"], "name": PLANTED["name"], "sex": PLANTED["sex"], "i": i}
 
@@ -130,14 +143,7 @@ async def test_postgres_stopped_mid_load_then_back(tmp_path: Path, proxied_url: 
                                                    caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="mlguard")
     url, proxy = proxied_url
-    Keyring.create(tmp_path / "k.keyring")
-    cfg = {"policies": ["base"], "base_dir": str(tmp_path), "admin": {"enabled": False},
-           "audit": {"store": url, "keyring": "./k.keyring", "durability": "sync"},
-           "routes": [{"path": "/p", "subject": "$.id", "protected": {"sex": "$.sex"},
-                       "pii": {"$.name": "PERSON"}, "model": {"output": "$.score"}}]}
-    guard = Guard(cfg, stages=["audit"])
-    route = guard.table.routes[0]
-    route.policy = route.policy.model_copy(update={"failure_mode": "fail_closed"})
+    guard = fail_closed_guard(tmp_path, url, admin={"enabled": False})
     app = GuardMiddleware(model_app, guard=guard)
     statuses: dict[str, list[int]] = {"before": [], "during": [], "after": []}
     ok_ids: list[str] = []
@@ -203,15 +209,7 @@ async def test_postgres_that_stops_answering_is_bounded_then_back(tmp_path: Path
     checks the gap records on SQLite)."""
     caplog.set_level(logging.DEBUG, logger="mlguard")
     url, proxy = proxied_url
-    Keyring.create(tmp_path / "k.keyring")
-    cfg = {"policies": ["base"], "base_dir": str(tmp_path),
-           "audit": {"store": url, "keyring": "./k.keyring", "durability": "sync", "lock_timeout": 0.5,
-                     "write_timeout": 1.0},
-           "routes": [{"path": "/p", "subject": "$.id", "protected": {"sex": "$.sex"},
-                       "pii": {"$.name": "PERSON"}, "model": {"output": "$.score"}}]}
-    guard = Guard(cfg, stages=["audit"])
-    route = guard.table.routes[0]
-    route.policy = route.policy.model_copy(update={"failure_mode": "fail_closed"})
+    guard = fail_closed_guard(tmp_path, url, audit={"lock_timeout": 0.5, "write_timeout": 1.0})
     app = GuardMiddleware(model_app, guard=guard)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         assert (await client.post("/p", json=body(0))).status_code == 200

@@ -9,8 +9,6 @@ sealed under a keyring-wide key (so still readable) and counted in the shared wi
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,9 @@ from click.testing import CliRunner
 from mlguard.cli import cli
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
+from tests.audit.conftest import tombstones
 from tests.fairness.conftest import screening_app
-from tests.pg import PG_URL, require_pg
+from tests.pg import fresh_schema_url
 
 pytestmark = pytest.mark.anyio
 
@@ -87,16 +86,6 @@ def _shred(cfg: Path, *extra: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-def _tombstones(tmp_path: Path) -> list[dict[str, Any]]:
-    from mlguard.audit.reader import AuditReader
-
-    reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "mlguard.keyring")
-    try:
-        return [r for r in reader.iter_records() if r["kind"] == "tombstone"]
-    finally:
-        reader.close()
-
-
 async def _assert_refused(c: httpx.AsyncClient, body: dict[str, Any]) -> None:
     r = await c.post("/mlguard/feedback", json=body, headers=AUTH)
     assert r.status_code == 410, r.text
@@ -142,7 +131,7 @@ async def test_a_named_fairness_store_that_cannot_be_reached_is_an_error(tmp_pat
     code, out = _shred(cfg, "--fairness-store", f"postgresql://u:{secret}@127.0.0.1:1/nodb")
     assert code == 2 and "shared fairness store unavailable" in out and "--fairness-store" in out, out
     assert secret not in out
-    assert _tombstones(tmp_path) == []  # nothing was destroyed
+    assert tombstones(tmp_path) == []  # nothing was destroyed
 
 
 # ---------------------------------------------------------------------------------------------- shared store
@@ -150,18 +139,8 @@ async def test_a_named_fairness_store_that_cannot_be_reached_is_an_error(tmp_pat
 @pytest.fixture
 def shared_url() -> Iterator[str]:
     """A URL whose search_path is a fresh schema of this test (dropped afterwards)."""
-    require_pg()
-    import psycopg
-
-    schema = f"mlg_shred_fair_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema_url("mlg_shred_fair") as url:
+        yield url
 
 
 def _rows(url: str, audit_ids: list[str]) -> int:
@@ -198,7 +177,7 @@ async def test_shred_erases_the_subjects_shared_fairness_decisions(tmp_path: Pat
     counts = _counts(shared_url)
     assert "nationality=PL" not in counts and "nationality=PL|sex=Female" not in counts  # no longer counted
     assert counts["nationality=DE"] == 3 and counts["sex=Male"] == 3
-    assert [t["data"]["fairness_decisions_erased"] for t in _tombstones(tmp_path)] == [2]
+    assert [t["data"]["fairness_decisions_erased"] for t in tombstones(tmp_path)] == [2]
 
     # a worker started after the shred: feedback on the erased decision is refused, on the other one joined
     guard, c = _guard(cfg)
@@ -212,7 +191,7 @@ async def test_shred_erases_the_subjects_shared_fairness_decisions(tmp_path: Pat
 
     code, out = _shred(cfg)  # again: already shredded, nothing left to erase, no second tombstone
     assert code == 0 and "already shredded" in out and "0 fairness window decisions erased" in out, out
-    assert len(_tombstones(tmp_path)) == 1
+    assert len(tombstones(tmp_path)) == 1
 
 
 @pytest.mark.postgres

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from mlguard.cli import cli
 from mlguard.keys import Keyring
 from mlguard.middleware import GuardMiddleware
+from tests.audit.conftest import tombstones
 from tests.pii.conftest import RecordingApp
 
 pytestmark = pytest.mark.anyio
@@ -50,16 +51,6 @@ async def _serve(cfg: Path) -> list[Any]:
     return app.bodies
 
 
-def _tombstones(tmp_path: Path) -> list[dict[str, Any]]:
-    from mlguard.audit.reader import AuditReader
-
-    reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "mlguard.keyring")
-    try:
-        return [r for r in reader.iter_records() if r["kind"] == "tombstone"]
-    finally:
-        reader.close()
-
-
 async def test_shred_erases_the_subjects_vault_entries(tmp_path: Path) -> None:
     from mlguard.pii.vault import Vault
 
@@ -90,14 +81,14 @@ async def test_shred_erases_the_subjects_vault_entries(tmp_path: Path) -> None:
         vault.close()
     on_disk = b"".join(f.read_bytes() for f in vault_db.parent.iterdir())
     assert not any(ct in on_disk for ct in erased_ct)
-    assert [t["data"]["vault_entries_erased"] for t in _tombstones(tmp_path)] == [2]
+    assert [t["data"]["vault_entries_erased"] for t in tombstones(tmp_path)] == [2]
     assert run("audit", "verify", "--store", f"sqlite:///{tmp_path / 'audit.db'}",
                "--witness", str(tmp_path / "witness.jsonl"))[0] == 0
 
     # again: already shredded, said so, exit 0, no second tombstone
     code, out = run("audit", "shred", "--config", str(cfg), "--subject", "P-1", "--override-retention")
     assert code == 0 and "already shredded" in out, out
-    assert len(_tombstones(tmp_path)) == 1
+    assert len(tombstones(tmp_path)) == 1
 
 
 async def test_a_named_vault_that_cannot_be_opened_is_an_error(tmp_path: Path) -> None:
@@ -107,7 +98,7 @@ async def test_a_named_vault_that_cannot_be_opened_is_an_error(tmp_path: Path) -
     (tmp_path / "pii" / "vault.db").rename(tmp_path / "moved.db")
     code, out = run("audit", "shred", "--config", str(cfg), "--subject", "P-1", "--override-retention")
     assert code == 2 and "does not exist" in out, out
-    assert _tombstones(tmp_path) == []  # nothing was destroyed
+    assert tombstones(tmp_path) == []  # nothing was destroyed
     code, out = run("audit", "shred", "--config", str(cfg), "--vault", str(tmp_path / "moved.db"),
                     "--subject", "P-1", "--override-retention")
     assert code == 0 and "2 token vault entries erased" in out, out

@@ -8,15 +8,13 @@ waited for the table lock behind any in-flight decision insert.
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from mlguard.fairness.shared_pg import SharedWindow
-from tests.pg import PG_URL, require_pg
+from tests.pg import fresh_schema_url
 
 pytestmark = pytest.mark.postgres
 
@@ -24,18 +22,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def schema_url() -> Iterator[str]:
     """A URL whose search_path is a fresh schema of this test (dropped afterwards): the tables start missing."""
-    require_pg()
-    import psycopg
-
-    schema = f"mlg_fair_start_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema_url("mlg_fair_start") as url:
+        yield url
 
 
 def _open(url: str) -> SharedWindow:
