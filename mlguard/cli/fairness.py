@@ -155,7 +155,9 @@ def report_fairness(store: str, keyring: Path | None, out: Path, fmt: str, since
     text = render_json(report) if fmt == "json" else render_html(report)
     out.write_text(text, encoding="utf-8")
     statuses = {p: r["status"] for p, r in report["routes"].items()}
-    click.echo(f"wrote {out} ({fmt}): " + (", ".join(f"{p} {s}" for p, s in statuses.items()) or "no decisions"),
+    said = {p: s + (" (no threshold set: nothing checked)" if report["routes"][p].get("status_detail") else "")
+            for p, s in statuses.items()}
+    click.echo(f"wrote {out} ({fmt}): " + (", ".join(f"{p} {s}" for p, s in said.items()) or "no decisions"),
                err=True)
     if "violation" in statuses.values():
         raise click.exceptions.Exit(1)

@@ -134,3 +134,25 @@ def test_report_says_no_threshold_is_set() -> None:
     assert checked["routes"]["/screen"]["status_detail"] is None
     assert checked["routes"]["/screen"]["thresholds_checked"] == ["min_impact_ratio"]
     assert "nothing checked" not in render_html(checked)
+
+
+async def test_report_fairness_says_it_on_its_summary_line(tmp_path: Any, token: str) -> None:
+    """The CLI's one line said '/screen ok' for a report whose every threshold was unset."""
+    from click.testing import CliRunner
+
+    from mlguard.cli import cli
+    from mlguard.middleware import GuardMiddleware
+    from mlguard.runtime import Guard
+    from tests.fairness.conftest import screening_app
+
+    cfg = _unchecked_config(tmp_path)
+    cfg["audit"] = {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")}
+    guard = Guard(cfg, stages=["fairness", "audit"])
+    async with client(GuardMiddleware(screening_app, guard=guard)) as c:
+        await _skewed(c)
+    await guard.aclose()
+    res = CliRunner().invoke(cli, ["report", "fairness", "--store", f"sqlite:///{tmp_path}/audit.db",
+                                   "--keyring", str(tmp_path / "k.keyring"), "--out", str(tmp_path / "r.json"),
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "/screen ok (no threshold set: nothing checked)" in res.output
