@@ -119,20 +119,23 @@ def model_identity(nlp: Any, name: str) -> dict[str, Any]:
 
 
 def country_recognizers(countries: Sequence[str], language: str, loaded: set[str]) -> list[Any]:
-    """Presidio's recognizers of ``countries`` that its loader left out because they are tied to another
-    language, made for ``language``.
+    """Presidio's recognizers of ``countries`` that its loader left out, made for ``language``; for ``us``,
+    the loader's own selection stands.
 
-    Why: Presidio gives most European recognizers their country's language (DeIdCardRecognizer ``de``,
-    EsNieRecognizer ``es``, PlPeselRecognizer ``pl`` ...), and loads only those of the engine's language, so on
-    the English pipeline ``countries: [de, es, pl]`` loaded none of them and a PESEL, an NIE or a Personalausweis
-    number in free text reached the model. They are patterns, checksums and context words (in their own
-    language, as the documents are), not NLP: they work on any pipeline."""
+    Why: Presidio's loader takes a country's recognizers only when their language is the engine's (its German,
+    Spanish, Italian, Polish ... ones are tied to their language) and when its default configuration enables them
+    (it ships UK_NINO, UK_POSTCODE, CA_SIN and most others disabled), so ``countries: [uk, de, es, pl]`` loaded
+    the NHS number alone: a National Insurance number, a PESEL or an NIE in free text reached the model, and
+    a policy naming UK_NINO passed every check. They are patterns, checksums and context words (in their own
+    language, as the documents are), not NLP: they work on any pipeline. The US ones Presidio leaves out (MBI,
+    NPI, claim and referral numbers ...) stay out: mlguard's own medical record, health plan and account
+    recognizers cover those fields, and adding Presidio's beside them widened spans (``ID-W123456789``)."""
     import inspect
 
     from presidio_analyzer import PatternRecognizer
     from presidio_analyzer import predefined_recognizers as predefined
 
-    wanted = {c.lower() for c in countries}
+    wanted = {c.lower() for c in countries} - {"us"}
     out: list[Any] = []
     for name in sorted(dir(predefined)):
         cls = getattr(predefined, name)
@@ -140,8 +143,6 @@ def country_recognizers(countries: Sequence[str], language: str, loaded: set[str
                 or str(getattr(cls, "COUNTRY_CODE", "") or "").lower() not in wanted):
             continue
         make: Callable[..., Any] = cls  # each subclass fills in its own entity
-        if make().supported_language == language:
-            continue  # the loader's to load or leave out (its configuration omits some of ours by design)
         out.append(make(supported_language=language))
     return out
 

@@ -29,6 +29,7 @@ document; when no redacted document exists at all (the walk or an operator faile
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +203,7 @@ def create(ctx: BuildContext) -> PIIStage | None:
         from mlguard.pii.engine import get_engine
 
         engine = get_engine(settings, custom)  # at start-up, once: never on a request
+        _warn_undetectable(policies.values(), engine)
     by_policy: dict[int, Redactor] = {}
     redactors: dict[int, Redactor] = {}
     for route in ctx.routes:
@@ -212,6 +214,33 @@ def create(ctx: BuildContext) -> PIIStage | None:
             by_policy[id(route.policy)] = red
         redactors[route.index] = red
     return PIIStage(redactors, engine, vault)
+
+
+_COUNTRY_OF = {"UK": "uk", "CA": "ca", "AU": "au", "IN": "in", "SG": "sg", "ZA": "za", "DE": "de", "ES": "es",
+               "IT": "it", "PL": "pl", "FI": "fi", "SE": "se", "KR": "kr", "TH": "th", "TR": "tr", "NG": "ng",
+               "PH": "ph", "FR": "fr"}
+
+
+def _warn_undetectable(policies: Iterable[Any], engine: PIIEngine) -> None:
+    """Warn at start about entities a policy names that no loaded recognizer finds in text.
+
+    Why: a policy setting ``UK_NINO: drop`` passed every check while the engine, without ``uk`` in
+    ``pii_engine.countries``, had nothing that finds a National Insurance number: every one in free text
+    reached the model and the record. Declared fields of such an entity are still replaced (no detection is
+    needed for them); only scanning misses them. The message names entities and countries, never values."""
+    missing: dict[str, list[str]] = {}
+    for p in policies:
+        for entity in p.pii.entities:
+            if entity not in engine.supported:
+                missing.setdefault(entity, []).extend(x for x in p.ids if x not in missing.get(entity, []))
+    if not missing:
+        return
+    countries = sorted({_COUNTRY_OF[e.split("_", 1)[0]] for e in missing if e.split("_", 1)[0] in _COUNTRY_OF})
+    hint = (f"add {', '.join(countries)} to pii_engine.countries" if countries
+            else "add a recognizer under pii_engine.custom_recognizers")
+    named = "; ".join(e + " by " + ", ".join(ids) for e, ids in sorted(missing.items()))
+    log.warning("no recognizer finds %s in scanned text, though the policies name them (%s): %s; declared "
+                "fields of these entities are still replaced whole", ", ".join(sorted(missing)), named, hint)
 
 
 def _late_engine(settings: Any, custom: list[dict[str, Any]]) -> PIIEngine:

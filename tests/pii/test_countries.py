@@ -8,6 +8,7 @@ reached the model under gdpr. France had no recognizer at all (mlguard's FR_NIR 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,45 @@ def test_under_gdpr_the_claim_reaches_the_model_without_them(tmp_path: Path, key
                                          ("284022A00512374", True), ("284022B00512374", False)])
 def test_the_nir_key(nir: str, ok: bool) -> None:
     assert _nir_ok(nir) is ok
+
+
+UK_CASES = [("My NI number is LC928327D", "LC928327D"), ("NI: XC 96 00 12 A on file", "XC 96 00 12 A")]
+
+
+@pytest.fixture(scope="module")
+def uk_engine() -> PIIEngine:
+    return get_engine(PIIEngineSettings(countries=["us", "uk"]))
+
+
+@pytest.mark.parametrize(("text", "value"), UK_CASES)
+def test_presidio_recognizers_its_config_disables_load_for_their_country(uk_engine: PIIEngine, text: str,
+                                                                          value: str) -> None:
+    """UK_NINO is English, but Presidio's default configuration ships it disabled: ``countries: [uk]`` loaded
+    the NHS number alone, and 952 of a user's 2,000 compact NI numbers reached the output in clear."""
+    (spans,) = uk_engine.analyze_many([text])
+    assert ("UK_NINO", value) in [(s.entity, text[s.start:s.end]) for s in spans]
+
+
+def test_a_policy_entity_nothing_detects_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import yaml
+
+    from mlguard.runtime import Guard
+
+    policy = tmp_path / "fintech.yaml"
+    policy.write_text(yaml.safe_dump({
+        "id": "fintech", "title": "t", "instrument": "t", "jurisdiction": "UK", "status": "engineering_default",
+        "effective_from": "2026-01-01", "review_by": "2099-12-31", "version": "1", "extends": ["gdpr"],
+        "pii": {"entities": [{"entity": "UK_NINO", "operator": "drop", "cite": "internal"}]}}))
+    caplog.set_level(logging.WARNING, logger="mlguard")
+    for countries, warned in ((["us"], True), (["us", "uk"], False)):
+        caplog.clear()
+        guard = Guard({"policies": [str(policy)], "retention": {"max": "P1Y"}, "audit": {"enabled": False},
+                       "pii_engine": {"countries": countries, "vault_path": str(tmp_path / "v.db")},
+                       "routes": [{"path": "/p"}]}, stages=["pii"])
+        lines = [r.getMessage() for r in caplog.records if "no recognizer finds" in r.getMessage()]
+        assert bool(lines) is warned, lines
+        if warned:
+            assert "UK_NINO by fintech" in lines[0] and "add uk to pii_engine.countries" in lines[0]
+        asyncio.run(guard.aclose())
