@@ -42,6 +42,7 @@ class ConfigError(MLGuardError):
     def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
         self.file = file
         self.field = field
+        self.message = message  # without the "file:field: " prefix, to say again with a file
         where = ":".join(p for p in (file, field) if p)
         super().__init__(f"{where}: {message}" if where else message)
 

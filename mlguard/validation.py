@@ -26,7 +26,7 @@ def first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str 
     err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
     field = ".".join(str(p) for p in loc) or None
-    msg = str(err["msg"])
+    msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
     if err.get("type") == "extra_forbidden" and loc:
         msg = _unknown_key(model, loc)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

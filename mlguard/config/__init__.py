@@ -160,6 +160,15 @@ class GuardConfig(BaseModel):
         None, description="Directory relative paths resolve against (default: the config file's directory)."
     )
 
+    def __init__(self, /, **data: Any) -> None:
+        """As ``load_config`` of a dict: a ConfigError naming the first bad field (the nearest known key for a
+        typo), not pydantic's ValidationError, which quoted the input values and linked pydantic's site."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            msg, field = first_error(exc, GuardConfig)
+            raise ConfigError(msg, field=field) from None
+
 
 def load_config(source: str | Path | GuardConfig | dict[str, Any]) -> GuardConfig:
     """Load and validate a configuration; raise ConfigError naming the file and the first bad field."""
@@ -188,6 +197,8 @@ def load_config(source: str | Path | GuardConfig | dict[str, Any]) -> GuardConfi
 def _validate(data: dict[str, Any], *, file: str | None) -> GuardConfig:
     try:
         return GuardConfig.model_validate(data)
+    except ConfigError as exc:  # from GuardConfig.__init__, which pydantic calls: said again with the file
+        raise ConfigError(exc.message, file=file, field=exc.field) from None
     except ValidationError as exc:
         msg, field = first_error(exc, GuardConfig)
         raise ConfigError(msg, file=file, field=field) from None

@@ -2,9 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlguard.validation import first_error
+
+COUNTRIES = ("au", "ca", "de", "es", "fi", "fr", "in", "it", "kr", "ng", "ph", "pl", "se", "sg", "th", "tr", "uk",
+             "us", "za")
+"""Country codes with national-identifier recognizers (Presidio's country codes, ``uk`` for the United Kingdom;
+``fr``: mlguard's FR_NIR). A test compares them with the installed presidio's."""
+_ALIASES = {"gb": "uk", "gbr": "uk", "usa": "us", "can": "ca", "deu": "de", "esp": "es", "fra": "fr", "ita": "it",
+            "pol": "pl", "swe": "se", "fin": "fi"}
+
+
+class RecognizerPattern(BaseModel):
+    """One pattern of a deployment's own recognizer (``pii_engine.custom_recognizers[].patterns[]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regex: str
+    score: float = Field(0.6, ge=0.0, le=1.0)
+    group: str | int | None = None
+    name: str | None = None
+    ignore_case: bool = True
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc.msg} at position {exc.pos}") from None
+        return v
+
+
+class CustomRecognizerSpec(BaseModel):
+    """A deployment's own recognizer, checked when the config is (``mlguard config check`` included): a typo'd
+    key (``paterns:``) or a regex that does not compile was accepted, then failed at start with "needs at least
+    one pattern" or "bad regex (error)", no file, no reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    entity: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    patterns: list[RecognizerPattern] = Field(min_length=1)
+    context: list[str] = Field(default_factory=list)
+    validator: Literal["luhn", "vin", "letter_and_digit", "digits6", "none"] | None = None
 
 
 class PIIEngineSettings(BaseModel):
@@ -87,6 +133,29 @@ class PIIEngineSettings(BaseModel):
         default_factory=list,
         description="Extra recognizers: {name, entity, patterns: [{regex, score}], context: [..], validator}.",
     )
+
+    @field_validator("countries")
+    @classmethod
+    def _known_countries(cls, v: list[str]) -> list[str]:
+        """Lower-cased, and only codes something is loaded for: ``[gb]`` (the ISO code) loaded nothing, silently."""
+        out = [c.strip().lower() for c in v]
+        for c in out:
+            if c not in COUNTRIES:
+                near = _ALIASES.get(c) or next(iter(difflib.get_close_matches(c, COUNTRIES, n=1)), None)
+                raise ValueError(f"no recognizers for country code {c!r}{f' (did you mean {near!r}?)' if near else ''}"
+                                 f"; known: {', '.join(COUNTRIES)}")
+        return out
+
+    @field_validator("custom_recognizers")
+    @classmethod
+    def _recognizers_ok(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, spec in enumerate(v):
+            try:
+                CustomRecognizerSpec.model_validate(spec)
+            except ValidationError as exc:
+                message, where = first_error(exc, CustomRecognizerSpec)
+                raise ValueError(f"[{i}]{'.' + where if where else ''}: {message}") from None
+        return v
 
     @model_validator(mode="after")
     def _field_within_budget(self) -> PIIEngineSettings:
