@@ -41,10 +41,10 @@ def test_redact_lines_in_order_with_findings(tmp_path: Path) -> None:
     assert docs[2] == LINES[2]
     rows = [json.loads(x) for x in findings.read_text().splitlines()]
     assert rows and set(rows[0]) == {"line", "path", "start", "end", "entity", "score"}
-    first = [r for r in rows if r["line"] == 0]
+    first = [r for r in rows if r["line"] == 1]
     text = LINES[0]["text"]
     assert any(text[r["start"]:r["end"]] == "212-555-0199" and r["path"] == "$.text" for r in first)
-    assert {r["line"] for r in rows} == {0, 1}
+    assert {r["line"] for r in rows} == {1, 2}
     assert "Zebulon" not in findings.read_text()
 
 
@@ -52,7 +52,7 @@ def test_bad_lines_named_by_number_never_content() -> None:
     lines = [json.dumps(LINES[0]), '{"secret": "Zebulon Quixmartin"', json.dumps(LINES[2])]
     code, out, err = run(["--policy", "base"], lines)
     assert code == 1
-    assert "line 1" in err and "Zebulon" not in err
+    assert "line 2" in err and "Zebulon" not in err
     assert out[1] == "null" and len(out) == 3
 
 
