@@ -94,6 +94,8 @@ def show(names: tuple[str, ...], effective: bool, fmt: str, base_dir: Path | Non
             doc = resolved.merged_doc().model_dump(mode="json", exclude_none=True)
             inherited = {k: f.origin for k, f in resolved.rules.items() if f.origin != resolved.id}
             docs.append({"extends_chain": [s.id for s in resolved.chain], **doc, "inherited_from": inherited})
+            if resolved.conflicts:  # between the parents of extends: the merged rules alone hide them
+                docs[-1]["conflicts"] = [c.model_dump(mode="json") for c in resolved.conflicts]
     except PolicyError as exc:
         click.echo(str(exc), err=True)
         raise click.exceptions.Exit(1) from None
@@ -118,7 +120,9 @@ def check(files: tuple[Path, ...], strict: bool) -> None:
     """Validate policy FILE... with their extends and composition: exit 1 on the first error of any file.
 
     Problems print as file:field: message. Warnings (a review_by date in the past, an entity no recognizer
-    is known for) print too and fail only with --strict.
+    is known for, a conflict the composition or the merge of several ``extends`` resolved) print too and fail
+    only with --strict. Errors and warnings about FILE name it as given on the command line, so both kinds
+    point to the same place; an error in another file (a parent) names that file's absolute path.
     """
     clear_cache()  # check what is on disk now, not what an earlier call parsed
     failed = False
@@ -127,10 +131,10 @@ def check(files: tuple[Path, ...], strict: bool) -> None:
             policy = resolve_policies([str(path)])
             resolved = resolve_policy(path)
         except PolicyError as exc:
-            click.echo(str(exc))
+            click.echo(_as_given(exc, path))
             failed = True
             continue
-        warnings = _warnings(path, resolved.doc.review_by, resolved.merged_doc().pii)
+        warnings = _warnings(path, resolved.doc.review_by, resolved.doc.pii, resolved.merged_doc().pii)
         warnings.extend(f"{path}:{c.field}: conflict: {c.resolution}" for c in policy.conflicts)
         for w in warnings:
             click.echo(f"{w} (warning)")
@@ -141,12 +145,26 @@ def check(files: tuple[Path, ...], strict: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _warnings(path: Path, review_by: date, pii: Any) -> list[str]:
+def _as_given(exc: PolicyError, path: Path) -> str:
+    """``exc`` as ``file:field: message`` with FILE spelled as the user gave it.
+
+    Why: loading resolves paths, so errors named ``/abs/dir/typo.yaml`` while warnings about the same file
+    said ``typo.yaml``; a user (or an editor matching ``file:``) saw two files."""
+    text = str(exc)
+    if exc.file is None or Path(exc.file) != path.resolve() or not text.startswith(exc.file):
+        return text
+    return f"{path}{text[len(exc.file):]}"
+
+
+def _warnings(path: Path, review_by: date, own_pii: Any, merged_pii: Any) -> list[str]:
+    """Warnings about the file itself. Entities are those of its own ``pii.entities`` list, at their index in
+    it: the merged list puts inherited entities first, so its index pointed at the wrong line of the file
+    (``pii.entities.19`` for the first entity). Recognizers it inherits count as known."""
     out: list[str] = []
     if review_by < date.today():
         out.append(f"{path}:review_by: {review_by.isoformat()} is past: re-check the policy against the law")
-    custom = {r.entity for r in pii.custom_recognizers}
-    for i, rule in enumerate(pii.entities):
+    custom = {r.entity for r in merged_pii.custom_recognizers}
+    for i, rule in enumerate(own_pii.entities):
         if rule.entity not in KNOWN_ENTITIES and rule.entity not in custom:
             out.append(f"{path}:pii.entities.{i}.entity: no recognizer is known for {rule.entity}; "
                        "declare one under pii.custom_recognizers or in the deployment config")

@@ -17,6 +17,10 @@ rules of all of them and
    the strictest fairness thresholds, protective booleans over the others, list unions;
 3. reports what cannot be combined as a :class:`Conflict` naming both sources and the resolution (a retention
    maximum below the legal floor is kept to the floor per GDPR Art 17(3)(b)).
+
+Conflicts found while merging the parents of one file (``extends: [a, b]``) travel with the resolved policy
+(:attr:`ResolvedPolicy.conflicts`) into every composition that still enforces the value they decided, so they
+are reported exactly like conflicts between the deployment's ``policies``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class ResolvedPolicy:
     chain: tuple[PolicySource, ...]
     lineage: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Policy id -> ids of its ancestors, for this policy and every ancestor."""
+    conflicts: tuple[Conflict, ...] = ()
+    """Conflicts resolved while merging the parents of this file or of an ancestor, whose resolution its rules
+    still carry. Kept here because :func:`compose` only sees the merged rules: without them a conflict between
+    two parents was decided silently, while listing the same parents under ``policies`` reported it."""
 
     @property
     def id(self) -> str:
@@ -137,6 +145,7 @@ def merge_extends(doc: PolicyDoc, source: PolicySource, parents: Sequence[Resolv
     keys: list[str] = []  # every rule a parent has, in the parents' order
     for parent in parents:
         keys.extend(k for k in parent.rules if k not in rules and k not in keys)
+    conflicts: list[Conflict] = [c for parent in parents for c in parent.conflicts]
     for key in keys:
         cands = _candidates(key, parents, ancestors)
         if len(cands) == 1:
@@ -145,10 +154,32 @@ def merge_extends(doc: PolicyDoc, source: PolicySource, parents: Sequence[Resolv
         pick = _strategy(key)(key, cands)
         winner = pick.winners[0] if pick.winners else cands[-1]
         rules[key] = winner if winner.value == pick.value else replace(winner, value=pick.value)
+        if pick.conflict:
+            conflicts.append(pick.conflict)
     rules.update(flatten(doc))
     lineage[doc.id] = frozenset(lineage) | frozenset(p.id for p in parents)
     chain.append(source)
-    return ResolvedPolicy(doc=doc, source=source, rules=rules, chain=tuple(chain), lineage=lineage)
+    return ResolvedPolicy(doc=doc, source=source, rules=rules, chain=tuple(chain), lineage=lineage,
+                          conflicts=tuple(_still_decided(conflicts, {k: [f.origin] for k, f in rules.items()})))
+
+
+def _still_decided(conflicts: Sequence[Conflict], origins: Mapping[str, Sequence[str]]) -> list[Conflict]:
+    """The conflicts whose resolution is still in force, each once.
+
+    A conflict stops mattering once a policy that took no part in it decides the field: the file's own rule
+    (the explicit decision the resolution asks for) or a stricter value of another policy. Each is reported once
+    per field and set of policies, because the same conflict reaches a composition through every policy that
+    inherited it (and :func:`compose` may meet the same two values again)."""
+    out: list[Conflict] = []
+    seen: set[tuple[str, frozenset[str]]] = set()
+    for c in conflicts:
+        sides = frozenset(v.policy for v in c.values)
+        mark = (c.field, sides)
+        if mark in seen or not sides & set(origins.get(c.field, ())):
+            continue
+        seen.add(mark)
+        out.append(c)
+    return out
 
 
 def _unflatten(doc: PolicyDoc, rules: Mapping[str, Flat]) -> PolicyDoc:
@@ -221,6 +252,44 @@ def _same(key: str, cands: list[Flat]) -> _Pick:
         field=key, values=_conflict_values(cands),
         resolution=f"kept the value of {cands[0].origin} (listed first); no rule orders these values, so "
                    "decide explicitly in a policy of your own that extends both"))
+
+
+def _recognizer(key: str, cands: list[Flat]) -> _Pick:
+    """Two definitions of one custom recognizer name: keep what both would find, and report it.
+
+    Why not "the first listed wins": with ``extends: [a, b]`` where ``a`` matches ``CUST-1234`` and ``b``
+    ``CUST-1234-AB``, a's weaker pattern replaced b's and left ``-AB`` in clear, without a word. Regexes have no
+    order of strength, so the merged recognizer carries every pattern of every definition (the same regex
+    once, at its highest score) and the union of the context words; a validator applies only if all
+    definitions agree on it, because a validator only removes matches. One recognizer finds one entity, so
+    definitions for different entities cannot merge: the first listed is kept. Either way it is a
+    :class:`Conflict`, since one of the authors expected a different recognizer."""
+    first = cands[0].value
+    if all(c.value == first for c in cands):
+        return _Pick(first, list(cands))
+    values = _conflict_values(cands)
+    if len({c.value["entity"] for c in cands}) > 1:
+        return _Pick(first, [cands[0]], Conflict(
+            field=key, values=values,
+            resolution=f"the definitions find different entities; kept that of {cands[0].origin} (listed "
+                       "first): rename one of them in a policy of your own that extends both"))
+    patterns: list[dict[str, Any]] = []
+    for c in cands:
+        for pat in c.value["patterns"]:
+            same = next((p for p in patterns if p["regex"] == pat["regex"]), None)
+            if same is None:
+                patterns.append(dict(pat))
+            else:
+                same["score"] = max(same["score"], pat["score"])
+    validators = _unique(c.value["validator"] for c in cands)
+    merged = {**first, "patterns": patterns,
+              "context": _unique(w for c in cands for w in c.value["context"]),
+              "validator": validators[0] if len(validators) == 1 else "none"}
+    return _Pick(merged, list(cands), Conflict(
+        field=key, values=values,
+        resolution=f"kept the patterns and context words of every definition ({', '.join(c.origin for c in cands)}"
+                   "), so whatever one of them finds is redacted"
+                   + ("; no validator, since they disagree on it" if len(validators) > 1 else "")))
 
 
 def _entity(key: str, cands: list[Flat]) -> _Pick:
@@ -297,7 +366,7 @@ def _strategy(key: str) -> Strategy:
     if key.startswith(_ENTITIES):
         return _entity
     if key.startswith(_RECOGNIZERS):
-        return _same
+        return _recognizer
     return STRATEGIES[key]
 
 
@@ -342,6 +411,8 @@ def compose(policies: Sequence[ResolvedPolicy], *, fallback: ResolvedPolicy | No
         if pick.conflict:
             conflicts.append(pick.conflict)
 
+    # conflicts met while merging a policy's parents (extends) are reported as the composition's own
+    conflicts = _still_decided([*conflicts, *(c for p in layers for c in p.conflicts)], origins)
     conflicts.extend(_retention_floor(values, origins, citations))
     data = _assemble(values)
     missing = ["retention.max"] if data["retention"].get("max_required") and not data["retention"].get("max") \
