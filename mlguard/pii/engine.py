@@ -359,6 +359,10 @@ _DATE_WORDS = re.compile(
 _CODE = re.compile(r"[^\s]*\d[^\s]*")  # one token holding a digit: CLM-7781, A12, 2026-000123
 _LONG_NUMBER = re.compile(r"\d{6}")
 _NAMED = frozenset({"PERSON", "ORGANIZATION"})
+_LABELS = frozenset({  # what forms call an identifier: the small model reads these acronyms as organisations
+    "NI", "NINO", "SIN", "IBAN", "BIC", "SWIFT", "SSN", "ITIN", "EIN", "TIN", "VAT", "NHS", "NIF", "NIE", "NIR",
+    "PESEL", "DOB", "MRN", "ID", "PAN", "CVV", "CVC", "PIN", "IMEI", "VIN", "IP", "URL", "SMS",
+})
 
 
 def _specific(span: Span, text: str) -> bool:
@@ -372,11 +376,17 @@ def _specific(span: Span, text: str) -> bool:
       by the pattern recognizers, which this does not touch. Places and groups are left alone: the same rule on
       them let more of street addresses and of NRP (often written lower-case) through on bench/pii.py's sets,
       where this one changes neither the leak nor the over-redaction rate.
-    - ORGANIZATION on one lower-case word ("iban", "role"): the small English model's guess on a lone word.
+    - ORGANIZATION on one lower-case word ("iban", "role"), or on an identifier's label ("NI", "SIN", "IBAN",
+      "DOB": 4,413 findings in a user's 2,000 support tickets): the small English model's guess.
+    - Any name in a value that is one code token as a whole ("TKT-00001" as a LOCATION).
     """
     if span.recognizer != _NER:
         return True
     piece = text[span.start:span.end]
+    if span.entity != "DATE_TIME" and _CODE.fullmatch(text.strip()) is not None:
+        return False  # the whole value is one code ("TKT-00001" read as a place): an id, not a name
+    if span.entity == "ORGANIZATION" and piece.upper() in _LABELS:
+        return False
     if span.entity == "DATE_TIME":
         if _CODE.fullmatch(piece) is not None and _LONG_NUMBER.search(piece) is not None:
             return False

@@ -92,6 +92,16 @@ def test_codes_are_not_names_or_dates(engine: PIIEngine, code: str) -> None:
     assert not [s for s in spans if s.entity in ("PERSON", "ORGANIZATION", "DATE_TIME")]
 
 
+@pytest.mark.parametrize(("text", "label"), [("TKT-00001", None), ("My NI number is on file", "NI"),
+                                           ("SIN and IBAN attached", "SIN"), ("IBAN attached to the SIN", "IBAN")])
+def test_ticket_ids_and_identifier_labels_are_not_names(engine: PIIEngine, text: str, label: str | None) -> None:
+    """A user's 2,000 tickets: "TKT-00001" as a whole value read as a LOCATION, and the labels "NI", "SIN",
+    "IBAN" as organisations (4,413 findings of nothing)."""
+    (spans,) = engine.analyze_many([text])
+    named = [(s.entity, text[s.start:s.end]) for s in spans if s.entity in ("PERSON", "ORGANIZATION", "LOCATION")]
+    assert not [n for n in named if label is None or n[1] == label]
+
+
 def test_names_beside_codes_are_still_found(engine: PIIEngine) -> None:
     text = "Claim CLM-7781 filed by John Smith for Acme Corp on 2026-01-15"
     (spans,) = engine.analyze_many([text])
