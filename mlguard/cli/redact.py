@@ -98,7 +98,8 @@ def _redact_chunk(job: tuple[int, list[Line]]) -> tuple[int, list[Result]]:
             out.append((n, raw.decode("utf-8"), [], None))
             continue
         rows = [{"line": n, "path": f.path, "start": f.start, "end": f.end, "entity": f.entity,
-                 "score": round(f.score, 4)} for f in findings]
+                 "score": round(f.score, 4), "recognizer": f.recognizer, "operator": f.operator}
+                for f in findings]  # which recognizer found it and what was done: a reviewer's two questions
         out.append((n, json.dumps(doc, ensure_ascii=False, allow_nan=False), rows, None))
     return size, out
 
@@ -265,8 +266,8 @@ def _progress(total: int | None) -> Iterator[Callable[[int], object]]:
               help="mlguard.yaml: engine settings, policies, body limits and the route's field rules.")
 @click.option("--route", default=None, help="Which route's field rules to use (its path) when the config has several.")
 @click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write findings as JSON lines {line, path, start, end, entity, score}; line counts from 1, "
-                   "as in the error messages (sed -n Np, grep -n).")
+              help="Write findings as JSON lines {line, path, start, end, entity, score, recognizer, operator}; line "
+                   "counts from 1, as in the error messages (sed -n Np, grep -n).")
 @click.option("--keyring", "keyring_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Keyring file for hmac/token/encrypt operators. It wins over env MLGUARD_KEYRING, which wins "
                    "over the config's audit.keyring.")

@@ -40,7 +40,7 @@ def test_redact_lines_in_order_with_findings(tmp_path: Path) -> None:
     assert docs[1]["a"][:3] == [1, True, None] and "42 Elm Street" not in docs[1]["a"][3]["b"]
     assert docs[2] == LINES[2]
     rows = [json.loads(x) for x in findings.read_text().splitlines()]
-    assert rows and set(rows[0]) == {"line", "path", "start", "end", "entity", "score"}
+    assert rows and set(rows[0]) == {"line", "path", "start", "end", "entity", "score", "recognizer", "operator"}
     first = [r for r in rows if r["line"] == 1]
     text = LINES[0]["text"]
     assert any(text[r["start"]:r["end"]] == "212-555-0199" and r["path"] == "$.text" for r in first)
