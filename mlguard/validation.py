@@ -10,6 +10,7 @@ unknown PII entity already came with a suggestion.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -82,3 +83,13 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     if origin is typing.Annotated and args:
         return _model_in(args[0])
     return None
+
+
+def compiled_regex(v: str) -> str:
+    """``v`` when it compiles as a Python regular expression; else a ValueError saying what and where (policy
+    files' recognizers and the config's own share it)."""
+    try:
+        re.compile(v)
+    except re.error as exc:
+        raise ValueError(f"regex does not compile: {exc.msg} at position {exc.pos}") from None
+    return v

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlguard.validation import first_error
+from mlguard.validation import compiled_regex, first_error
 
 COUNTRIES = ("au", "ca", "de", "es", "fi", "fr", "in", "it", "kr", "ng", "ph", "pl", "se", "sg", "th", "tr", "uk",
              "us", "za")
@@ -32,11 +31,7 @@ class RecognizerPattern(BaseModel):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc.msg} at position {exc.pos}") from None
-        return v
+        return compiled_regex(v)
 
 
 class CustomRecognizerSpec(BaseModel):

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlguard.validation import compiled_regex
+
 __all__ = [
     "KNOWN_ENTITIES",
     "OPERATOR_STRENGTH",
@@ -228,11 +230,7 @@ class PatternSpec(_Strict):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"regex does not compile: {exc}") from None
-        return v
+        return compiled_regex(v)
 
 
 class CustomRecognizer(_Strict):

@@ -81,7 +81,7 @@ def test_the_recognizer_validators_are_the_engines() -> None:
 @pytest.mark.parametrize(("spec", "message"), [
     ({"entity": "CUST", "paterns": [{"regex": "CUST-\\d{4}"}]}, "[0].paterns: unknown key (did you mean 'patterns'?)"),
     ({"entity": "CUST", "patterns": [{"regex": "CUST-(\\d{4}"}]},
-     "[0].patterns.0.regex: not a valid regular expression: missing ), unterminated subpattern at position 5"),
+     "[0].patterns.0.regex: regex does not compile: missing ), unterminated subpattern at position 5"),
     ({"entity": "CUST", "patterns": [{"regex": "x"}], "contxt": ["customer"]}, "did you mean 'context'?"),
 ])
 def test_config_check_refuses_a_bad_custom_recognizer(tmp_path: Path, spec: dict[str, Any], message: str) -> None:
