@@ -41,6 +41,7 @@ import importlib.metadata
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,16 +306,55 @@ class PIIEngine:
         is released when it returns, that is before the memory zone of the caller frees the strings and
         lexemes those objects point to (touching them afterwards is undefined behaviour in spaCy).
         """
-        docs = self.nlp.pipe(texts, batch_size=self.settings.batch_size)
+        folded = [fold(t) for t in texts]
+        docs = self.nlp.pipe([f for f, _ in folded], batch_size=self.settings.batch_size)
         engine = self._nlp_engine
-        for text, doc in zip(texts, docs, strict=True):
+        for (text, back), doc in zip(folded, docs, strict=True):
             art = engine._doc_to_nlp_artifact(doc, lang)
             results = self.analyzer.analyze(text=text, language=lang, entities=wanted, nlp_artifacts=art,
                                             score_threshold=threshold)
             spans = [Span(str(r.entity_type), int(r.start), int(r.end), float(r.score),
                           str((r.recognition_metadata or {}).get("recognizer_name", "unknown")))
                      for r in results]
-            out.append(merge_spans([s for s in spans if _specific(s, text)]))
+            spans = [s for s in spans if _specific(s, text)]
+            if back is not None:  # offsets of the folded text -> offsets of the text as it came
+                spans = [Span(s.entity, back[s.start], back[s.end - 1] + 1, s.score, s.recognizer) for s in spans
+                         if s.end > s.start]
+            out.append(merge_spans(spans))
+
+
+def fold(text: str) -> tuple[str, list[int] | None]:
+    """``text`` as the recognizers can read it, and for each of its characters the offset it came from (None:
+    ASCII, unchanged).
+
+    Why: the patterns and the NER read ASCII digits, letters and separators, so an identifier written in
+    full-width digits (U+FF10-FF19), in Arabic-Indic digits, with a zero-width space or a soft hyphen inside it,
+    or with a full-width commercial at (U+FF20) passed through whole (a red-team probe: PANs, IBANs, NI numbers,
+    e-mails). Here invisible format characters (Unicode Cf) are dropped, every decimal digit becomes its ASCII
+    digit, every space separator a plain space and the rest takes its NFKC compatibility form; spans found in
+    the folded text are mapped back, so the characters replaced are the original ones, the invisible ones
+    inside included."""
+    if text.isascii():
+        return text, None
+    out: list[str] = []
+    back: list[int] = []
+    for i, c in enumerate(text):
+        if c.isascii():
+            out.append(c)
+            back.append(i)
+            continue
+        category = unicodedata.category(c)
+        if category == "Cf":
+            continue
+        if category == "Nd":
+            folded = str(unicodedata.digit(c))
+        elif category == "Zs":
+            folded = " "
+        else:
+            folded = unicodedata.normalize("NFKC", c) or c
+        out.extend(folded)
+        back.extend([i] * len(folded))
+    return "".join(out), back
 
 
 class _Keywords(list[str]):

@@ -181,6 +181,11 @@ def _schema_name(name: str) -> bool:
     return _SCHEMA_NAME.fullmatch(name) is not None and _DIGIT_RUN.search(name) is None
 
 
+_LONG_INT = 10**8
+"""Integers of nine digits or more are scanned as text: card numbers, SSNs, phone and account numbers sent as
+JSON numbers; shorter ones (amounts, counts, ages, years) cannot hold those identifiers."""
+
+
 class _Names:
     """The member names of one object queued for detection. ``finish`` writes a name's redacted form here
     (as it writes a scanned value into its container); the object's members are renamed once every value below
@@ -531,6 +536,10 @@ class Redactor:
             if hinted is None or match(loc) is not None or self.operator_for(hinted).kind == KEEP:
                 if isinstance(node, str) and node:
                     self._queue(node, loc, container, key, plan)
+                elif type(node) is int and abs(node) >= _LONG_INT:
+                    # {"card": 4111111111111111}: an identifier sent as a JSON number passed unscanned (only
+                    # strings were). Its digits are scanned as text; found, it becomes the redacted string.
+                    self._queue(str(node), loc, container, key, plan)
                 return
             rule, recognizer = hinted, MEMBER_NAME
         # A declared entity: the whole value, whatever its type (a number SSN is still an SSN).
