@@ -398,7 +398,14 @@ _CARD_CONTEXT = re.compile(
 # a digit and "_", and its MAC address pattern took the first twelve dotted digits, leaving the last four. Groups
 # of 3 to 6 digits (4-4-4-4, Amex 4-6-5, Diners 4-6-4, 19-digit 4-4-4-4-3), one separator throughout, 13 to 19
 # digits in all, and the Luhn check, as Presidio asks of the others.
-_CARD_JOINED = re.compile(r"(?<![^\W_])(?<!\d\.)\d{4}([_.])\d{3,6}(?:\1\d{3,6}){1,3}(?![^\W_])(?!\.\d)")
+_CARD_JOINED = re.compile(
+    r"(?<![^\W_])(?<!\d[./,])\d{4}([_./,\u2013\u2014])\d{3,6}(?:\1\d{3,6}){1,3}(?![^\W_])(?![./,]\d)")
+# The same red-team probe: slashes, commas and en or em dashes between a PAN's groups passed too (one separator
+# throughout, Luhn-checked as above). And SSNs and phone numbers written with a slash, an underscore or a dash
+# other than the hyphen: "ssn 912/45/6789", "415/555/0134", "415_555_0134".
+_SSN_JOINED = re.compile(r"\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?)\W{0,3}"
+                         r"(?P<value>\d{3}([/_\u2013\u2014])\d{2}\2\d{4})(?!\w)", re.I)
+_PHONE_JOINED = re.compile(r"(?<![\w/])\(?\d{3}\)?([/_\u2013\u2014])\d{3}\1\d{4}(?![\w/])")
 # Mastercard's 2-series (BINs 222100-272099, issued since 2017) is missing from Presidio's card pattern, which
 # starts a PAN only with 1, 3, 4, 5 or 6: "2223 0031 2200 3222" without a "card" nearby was left whole or read as a
 # date. Sixteen digits in groups of four, joined by one space or hyphen or not at all, Luhn-checked.
@@ -495,6 +502,7 @@ def builtin_recognizers(countries: Sequence[str] = ()) -> list[EntityRecognizer]
                         name="MLGuardCardContextRecognizer"),
         RegexRecognizer("CREDIT_CARD", [Rx(_CARD_JOINED, 1.0, 0, "pan_joined"), Rx(_CARD_MC2, 1.0, 0, "pan_mc2")],
                         name="MLGuardCardPatternRecognizer", validator=_pan_ok),
+        RegexRecognizer("US_SSN", [_group(_SSN_JOINED, 0.9, "ssn_joined")], name="MLGuardSsnJoinedRecognizer"),
         RegexRecognizer("DATE_TIME", [Rx(_DATETIME, 0.6, 0, "iso_datetime")], name="MLGuardDateTimeRecognizer"),
         RegexRecognizer("DATE_OF_BIRTH", [_group(_DOB, 0.95, "dob_context")], name="MLGuardDobRecognizer"),
         RegexRecognizer("MEDICAL_RECORD_NUMBER", [_group(_MRN, 0.95, "mrn_context")],
@@ -518,6 +526,7 @@ def builtin_recognizers(countries: Sequence[str] = ()) -> list[EntityRecognizer]
                         name="MLGuardPlaceRecognizer"),
         RegexRecognizer("PHONE_NUMBER", [Rx(_PHONE_STRONG, 0.5, 0, "phone_international_or_nanp"),
                                          Rx(_PHONE_3_4_4, 0.4, 0, "phone_3_4_4"),
+                                         Rx(_PHONE_JOINED, 0.5, 0, "phone_joined"),
                                          Rx(_PHONE, 0.3, 0, "phone_generic")], name="MLGuardPhoneRecognizer",
                         context=["phone", "call", "tel", "telephone", "cell", "mobile", "number", "fax", "reach",
                                  "contact", "dial", "text", "answering", "landline", "desk", "office", "sms",

@@ -59,3 +59,24 @@ def test_an_identifier_sent_as_a_number_is_scanned(keyring: Keyring, engine: PII
     assert {k: out[k] for k in ("amount", "year", "score", "count")} == {"amount": 125000, "year": 2026,
                                                                          "score": 0.7, "count": 123456789}
     assert {f.path for f in findings} == {"$.card", "$.ref"} and "4111" not in json.dumps(out)
+
+
+@pytest.mark.parametrize(("text", "value", "entity"), [
+    ("card 4111/1111/1111/1111 ok", "4111/1111/1111/1111", "CREDIT_CARD"),
+    ("card 4111\u20131111\u20131111\u20131111 ok", "4111\u20131111\u20131111\u20131111", "CREDIT_CARD"),
+    ("card 4111,1111,1111,1111 ok", "4111,1111,1111,1111", "CREDIT_CARD"),
+    ("ssn 912/45/6789", "912/45/6789", "US_SSN"),
+    ("ssn 912_45_6789", "912_45_6789", "US_SSN"),
+    ("call 415/555/0134", "415/555/0134", "PHONE_NUMBER"),
+    ("call 415_555_0134", "415_555_0134", "PHONE_NUMBER"),
+])
+def test_other_separators(engine: PIIEngine, text: str, value: str, entity: str) -> None:
+    (spans,) = engine.analyze_many([text])
+    assert (entity, value) in [(s.entity, text[s.start:s.end]) for s in spans]
+
+
+@pytest.mark.parametrize("text", ["card 4111/1111/1111/1112 ok", "the date 2026/11/27 and 1,234,567,890 items",
+                                  "ratio 912/45/6789 of the batch"])
+def test_other_separators_without_an_identifier(engine: PIIEngine, text: str) -> None:
+    (spans,) = engine.analyze_many([text])
+    assert not {s.entity for s in spans} & {"CREDIT_CARD", "US_SSN"}
