@@ -425,8 +425,9 @@ def _specific(span: Span, text: str) -> bool:
     piece = text[span.start:span.end]
     if span.entity != "DATE_TIME" and _CODE.fullmatch(text.strip()) is not None:
         return False  # the whole value is one code ("TKT-00001" read as a place): an id, not a name
-    if span.entity == "ORGANIZATION" and piece.upper() in _LABELS:
-        return False
+    if span.entity == "ORGANIZATION" and (piece.upper() in _LABELS or (
+            piece == text.strip() and piece.isalpha() and piece.isupper() and len(piece) <= 5)):
+        return False  # a label, or a value that is one short code ("EUR", "USD", "GOLD"): no one's name
     if span.entity == "DATE_TIME":
         if _CODE.fullmatch(piece) is not None and _LONG_NUMBER.search(piece) is not None:
             return False

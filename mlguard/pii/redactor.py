@@ -159,20 +159,22 @@ class _Pending:
     withheld: bool = False
 
 
-_SCHEMA_NAME = re.compile(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*(?:[_.-][a-zA-Z0-9]+)*|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+_SCHEMA_NAME = re.compile(r"[A-Za-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*(?:[_.-][a-zA-Z0-9]+)*|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
 _DIGIT_RUN = re.compile(r"\d{4}")
 
 
 def schema_name(name: str) -> bool:
     """Whether a JSON member name reads as a field of a schema (``first``, ``claim_id``, ``firstName``,
-    ``x-request-id``, ``FIRST_NAME``) rather than as data: such names are neither scanned nor replaced.
+    ``FirstName``, ``Email``, ``x-request-id``, ``FIRST_NAME``) rather than as data: such names are neither
+    scanned nor replaced.
 
     Why a rule at all: objects keyed by data (``{"Zephyrine Quackenbush": "zq@quackmail.eu"}``, a map from
     IBANs to roles) passed their names to the model in clear, only values being scanned; scanning every name
     instead would send each schema's field names through NER on first sight, and count them against the
-    request's scan budget. So a name with a space, an ``@``, a run of four digits, a capital letter first, or
-    anything but letters, digits and ``_ . -`` is treated as data (a lower-case single-word name such as
-    ``zephyrine`` is not: a known limit)."""
+    request's scan budget. So a name with a space, an ``@``, a run of four digits, or anything but letters,
+    digits and ``_ . -`` is treated as data. PascalCase is a schema's (.NET clients send ``{"Email": ...}``,
+    which NER read as a PERSON and renamed); a one-word name as a key (``Zephyrine``, ``zephyrine``) is
+    therefore not scanned: a known limit."""
     return len(name) <= 64 and _schema_name(name)
 
 

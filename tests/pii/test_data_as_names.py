@@ -66,7 +66,8 @@ def test_schema_names_are_not_sent_to_detection(red: Redactor) -> None:
 
 @pytest.mark.parametrize(("name", "schema"), [("first", True), ("claim_id", True), ("firstName", True),
                                               ("x-request-id", True), ("FIRST_NAME", True), (NAME, False),
-                                              (IBAN, False), (EMAIL, False), ("Zephyrine", False),
+                                              (IBAN, False), (EMAIL, False), ("Email", True), ("FirstName", True),
+                                              ("CurrencyCode", True), ("Zephyrine Q", False),
                                               ("item1234", False)])
 def test_schema_name(name: str, schema: bool) -> None:
     assert schema_name(name) is schema
@@ -126,3 +127,12 @@ async def test_a_json_string_body_reaches_the_app_redacted(tmp_path: Path) -> No
     for f in tmp_path.iterdir():
         if f.is_file():
             assert NAME.encode() not in f.read_bytes() and EMAIL.encode() not in f.read_bytes()
+
+
+def test_pascal_case_keys_are_a_schema(red: Redactor) -> None:
+    """A .NET client's {"Email": ..., "Currency": ...}: scanned as data, "Email" became a PERSON pseudonym and
+    "Currency" an <ORGANIZATION>, breaking the app's schema (a red-team probe)."""
+    doc = {"Email": "ops@quackmail.eu", "Currency": "EUR", "FirstName": "Maria"}
+    out, _ = red.redact(doc, scan_undeclared=True)
+    assert list(out) == ["Email", "Currency", "FirstName"] and out["Currency"] == "EUR"
+    assert out["Email"] != doc["Email"]  # the value is still redacted
