@@ -286,6 +286,31 @@ _DEVICE = re.compile(
 )
 _MAC = re.compile(r"\b[0-9A-F]{2}(?:[:-][0-9A-F]{2}){5}\b", _I)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+%'-]{1,64}@[^\W_](?:[\w-]{0,62}[^\W_])?(?:\.[^\W_](?:[\w-]{0,62}[^\W_])?)+", _I)
+# An e-mail address written so that scrapers (and the pattern above) miss it: "jane.doe [at] example [dot] com",
+# "jane.doe(at)example(dot)com", "jane dot doe at example dot com", "jane.doe%40example.com",
+# "jane.doe&#64;example.com" (a red-team probe: all passed whole). The "at" and "dot" words stand alone, the
+# domain needs at least one dot and an alphabetic top-level domain, so "arrived at work" is no address.
+_AT = r"(?:\s*(?:\[at\]|\(at\)|\{at\}|<at>)\s*|\s+at\s+|%40|&#0*64;|&commat;)"
+_DOT = r"(?:\s*(?:\[dot\]|\(dot\)|\{dot\}|<dot>)\s*|\s+dot\s+|\.)"
+_EMAIL_OBFUSCATED = re.compile(
+    rf"(?<![\w.+-])[\w+-]{{1,64}}(?:{_DOT}[\w+-]{{1,64}}){{0,4}}{_AT}[^\W_][\w-]{{0,62}}(?:{_DOT}[^\W_][\w-]{{0,62}}){{1,4}}"
+    r"(?![\w-])", _I)
+
+
+def _obfuscated_email(value: str) -> bool:
+    """Written with a spelled or encoded at (the plain pattern takes the rest) and an alphabetic TLD. With the
+    bare word "at", the local part must look like one (a dot or a digit in it, or "dot" spelled anywhere):
+    "look at example.com" is a sentence."""
+    text = value.lower()
+    at = re.search(_AT, text, _I)
+    if at is None or "@" in text:
+        return False
+    local = text[:at.start()]
+    if at.group().strip() == "at" and not (re.search(r"[.\d]", local) or " dot " in text):
+        return False
+    return email_tld(re.sub(_DOT, ".", re.sub(_AT, "@", text)).rstrip("."))
+
+
 _AGE = re.compile(
     r"\b(?P<value>\d{1,3})(?:[- ]years?[- ]old|[- ]y/?o\b|[- ]yrs?[- ]old)"
     r"|\b(?:aged?|age\s+is|age:|turn(?:ed|s|ing)?|i\s+am|i'm)\s+(?P<v2>\d{1,3})\b(?!\s*(?:%|am|pm|:|\.\d))",
@@ -480,6 +505,8 @@ def builtin_recognizers(countries: Sequence[str] = ()) -> list[EntityRecognizer]
         *extra,
         RegexRecognizer("EMAIL_ADDRESS", [Rx(_EMAIL, 0.9, 0, "email_any_tld")], name="MLGuardEmailRecognizer",
                         context=["email", "e-mail", "mail"], validator=email_tld),
+        RegexRecognizer("EMAIL_ADDRESS", [Rx(_EMAIL_OBFUSCATED, 0.8, 0, "email_obfuscated")],
+                        name="MLGuardObfuscatedEmailRecognizer", validator=_obfuscated_email),
         _AddressRecognizer("STREET_ADDRESS", [
             Rx(_US_STREET, 0.7, 0, "us_street"),
             Rx(_FOREIGN_STREET, 0.55, 0, "intl_street"),

@@ -80,3 +80,19 @@ def test_other_separators(engine: PIIEngine, text: str, value: str, entity: str)
 def test_other_separators_without_an_identifier(engine: PIIEngine, text: str) -> None:
     (spans,) = engine.analyze_many([text])
     assert not {s.entity for s in spans} & {"CREDIT_CARD", "US_SSN"}
+
+
+@pytest.mark.parametrize("value", ["mateo.hernandez [at] inbox [dot] example", "mateo.hernandez(at)gmail(dot)com",
+                                   "mateo dot hernandez at gmail dot com", "mateo.hernandez%40inbox.example",
+                                   "mateo.hernandez&#64;inbox.example", "mateo.hernandez at gmail.com"])
+def test_obfuscated_emails(engine: PIIEngine, value: str) -> None:
+    text = f"write to {value} today"
+    (spans,) = engine.analyze_many([text])
+    assert ("EMAIL_ADDRESS", value) in [(s.entity, text[s.start:s.end]) for s in spans]
+
+
+@pytest.mark.parametrize("text", ["I arrived at work today.", "we met at the station at 5.30",
+                                  "look at example.com for details", "lunch at Joe.s place"])
+def test_at_in_a_sentence_is_no_email(engine: PIIEngine, text: str) -> None:
+    (spans,) = engine.analyze_many([text])
+    assert "EMAIL_ADDRESS" not in {s.entity for s in spans}
