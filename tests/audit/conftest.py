@@ -80,3 +80,17 @@ def tombstones(tmp_path: Path) -> list[dict[str, Any]]:
         return [r for r in reader.iter_records() if r["kind"] == "tombstone"]
     finally:
         reader.close()
+
+
+@pytest.fixture
+def proxied_url(pg_store_url: str) -> Iterator[tuple[str, Any]]:
+    """The PostgreSQL store URL through a CuttableProxy this test owns (tests/audit/test_pg_outage.py), and it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.audit.test_pg_outage import CuttableProxy
+
+    parts = urlsplit(pg_store_url)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    netloc = (f"{parts.username}@" if parts.username else "") + f"127.0.0.1:{proxy.port}"
+    yield urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), proxy
+    proxy.cut()

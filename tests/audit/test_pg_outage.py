@@ -15,10 +15,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -102,15 +100,6 @@ class CuttableProxy:
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-
-
-@pytest.fixture
-def proxied_url(pg_store_url: str) -> Iterator[tuple[str, CuttableProxy]]:
-    parts = urlsplit(pg_store_url)
-    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-    netloc = (f"{parts.username}@" if parts.username else "") + f"127.0.0.1:{proxy.port}"
-    yield urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), proxy
-    proxy.cut()
 
 
 async def model_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -6,44 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from mlguard.audit.reader import AuditReader
 from mlguard.audit.verify import verify_log
-from mlguard.keys import Keyring
 from mlguard.middleware import GuardMiddleware
-from mlguard.runtime import Guard
 from mlguard.testing import json_app
-from tests.audit.test_pg_outage import CuttableProxy
+from tests.audit.test_pg_outage import CuttableProxy, fail_closed_guard
 
 model_app = json_app(lambda doc: {"score": 0.7})
 
 
-@pytest.fixture
-def proxied(pg_store_url: str) -> Iterator[tuple[str, CuttableProxy]]:
-    parts = urlsplit(pg_store_url)
-    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-    netloc = (f"{parts.username}@" if parts.username else "") + f"127.0.0.1:{proxy.port}"
-    yield urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), proxy
-    proxy.cut()
-
-
 @pytest.mark.postgres
 @pytest.mark.anyio
-async def test_postgres_down_refusals_gap_and_health(tmp_path: Path, proxied: tuple[str, CuttableProxy]) -> None:
-    url, proxy = proxied
-    Keyring.create(tmp_path / "k.keyring")
-    guard = Guard({"policies": ["base"], "base_dir": str(tmp_path),
-                   "audit": {"store": url, "keyring": "./k.keyring", "durability": "sync"},
-                   "routes": [{"path": "/p", "subject": "$.id", "model": {"output": "$.score"}}]}, stages=["audit"])
-    route = guard.table.routes[0]
-    route.policy = route.policy.model_copy(update={"failure_mode": "fail_closed"})
+async def test_postgres_down_refusals_gap_and_health(tmp_path: Path, proxied_url: tuple[str, CuttableProxy]) -> None:
+    url, proxy = proxied_url
+    guard = fail_closed_guard(tmp_path, url)
     app = GuardMiddleware(model_app, guard=guard)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         served = [(await client.post("/p", json={"id": f"a{i}"})) for i in range(3)]
