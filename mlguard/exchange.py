@@ -243,12 +243,19 @@ class Exchange:
         failed = tuple(dict.fromkeys(f.stage for f in self.failures if _phase_of(f.phase) == phase))
         status = self.record.get("fairness", {}).get("status", "off")
         fairness: FairnessStatus = status if status in ("ok", "warn", "violation", "insufficient") else "off"
+        # the explain stage's record section says whether an unfavourable decision lacks complete lawful reasons
+        explanation = self.record.get("explanation", {})
+        finding = explanation.get("reasons_finding") or {}
         return Evidence(phase=phase, failed_stages=failed, halted=self.guard.is_halted(self.route),
-                        fairness_status=fairness, unredacted=self.unredacted)
+                        fairness_status=fairness, unredacted=self.unredacted,
+                        reasons_incomplete=explanation.get("reasons_incomplete") is True,
+                        reasons_finding=str(finding.get("code") or ""))
 
     async def _refused(self, phase: Phase, send: Send) -> bool:
         policy = self.route.policy
-        rules = Rules(failure_mode=policy.failure_mode, fairness_action=policy.fairness.action)
+        rules = Rules(failure_mode=policy.failure_mode, fairness_action=policy.fairness.action,
+                      reasons_required=policy.explanations.reasons_on_adverse,
+                      reasons_policy=",".join(policy.origin("explanations.reasons_on_adverse")))
         decision = decide(self._evidence(phase), rules)
         if decision.gap or decision.refused:
             self.decision = decision
@@ -257,7 +264,7 @@ class Exchange:
         self.status = decision.status
         if phase != "finish":
             await self._finish_stages()
-        await send_problem(send, decision.status or 503, "Service unavailable", decision.detail,
+        await send_problem(send, decision.status or 503, decision.title, decision.detail,
                            decision.reason.replace("_", "-"), instance=self.audit_id,
                            headers=self._guard_headers())
         return True

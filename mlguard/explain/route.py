@@ -122,7 +122,18 @@ class RouteExplainer:
 
 def build_route_explainer(index: int, model_cfg: Any, policy: Any, settings: ExplainSettings, *,
                           base_dir: Any, protected: Sequence[str] = ()) -> RouteExplainer:
-    """Binding + explainer(s) + measured cost for one route; ConfigError names the field on any problem."""
+    """Binding + explainer(s) + measured cost for one route; ConfigError names the field on any problem.
+
+    A route whose explanations run deferred while its policy requires principal reasons on adverse decisions
+    under ``failure_mode: fail_closed`` gets a WARNING, not a ConfigError. Inline, an unfavourable decision whose
+    reasons are incomplete is refused (503 ``reasons-incomplete``, :func:`mlguard.policy.decision.decide`);
+    deferred, the answer has left before the reasons exist, so that refusal cannot happen and the finding reaches
+    only the deferred explanation, its audit event and a WARNING. Why not refuse to start: with ``execution:
+    auto`` whether a route is deferred depends on the explainer's cost measured on this machine, so a ConfigError
+    would make start-up depend on timing; an explicit ``deferred`` is a deliberate latency choice; and Reg B
+    allows the notice to follow the decision (1002.9(a)(1): 30 days), so a lender can hold the notice until it
+    has read the deferred explanation. The warning says exactly that, once per route, at start-up.
+    """
     from mlguard.explain.binding import build_binding, sample_rows
     from mlguard.explain.explainers import build_engine
     from mlguard.explain.reasons import check_catalog, cutoff_rows, is_prohibited
@@ -164,6 +175,12 @@ def build_route_explainer(index: int, model_cfg: Any, policy: Any, settings: Exp
         rx.deferred = True
     elif settings.execution == "auto":
         rx.deferred = rx.predicted_ms > rules.budget_ms
+    if rx.deferred and rules.on_adverse and getattr(policy, "failure_mode", None) == "fail_closed":
+        log.warning("explanations of %s run deferred, so an unfavourable decision without complete lawful "
+                    "reasons is served before that is known: failure_mode fail_closed cannot refuse it (inline it "
+                    "would be refused, 503 reasons-incomplete). Its deferred explanation and audit event say "
+                    "reasons_incomplete: true; read them before sending the adverse action notice, or set "
+                    "explain.execution: inline", where)
     # Measured: shap's C TreeSHAP keeps the GIL for the whole call, so running it in a worker thread does not
     # free the event loop; it only adds the hop (~0.1 ms, a fifth of a 100-tree explanation).
     rx.on_loop = not rx.deferred and probe is not None and rx.predicted_ms < settings.on_loop_below_ms

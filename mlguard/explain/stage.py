@@ -14,7 +14,11 @@ An unfavourable decision whose reasons cannot stand as its specific principal re
 audit id, the finding's code and the excluded features (never an input value), and an inline one answers
 ``MLGuard-Reasons: incomplete`` (``complete`` otherwise), so a client in ``explain.mode: header`` sees it too.
 The status stays ``ready`` and the app's answer is not changed: the explanation was computed; what it found is
-that the model's decision rests on what may not be stated.
+that the model's decision rests on what may not be stated. Whether such a decision is served is not this
+stage's call: the ``reasons_incomplete``/``reasons_finding`` of its record section is the evidence the Exchange
+hands to :func:`mlguard.policy.decision.decide`, which refuses it (503 ``reasons-incomplete``) when the route's
+policy requires reasons on adverse decisions under ``failure_mode: fail_closed``, and serves it flagged under
+``fail_open``. A deferred explanation comes too late for that (start-up warns: :mod:`mlguard.explain.route`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``decide(evidence, rules) -> Decision``: the pure heart of enforcement.
 
-Why pure: what the guard does with a failed stage, a stopped system or a fairness violation is the part a
-compliance reviewer must be able to read and test as a table. The stages gather evidence, the Exchange
-enforces the Decision; this module imports none of them and does no I/O.
+Why pure: what the guard does with a failed stage, a stopped system, a fairness violation or an adverse
+decision without its lawful reasons is the part a compliance reviewer must be able to read and test as a
+table. The stages gather evidence, the Exchange enforces the Decision; this module imports none of them and
+does no I/O.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class Evidence:
     # block in force); after the app, the status of the window the decision was counted in.
     fairness_status: FairnessStatus = "off"
     unredacted: bool = False  # the PII stage failed before it had a redacted document to pass on
+    # The explain stage found that an unfavourable decision has no complete lawful principal reasons (its record
+    # section says ``reasons_incomplete: true``); ``reasons_finding`` is the finding's code (no input value).
+    reasons_incomplete: bool = False
+    reasons_finding: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,8 @@ class Rules:
 
     failure_mode: FailureMode = "fail_closed"
     fairness_action: FairnessAction = "annotate"
+    reasons_required: bool = False  # explanations.reasons_on_adverse: principal reasons on an adverse decision
+    reasons_policy: str = ""  # the policy ids that require them, named in the refusal's detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,7 @@ class Decision:
     reason: str = ""
     detail: str = ""
     gap: bool = False  # served although a stage failed (fail_open): the audit record says so
+    title: str = "Service unavailable"  # the problem+json title of a refusal
 
     @property
     def refused(self) -> bool:
@@ -68,6 +76,10 @@ def decide(evidence: Evidence, rules: Rules) -> Decision:
     'halted'
     >>> decide(Evidence("request", halted=True, fairness_status="violation"), Rules(fairness_action="block")).reason
     'fairness_block'
+    >>> decide(Evidence("response", reasons_incomplete=True), Rules("fail_closed", reasons_required=True)).reason
+    'reasons_incomplete'
+    >>> decide(Evidence("response", reasons_incomplete=True), Rules("fail_open", reasons_required=True)).action
+    'proceed'
     """
     if evidence.phase == "request":
         # A stop in force is answered before anything else: the model is not called in any case. The fairness
@@ -95,4 +107,22 @@ def decide(evidence: Evidence, rules: Rules) -> Decision:
                             f"the {names} stage failed and the policy's failure_mode is fail_closed")
         return Decision("proceed", None, "stage_failed_open",
                         f"the {names} stage failed; served under failure_mode fail_open", gap=True)
+    if (evidence.phase == "response" and evidence.reasons_incomplete and rules.reasons_required
+            and rules.failure_mode == "fail_closed"):
+        # Reg B 1002.9(b)(2): an adverse action states its specific principal reasons. An unfavourable decision
+        # whose reasons cannot stand as those (none at all, or prohibited bases withheld that carried it) is a
+        # notice the lender may not send as is; under fail_closed the guard does not hand it on, exactly as it
+        # does not hand on a decision whose safeguard failed. The decision is sealed in the audit record (with
+        # the explanation's finding) for the lender's review, never released to the client. Under fail_open it is
+        # served flagged (``reasons_incomplete`` in the explanation, ``MLGuard-Reasons: incomplete``), as before.
+        # Only at the response phase: a deferred explanation is computed after the answer has left, so it never
+        # reaches this evidence (start-up warns about that combination: mlguard/explain/route.py).
+        finding = f" ({evidence.reasons_finding})" if evidence.reasons_finding else ""
+        policy = f" ({rules.reasons_policy})" if rules.reasons_policy else ""
+        return Decision("refuse", 503, "reasons_incomplete",
+                        f"this unfavourable decision has no complete lawful principal reasons{finding}; the "
+                        f"route's policy{policy} requires principal reasons on an adverse decision "
+                        "(explanations.reasons_on_adverse) and its failure_mode is fail_closed, so the decision "
+                        "is withheld: it is kept, with its explanation, in the audit record of this exchange",
+                        title="Adverse action reasons incomplete")
     return PROCEED

@@ -206,20 +206,22 @@ async def test_ecoa_notice_flags_a_refusal_on_prohibited_bases_and_offers_no_cha
                                          headers=auth)
         await guard.aclose()
 
-    # the response: 200 and the app's answer (the decision was made), the gap stated in body and header
-    assert flagged.status_code == 200 and flagged.json()["approved"] is False
-    exp = flagged.json()["explanation"]
-    assert exp["status"] == "ready" and exp["reasons"] == []
-    assert exp["reasons_incomplete"] is True and exp["reasons_finding"]["code"] == "no_lawful_reason"
-    assert set(exp["reasons_excluded"]) == set(PROHIBITED)
+    # the response: ecoa is fail_closed, so the decision without lawful reasons is withheld (503 problem+json,
+    # no decision in it), the gap stated in the header; the decision and its explanation are sealed (below)
+    assert flagged.status_code == 503 and flagged.headers["content-type"] == "application/problem+json"
+    assert flagged.json()["type"].endswith("reasons-incomplete") and "approved" not in flagged.text
     assert flagged.headers["mlguard-reasons"] == "incomplete"
     assert ordinary.json()["explanation"]["reasons_incomplete"] is False
     assert ordinary.headers["mlguard-reasons"] == "complete"
     assert approved.json()["approved"] is True and "mlguard-reasons" not in approved.headers
 
-    # the sealed audit record carries the finding
-    sealed = _sealed(tmp_path, audit_id)["explanation"]
-    assert sealed["reasons_incomplete"] is True and sealed["reasons_finding"]["code"] == "no_lawful_reason"
+    # the sealed audit record carries the decision, the refusal and the finding
+    record = _sealed(tmp_path, audit_id)
+    assert record["output"]["approved"] is False and record["status"] == 503
+    exp = record["explanation"]
+    assert exp["status"] == "ready" and exp["reasons"] == []
+    assert exp["reasons_incomplete"] is True and exp["reasons_finding"]["code"] == "no_lawful_reason"
+    assert set(exp["reasons_excluded"]) == set(PROHIBITED)
 
     # the plain text: the gap said plainly, no counterfactual section (ecoa: counterfactuals false)
     assert plain.status_code == 200
@@ -253,7 +255,8 @@ async def test_counterfactuals_where_the_policy_asks_never_name_a_prohibited_bas
         ids = []
         for i, feats in enumerate((SEX_FIRST, ON_PROHIBITED_ONLY)):
             resp = await c.post("/predict", json={"applicant": {"id": f"s-{i}"}, "features": feats})
-            assert resp.json()["approved"] is False
+            # refusals whose reasons are incomplete: withheld under ecoa's fail_closed, explained to the lender
+            assert resp.status_code == 503 and resp.json()["type"].endswith("reasons-incomplete")
             ids.append(resp.headers["mlguard-audit-id"])
         pages = [(await c.get(f"/mlguard/explanations/{a}/plain", headers=auth)).text for a in ids]
     await guard.aclose()

@@ -1,0 +1,258 @@
+"""An unfavourable decision without complete lawful reasons, under a policy that requires them (Reg B 1002.9(b)(2)).
+
+* ``fail_closed`` (ecoa): refused, 503 problem+json ``reasons-incomplete`` naming the cause and the policy, no
+  input value, the app's decision not released; the sealed record says refused and why; the refusal is counted
+  under reason ``reasons-incomplete``. A decision with complete reasons, and a favourable one, are served.
+* ``fail_open`` (a lender's policy extending ecoa): served as before, flagged.
+* deferred explanations cannot refuse after the fact: start-up warns, the exchange is served.
+
+The decision is made by the pure ``decide()`` from the evidence the explain stage leaves on the Exchange.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from mlguard.middleware import GuardMiddleware
+from mlguard.policy.decision import PROCEED, Evidence, Rules, decide
+from mlguard.runtime import Guard
+from mlguard.testing import json_app
+
+TOKEN = "incomplete-reasons-token"
+FEATURES = ["income", "debt", "Sex", "Marital Status", "age"]
+CATALOG = {"income": "Amount of income", "debt": "Amount of debt"}
+PLANTED_INCOME = 81.953125  # an input value that must never reach a response, a log line or a message
+# For the fixed model below: the lawful factors are favourable, the prohibited ones are not; refused.
+ON_PROHIBITED_ONLY = {"income": PLANTED_INCOME, "debt": 8.0, "Sex": 0.0, "Marital Status": 0.0, "age": 25.0}
+# An ordinary refusal: the lawful factors carry it.
+ORDINARY = {"income": 25.0, "debt": 35.0, "Sex": 1.0, "Marital Status": 0.0, "age": 45.0}
+APPROVED = {**ORDINARY, "income": 90.0, "debt": 5.0, "Marital Status": 1.0}
+OPEN_POLICY = """\
+id: lender_open
+title: A lender serving flagged notices for its own review
+instrument: internal
+jurisdiction: US
+status: in_force
+effective_from: 2026-01-01
+review_by: 2027-06-30
+version: "1"
+extends: [ecoa]
+failure_mode: {value: fail_open, cite: "internal: notices reviewed before they are sent"}
+"""
+
+
+@pytest.fixture(scope="module")
+def scored() -> tuple[Any, list[dict[str, float]]]:
+    """A classifier that scores prohibited bases heavily (as a careless deployment's might), 200 background rows."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    rng = np.random.default_rng(11)
+    n = 600
+    x = np.column_stack([rng.normal(50, 15, n).round(1), rng.normal(20, 8, n).round(1),
+                         rng.integers(0, 2, n).astype(float), rng.integers(0, 2, n).astype(float),
+                         rng.integers(18, 80, n).astype(float)])
+    logit = (0.04 * (x[:, 0] - 50) - 0.05 * (x[:, 1] - 20) + 3.0 * (x[:, 2] - 0.5) + 1.5 * (x[:, 3] - 0.5)
+             + 0.04 * (x[:, 4] - 45))
+    y = (logit + rng.normal(0, 0.3, n) > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=0).fit(x, y)
+    return model, [dict(zip(FEATURES, map(float, r), strict=True)) for r in x[:200]]
+
+
+class Recorder:
+    """What the app answered, per request: to show the decision made is the one withheld."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.answers: list[dict[str, Any]] = []
+
+    def __call__(self, doc: Any) -> dict[str, Any]:
+        p = float(self.model.predict_proba(np.array([[doc["features"][n] for n in FEATURES]]))[0, 1])
+        answer = {"score": p, "approved": p >= 0.5}
+        self.answers.append(answer)
+        return answer
+
+
+def _guard(scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policies: list[str],
+           explain: dict[str, Any] | None = None) -> tuple[Guard, Any, Recorder]:
+    model, rows = scored
+    mod = types.ModuleType("mlguard_incomplete_reasons_model")
+    mod.MODEL = model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlguard_incomplete_reasons_model", mod)
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+    (tmp_path / "lender_open.yaml").write_text(OPEN_POLICY)
+    cfg = {
+        "policies": policies,
+        "retention": {"max": "P2Y3M"},
+        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
+        "explain": {"reason_catalog": CATALOG, "execution": "inline", **(explain or {})},
+        "routes": [{"path": "/predict", "subject": "$.applicant.id", "protected": {"sex": "$.applicant.sex"},
+                    "model": {"object": "mlguard_incomplete_reasons_model:MODEL", "features": "$.features",
+                              "feature_order": FEATURES, "output": "$.score", "favorable": "$.approved",
+                              "background_rows": rows}}],
+    }
+    path = tmp_path / "mlguard.yaml"
+    path.write_text(json.dumps(cfg))
+    guard = Guard(path, stages=["explain", "audit"])
+    recorder = Recorder(model)
+    return guard, GuardMiddleware(json_app(recorder), guard=guard), recorder
+
+
+def _client(mw: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t")
+
+
+def _sealed(tmp_path: Path, audit_id: str) -> dict[str, Any]:
+    from mlguard.audit.reader import AuditReader
+
+    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
+    try:
+        record = reader.get(audit_id)
+    finally:
+        reader.close()
+    assert record is not None
+    return record
+
+
+# ---------------------------------------------------------------------- decide() as a table
+
+
+@pytest.mark.parametrize(("evidence", "rules", "reason"), [
+    (Evidence("response", reasons_incomplete=True), Rules("fail_closed", reasons_required=True),
+     "reasons_incomplete"),
+    (Evidence("response", reasons_incomplete=True), Rules("fail_open", reasons_required=True), None),
+    (Evidence("response", reasons_incomplete=True), Rules("fail_closed", reasons_required=False), None),
+    (Evidence("response"), Rules("fail_closed", reasons_required=True), None),
+    (Evidence("request", reasons_incomplete=True), Rules("fail_closed", reasons_required=True), None),
+    (Evidence("finish", reasons_incomplete=True), Rules("fail_closed", reasons_required=True), None),
+    # a failed stage is named first: it is the cause a fix starts with
+    (Evidence("response", failed_stages=("fairness",), reasons_incomplete=True),
+     Rules("fail_closed", reasons_required=True), "stage_failed"),
+])
+def test_decide_refuses_incomplete_reasons_only_where_required_under_fail_closed(
+        evidence: Evidence, rules: Rules, reason: str | None) -> None:
+    got = decide(evidence, rules)
+    if reason is None:
+        assert got == PROCEED
+    else:
+        assert got.refused and got.status == 503 and got.reason == reason
+
+
+def test_decide_names_the_cause_the_finding_and_the_policy() -> None:
+    got = decide(Evidence("response", reasons_incomplete=True, reasons_finding="no_lawful_reason"),
+                 Rules("fail_closed", reasons_required=True, reasons_policy="ecoa"))
+    assert got.title == "Adverse action reasons incomplete"
+    assert "(no_lawful_reason)" in got.detail and "(ecoa)" in got.detail and "fail_closed" in got.detail
+    assert not got.gap
+
+
+# ---------------------------------------------------------------------- through the guard
+
+
+@pytest.mark.anyio
+async def test_fail_closed_refuses_an_adverse_decision_without_complete_reasons(
+        scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("mlguard.audit.stage")
+    guard, mw, app = _guard(scored, tmp_path, monkeypatch, ["ecoa"])
+    assert guard.table.routes[0].policy.failure_mode == "fail_closed"
+    with caplog.at_level(logging.DEBUG):
+        async with _client(mw) as c:
+            refused = await c.post("/predict", json={"applicant": {"id": "s-1", "sex": "F"},
+                                                     "features": ON_PROHIBITED_ONLY})
+            ordinary = await c.post("/predict", json={"applicant": {"id": "s-2"}, "features": ORDINARY})
+            approved = await c.post("/predict", json={"applicant": {"id": "s-3"}, "features": APPROVED})
+            metrics = await c.get("/mlguard/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+        await guard.aclose()
+
+    # the app made the decision (unfavourable); the client gets a problem, not the decision
+    assert app.answers[0]["approved"] is False
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"].endswith("/reasons-incomplete") and problem["status"] == 503
+    assert problem["title"] == "Adverse action reasons incomplete"
+    assert "no complete lawful principal reasons" in problem["detail"] and "(no_lawful_reason)" in problem["detail"]
+    assert "(ecoa)" in problem["detail"] and "fail_closed" in problem["detail"]
+    audit_id = refused.headers["mlguard-audit-id"]
+    assert problem["instance"] == f"urn:mlguard:audit:{audit_id}"
+    assert refused.headers["mlguard-reasons"] == "incomplete"
+    assert set(problem) == {"type", "title", "status", "detail", "instance"}  # no score, approval, explanation
+    assert str(PLANTED_INCOME) not in refused.text and str(app.answers[0]["score"]) not in refused.text
+
+    # complete reasons, and a favourable decision: served as before
+    assert ordinary.status_code == 200 and ordinary.json()["approved"] is False
+    assert ordinary.json()["explanation"]["reasons_incomplete"] is False
+    assert ordinary.headers["mlguard-reasons"] == "complete"
+    assert approved.status_code == 200 and approved.json()["approved"] is True
+
+    # the sealed record: refused, why, and the finding; it keeps the app's decision for the lender's review
+    sealed = _sealed(tmp_path, audit_id)
+    assert sealed["status"] == 503
+    assert sealed["decision"]["action"] == "refuse" and sealed["decision"]["reason"] == "reasons_incomplete"
+    assert sealed["explanation"]["reasons_incomplete"] is True
+    assert sealed["explanation"]["reasons_finding"]["code"] == "no_lawful_reason"
+
+    # counted as a refusal under its own reason
+    assert metrics.status_code == 200
+    assert 'mlguard_refusals_total{reason="reasons-incomplete",route="/predict"} 1.0' in metrics.text
+
+    for rec in caplog.records:
+        assert str(PLANTED_INCOME) not in rec.getMessage() and str(PLANTED_INCOME) not in str(rec.__dict__)
+
+
+@pytest.mark.anyio
+async def test_fail_open_serves_it_flagged(scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlguard.audit.stage")
+    guard, mw, _ = _guard(scored, tmp_path, monkeypatch, ["./lender_open.yaml"])
+    policy = guard.table.routes[0].policy
+    assert policy.failure_mode == "fail_open" and policy.explanations.reasons_on_adverse is True
+    async with _client(mw) as c:
+        flagged = await c.post("/predict", json={"applicant": {"id": "s-1"}, "features": ON_PROHIBITED_ONLY})
+    await guard.aclose()
+    assert flagged.status_code == 200 and flagged.json()["approved"] is False
+    assert flagged.json()["explanation"]["reasons_incomplete"] is True
+    assert flagged.headers["mlguard-reasons"] == "incomplete"
+    sealed = _sealed(tmp_path, flagged.headers["mlguard-audit-id"])
+    assert sealed["status"] == 200 and sealed["decision"]["action"] == "proceed"
+
+
+@pytest.mark.anyio
+async def test_deferred_under_fail_closed_warns_at_start_up_and_is_served(
+        scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("mlguard.audit.stage")
+    with caplog.at_level(logging.WARNING, logger="mlguard.explain.route"):
+        guard, mw, _ = _guard(scored, tmp_path, monkeypatch, ["ecoa"], {"execution": "deferred"})
+    (line,) = [r.getMessage() for r in caplog.records if "run deferred" in r.getMessage()]
+    assert "fail_closed cannot refuse it" in line and "explain.execution: inline" in line
+    async with _client(mw) as c:
+        resp = await c.post("/predict", json={"applicant": {"id": "s-1"}, "features": ON_PROHIBITED_ONLY})
+    await guard.aclose()
+    # the answer leaves before the explanation exists: nothing to refuse on
+    assert resp.status_code == 200 and resp.json()["explanation"]["status"] == "pending"
+
+
+@pytest.mark.anyio
+async def test_no_deferral_warning_where_no_refusal_is_lost(scored: Any, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Inline under fail_closed (the refusal happens), deferred under fail_open (none was due)."""
+    pytest.importorskip("mlguard.audit.stage")
+    (tmp_path / "open").mkdir()
+    with caplog.at_level(logging.WARNING, logger="mlguard.explain.route"):
+        inline, _, _ = _guard(scored, tmp_path, monkeypatch, ["ecoa"])
+        deferred, _, _ = _guard(scored, tmp_path / "open", monkeypatch, ["./lender_open.yaml"],
+                                {"execution": "deferred"})
+    await inline.aclose()
+    await deferred.aclose()
+    assert not [r for r in caplog.records if "run deferred" in r.getMessage()]
