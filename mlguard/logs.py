@@ -200,6 +200,28 @@ def configure_logging(fmt: LogFormat = "json", level: int | str = "INFO", *, str
     return handler
 
 
+_WORKER_DIED = re.compile(r"Child process \[\d+\] died")
+
+
+class WorkerDeathFilter(logging.Filter):
+    """On ``uvicorn.error``: a worker process that died is a WARNING, and the configured level still holds.
+
+    Why: uvicorn's supervisor logs "Child process [pid] died" at INFO (it restarts the worker), so an alert on
+    WARNING and above never sees a worker killed by the OOM killer or a segfault, and ``--log-level warning``
+    drops the line altogether. The logger is therefore opened down to INFO and this filter, attached to it,
+    promotes that one message and drops every other record below ``level``, as the logger's level did.
+    """
+
+    def __init__(self, level: str | int = "INFO") -> None:
+        super().__init__()
+        self.level = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and _WORKER_DIED.fullmatch(str(record.msg)):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return record.levelno >= self.level
+
+
 def uvicorn_log_config(fmt: LogFormat = "json", level: str = "info") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for ``uvicorn.run(log_config=...)``: uvicorn's loggers, mlguard's and the
     root logger all write through the formatter of ``fmt`` to stderr. uvicorn applies it in every worker.
@@ -215,11 +237,14 @@ def uvicorn_log_config(fmt: LogFormat = "json", level: str = "info") -> dict[str
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"mlguard_safe": {"()": cls}},
+        "filters": {"mlguard_worker_death": {"()": "mlguard.logs.WorkerDeathFilter", "level": lvl}},
         "handlers": {"mlguard_stderr": {"class": "logging.StreamHandler", "formatter": "mlguard_safe",
                                         "stream": "ext://sys.stderr"}},
         "loggers": {
             "uvicorn": {"handlers": ["mlguard_stderr"], "level": lvl, "propagate": False},
-            "uvicorn.error": {"level": lvl},
+            # down to INFO at most, so a worker's death (INFO in uvicorn) reaches the filter, which promotes it
+            "uvicorn.error": {"level": min(logging.getLevelName(lvl), logging.INFO),
+                              "filters": ["mlguard_worker_death"]},
             "uvicorn.access": {"handlers": ["mlguard_stderr"], "level": lvl, "propagate": False},
             "mlguard": {"handlers": ["mlguard_stderr"], "propagate": False},
         },
@@ -227,5 +252,6 @@ def uvicorn_log_config(fmt: LogFormat = "json", level: str = "info") -> dict[str
     }
 
 
-__all__ = ["SAFE_FIELDS", "JsonFormatter", "LogFormat", "TextFormatter", "configure_logging", "formatter",
+__all__ = ["SAFE_FIELDS", "JsonFormatter", "LogFormat", "TextFormatter", "WorkerDeathFilter", "configure_logging",
+           "formatter",
            "mask_route_paths", "safe_fields", "uvicorn_log_config"]

@@ -202,6 +202,35 @@ def test_uvicorn_log_config_is_accepted_by_dictconfig() -> None:
         uvicorn_log_config("xml", "info")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("level", ["info", "warning"])
+def test_a_dead_worker_is_a_warning_even_at_log_level_warning(level: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """uvicorn's supervisor says "Child process [pid] died" at INFO: an alert on WARNING missed a killed worker,
+    and ``--log-level warning`` dropped the line. The other INFO lines still follow the configured level."""
+    import logging.config
+
+    names = ("uvicorn", "uvicorn.access", "uvicorn.error", "mlguard", "")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate, logging.getLogger(n).level,
+                 logging.getLogger(n).filters[:]) for n in names}
+    try:
+        logging.config.dictConfig(uvicorn_log_config("json", level))
+        err = logging.getLogger("uvicorn.error")
+        err.info("Started server process [%d]", 4242)
+        err.info("Child process [4243] died")  # uvicorn formats it itself (an f-string)
+        err.warning("Terminating child process [4244]")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    finally:
+        for n, (handlers, propagate, lvl, filters) in saved.items():
+            lg = logging.getLogger(n)
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+            lg.setLevel(lvl)
+            lg.filters[:] = filters
+    by_message = {d["message"]: d["level"] for d in lines}
+    assert by_message["Child process [4243] died"] == "WARNING"
+    assert by_message["Terminating child process [4244]"] == "WARNING"
+    assert ("Started server process [4242]" in by_message) is (level == "info")
+
+
 # ---------------------------------------------------------------------- through the guard
 
 
