@@ -31,19 +31,63 @@ from names, paths, limits and counts, because the request body may hold personal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MLGuardError(Exception):
     """Base of every error mlguard raises on purpose."""
 
 
+def _where(file: str | None, field: str | None) -> str:
+    return ":".join(p for p in (file, field) if p)
+
+
+class ErrorLines(str):
+    """Several errors of one file as one message: the first error's text, then one ``field: message`` line per
+    further error, then ``and N more`` when some were left out.
+
+    Why a ``str``: the code that turns a pydantic error into a ConfigError (config and policy loading) passes a
+    message and a field; this message keeps the errors apart, so :class:`ConfigError` can write each one as
+    ``file:field: message`` on its own line once it knows the file, and every other reader still gets text.
+    """
+
+    entries: tuple[tuple[str | None, str], ...]
+    omitted: int
+
+    def __new__(cls, entries: Sequence[tuple[str | None, str]], omitted: int = 0) -> ErrorLines:
+        if not entries:
+            raise ValueError("ErrorLines needs at least one error")
+        rest = [f"{field}: {msg}" if field else msg for field, msg in entries[1:]]
+        tail = [f"and {omitted} more"] if omitted else []
+        out = super().__new__(cls, "\n".join([entries[0][1], *rest, *tail]))
+        out.entries = tuple(entries)
+        out.omitted = omitted
+        return out
+
+    def __reduce__(self) -> tuple[type[ErrorLines], tuple[tuple[tuple[str | None, str], ...], int]]:
+        return type(self), (self.entries, self.omitted)  # str's own would call __new__ with the text
+
+    def located(self, file: str | None, field: str | None) -> str:
+        """Every error as ``file:field: message`` on its own line (``field`` is the first error's)."""
+        lines = [(field, self.entries[0][1]), *self.entries[1:]]
+        out = [f"{_where(file, f)}: {m}" if _where(file, f) else m for f, m in lines]
+        return "\n".join(out + ([f"and {self.omitted} more"] if self.omitted else []))
+
+
 class ConfigError(MLGuardError):
-    """A configuration is invalid. ``file`` and ``field`` say where, so a user can fix it without guessing."""
+    """A configuration is invalid. ``file`` and ``field`` say where, so a user can fix it without guessing.
+
+    With an :class:`ErrorLines` message (several errors in one file) ``field`` is the first error's and the text
+    names file and field on every line."""
 
     def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
         self.file = file
         self.field = field
         self.message = message  # without the "file:field: " prefix, to say again with a file
-        where = ":".join(p for p in (file, field) if p)
+        if isinstance(message, ErrorLines):
+            super().__init__(message.located(file, field))
+            return
+        where = _where(file, field)
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -73,7 +73,7 @@ def stop_supervisor(path: Path, exc: Exception) -> None:
     its guard for a lasting reason (a keyring readable by others, a model whose features do not match the
     config: what `mlguard config check` cannot see without building) looped, printing its traceback every few
     seconds, and the server never answered. The first worker to fail writes the message (messages of these
-    errors name files, fields and counts, never an input value); serve prints it and exits 2."""
+    errors name files, fields and counts, never an input value); serve logs it and exits 1."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the first worker's error wins
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

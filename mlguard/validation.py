@@ -1,10 +1,11 @@
-"""One reading of a pydantic ValidationError for configs and policy files: the first error, its field, and for
-an unknown key the nearest known one.
+"""One reading of a pydantic ValidationError for configs and policy files: every error with its field (up to
+:data:`MAX_LISTED`), and for an unknown key the nearest known one.
 
 Why: every config model forbids unknown keys (a misspelt key must not be silently ignored), and pydantic's own
 message for that, "Extra inputs are not permitted", says neither that the key is unknown nor what was meant. A
 new user who wrote ``witnes:`` under ``audit:`` got that message with the field path and nothing else, while an
-unknown PII entity already came with a suggestion.
+unknown PII entity already came with a suggestion. Every error is listed, not the first with "(and N more)": a
+user fixed one, ran the check again and only then met the next.
 """
 
 from __future__ import annotations
@@ -16,22 +17,42 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from mlguard.errors import ErrorLines
+
+MAX_LISTED = 20
+"""Errors listed one per line; past these, "and N more": a file that is wrong everywhere (a policy given as the
+config) should not print pages."""
 
 
 def first_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str | None]:
-    """(message, dotted field path or None) of the first error, with "(and N more)" when there are others.
+    """(message, dotted field path or None of the first error): the message lists every error.
 
-    An unknown key is reported before any other error: a misspelt key usually also leaves a required one
-    missing ("citation:" for "cite:"), and "cite: Field required" alone hid the typo behind "(and 1 more)"."""
-    errors = exc.errors()
-    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
+    With one error the message is its text; with several it is an :class:`~mlguard.errors.ErrorLines`, which a
+    ConfigError writes as one ``file:field: message`` line per error (the first :data:`MAX_LISTED`, then "and N
+    more"). The field is the first error's, for code that reads ``ConfigError.field``.
+
+    Unknown keys are reported before any other error: a misspelt key usually also leaves a required one missing
+    ("citation:" for "cite:"), and the typo is the one to fix."""
+    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")  # stable: pydantic's order
+    entries = [_entry(err, model) for err in errors]
+    field = entries[0][0]
+    if len(entries) == 1:
+        return entries[0][1], field
+    listed = entries[:MAX_LISTED]
+    return ErrorLines(listed, omitted=len(entries) - len(listed)), field
+
+
+def _entry(err: ErrorDetails, model: type[BaseModel]) -> tuple[str | None, str]:
+    """(dotted field or None, message) of one pydantic error; a message of several lines (a nested model's own
+    list, raised by a validator) has its further lines indented under the first."""
     loc = tuple(err["loc"])
     field = ".".join(str(p) for p in loc) or None
     msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
     if err.get("type") == "extra_forbidden" and loc:
         msg = _unknown_key(model, loc)
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return msg + more, field
+    return field, msg.replace("\n", "\n  ")
 
 
 def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:

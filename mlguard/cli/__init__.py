@@ -1,6 +1,8 @@
 """The ``mlguard`` command line: ``main(argv=None) -> int``.
 
-Exit codes: 0 success; 1 a check failed (invalid policy, integrity failure, fairness violation); 2 usage error.
+Exit codes: 0 success; 1 a check failed (invalid policy or config file, integrity failure, fairness
+violation, retention refusal); 2 usage error (a ConfigError that names no file lands here). 3 `serve` only: the
+server could not start.
 Each area adds its commands in its own module; importing them here registers them on the root group.
 """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mlguard.cli._root import cli
+from mlguard.cli._root import EXIT_FAILED, cli
 
 
 @cli.group(help="Deployment configuration (mlguard.yaml).")
@@ -16,8 +16,10 @@ def config() -> None:
 
 
 @config.command("check", help="Validate FILE as `mlguard serve` will (policies, retention, routes, PII entities, "
-                              "model modules, background files) without building any engine or creating any file; "
-                              "exit 1 naming file and field on error.")
+                              "model modules, background files) without building any engine or creating any file.\n\n"
+                              "Exit codes: 0 valid (warnings may print); 1 invalid: every error printed as "
+                              "file:field: message, one a line (the first 20, then how many more), the same "
+                              "status and message as `mlguard serve` gives for FILE; 2 usage error (FILE missing).")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def check(ctx: click.Context, file: Path) -> None:
@@ -28,8 +30,8 @@ def check(ctx: click.Context, file: Path) -> None:
     try:
         checked = check_config(load_config(file), file=file, files=True)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(1)
+        click.echo(f"error: {exc}", err=True)  # as the root group says it for `serve`: word for word
+        ctx.exit(EXIT_FAILED)
     for level, notice in checked.notices:
         click.echo(f"{'warning' if level >= logging.WARNING else 'note'}: {notice}", err=True)
     click.echo(f"{file}: ok ({len(checked.routes)} routes; policies {', '.join(checked.policy.ids)})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import click
 
-from mlguard.cli._root import cli
+from mlguard.cli._root import EXIT_FAILED, cli
 
 
 @cli.command(help="Serve MODULE:APP wrapped by the guard described in CONFIG (mlguard.yaml), under uvicorn.\n\n"
-                  "Exit codes: 2 a configuration error (CONFIG is checked as by `mlguard config check` before any "
-                  "worker starts; the message names file and field); 3 the server could not start (uvicorn's "
+                  "Exit codes: 1 a configuration error, with the same message as `mlguard config check` (CONFIG is "
+                  "checked as by `config check` before any worker starts, every error named by file and field; "
+                  "with --workers N a worker that cannot build its guard stops the server the same way); 2 a "
+                  "usage error (a bad option, MODULE:APP not importable); 3 the server could not start (uvicorn's "
                   "start-up failure, e.g. the port is in use).")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("app")
@@ -53,7 +56,7 @@ def serve(config: Path, app: str, host: str, port: int, workers: int, log_level:
     # what is logged before uvicorn takes over (config load, app import); replaces the CLI's text handler
     configure_logging(fmt, "WARNING", logger="mlguard")
 
-    # Fail fast, with file and field, before any worker starts (exit 2): the checks of `mlguard config check`.
+    # Fail fast, with file and field, before any worker starts (exit 1): the checks of `mlguard config check`.
     # A worker that fails to build its guard is not stopped by uvicorn, which starts it again and again.
     cfg = check_config(load_config(config), file=config, files=True).config
     import_app(app)
@@ -75,8 +78,13 @@ def serve(config: Path, app: str, host: str, port: int, workers: int, log_level:
                     root_path=root_path, proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)
         fatal = Path(fatal_dir, "fatal") if fatal_dir is not None else None
         if fatal is not None and fatal.exists():
-            click.echo(f"error: a worker could not start: {fatal.read_text(encoding='utf-8')}", err=True)
-            raise click.exceptions.Exit(2)
+            message = fatal.read_text(encoding="utf-8")
+            # once in the --log-format (a JSON log pipeline keeps only JSON lines, and the lines before this one,
+            # uvicorn's "Received SIGTERM", read as if something outside had stopped the server), once for a person
+            logging.getLogger("mlguard.serve").error("a worker could not build its guard, so the server stopped: %s",
+                                                     message)
+            click.echo(f"error: a worker could not start: {message}", err=True)
+            raise click.exceptions.Exit(EXIT_FAILED)
     finally:
         if spool is not None:
             os.environ.pop(ENV_DIR, None)

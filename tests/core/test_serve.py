@@ -1,4 +1,4 @@
-"""``mlguard serve`` wraps an existing ASGI app, unchanged, under uvicorn; config errors exit 2 naming the field."""
+"""``mlguard serve`` wraps an existing ASGI app, unchanged, under uvicorn; config errors exit 1 naming the field."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_serve_wraps_an_unchanged_app(tmp_path: Path, root_path: str) -> None:
 def test_serve_config_error_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("routes:\n  - path: /p\n    methds: [POST]\n")
-    assert main(["serve", str(cfg), "x:app"]) == 2
+    assert main(["serve", str(cfg), "x:app"]) == 1  # the file is invalid: as `config check` says it
     err = capsys.readouterr().err
     assert str(cfg) in err and "routes.0.methds" in err
 
@@ -85,7 +85,8 @@ def test_serve_bad_app_name_is_usage_error(tmp_path: Path) -> None:
 def test_a_worker_that_cannot_build_its_guard_stops_the_server(tmp_path: Path) -> None:
     """With several workers, uvicorn starts a worker that exited again at once, for ever: a keyring readable by
     others (found only when a worker builds its guard) looped with a traceback every few seconds. The first
-    failing worker now stops the server, which exits 2 with the error."""
+    failing worker now stops the server, which exits 1 (as for an invalid config) with the error, said once as a
+    JSON log line (a JSON pipeline keeps only those) and once in plain words."""
     (tmp_path / "plainapp.py").write_text(APP)
     keyring = tmp_path / "k.keyring"
     assert main(["keys", "init", "--out", str(keyring)]) == 0
@@ -99,7 +100,10 @@ def test_a_worker_that_cannot_build_its_guard_stops_the_server(tmp_path: Path) -
                            str(free_port()), "--workers", "2"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=150)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out[-3000:]
+    assert proc.returncode == 1, out[-3000:]
     assert "error: a worker could not start: KeyringError:" in out and "chmod 600" in out
-    assert out.count("KeyringError: keyring") <= 3  # each of the two workers at most once, and serve's line
+    logged = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert any(d["level"] == "ERROR" and d["logger"] == "mlguard.serve" and "KeyringError" in d["message"]
+               for d in logged), out[-3000:]
+    assert out.count("KeyringError: keyring") <= 4  # each of the two workers at most once, serve's two lines
     assert "Traceback" not in out  # a worker's raw traceback ignored --log-format json

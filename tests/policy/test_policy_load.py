@@ -59,9 +59,11 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
     ({"failure_mode": rule("fail_sideways")}, "failure_mode.value", "fail_open"),
     ({"failure_mode": {"value": "fail_closed"}}, "failure_mode.cite", "required"),
     ({"pii": {"entitys": []}}, "pii.entitys", "unknown key (did you mean 'entities'?)"),
-    # a misspelt required key: the typo is reported, not only the missing key it leaves
+    # a misspelt required key: the typo is reported first, and the missing key it leaves on the next line
     ({"pii": {"entities": [{"entity": "US_SSN", "operator": "drop", "citation": "x"}]}},
-     "pii.entities.0.citation", "unknown key (did you mean 'cite'?) (and 1 more)"),
+     "pii.entities.0.citation", "unknown key (did you mean 'cite'?)\n"),
+    ({"pii": {"entities": [{"entity": "US_SSN", "operator": "drop", "citation": "x"}]}},
+     "pii.entities.0.citation", "broken.yaml:pii.entities.0.cite: Field required"),
     ({"pii": {"entities": [{"entity": "US_SSN", "operator": "shred", "cite": "x"}]}},
      "pii.entities.0.operator", "replace"),
     ({"pii": {"entities": [{"entity": "us_ssn", "operator": "drop", "cite": "x"}]}},
