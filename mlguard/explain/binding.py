@@ -435,6 +435,13 @@ def check_binding(index: int, cfg: ModelBinding, *, base_dir: Path | None) -> li
         read_background(cfg, list(cfg.feature_order), base_dir=base_dir, field=field)
         return []
     if cfg.background is None:
+        if cfg.background_rows is None:
+            # Only the imported model settles whether it needs one, and this check does not import it; a new user
+            # whose boosted model passed the check saw `serve` refuse it half a minute later.
+            return [f"{field}: none given: the start-up refuses a linear model, a model-agnostic one and a "
+                    "gradient-boosted classifier explained as a probability without a background (a random "
+                    "forest or a decision tree does without): set model.background to a CSV of typical rows (header = "
+                    "the feature names)"]
         return []
     header, records = _csv_records(_read_background_file(path, field=field), field=field)
     if not records:
