@@ -62,6 +62,9 @@ class Exchange:
     # record's "output" is the app's own output; the client's body is output + these members)
     attached: dict[str, str] = field(default_factory=dict)
     inspected: bool = False
+    # the app's response went to the client as the app sent it (streamed, or cut short): nothing after the app can
+    # refuse it any more, so a failed record is a gap of a *served* exchange whatever the failure mode
+    passed_through: bool = False
     outcome: Outcome | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
     failures: list[StageFailure] = field(default_factory=list)
@@ -155,6 +158,7 @@ class Exchange:
         if resp.streamed or not resp.complete:
             # Streamed through, or the app returned mid-response: hand on what it sent, as without the guard.
             self.inspected = False
+            self.passed_through = True
             if resp.complete:
                 _not_inspected(self, "not_json_or_too_large")
             await self._finish_stages()

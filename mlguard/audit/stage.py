@@ -158,8 +158,8 @@ class AuditStage(BaseStage):
         The reason comes from the writer (``queue_full``, ``store_error``); ``writer_error`` when the writer
         failed unexpectedly and cannot say whether the record was written; ``record_error`` when the record
         could not even be built. ``refused``: the client gets no response of the app's (fail_closed, or the
-        exchange was refused or rejected before). A response streamed through has left before the record is
-        written, so it is counted refused under fail_closed although its client was served.
+        exchange was refused or rejected before). A response streamed through (``ex.passed_through``) is the
+        client's whatever the failure mode, so its gap says served.
         """
         try:
             pending = from_exchange(ex, self.keys)
@@ -177,7 +177,7 @@ class AuditStage(BaseStage):
 
     def _note_gap(self, ex: Exchange, reason: str) -> None:
         fail_open = getattr(ex.route.policy, "failure_mode", "fail_closed") == "fail_open"
-        refused = not fail_open or ex.rejection is not None or ex.decision.refused
+        refused = not ex.passed_through and (not fail_open or ex.rejection is not None or ex.decision.refused)
         self.writer.note_gap(ex.audit_id, reason, refused=refused)
 
     async def append_event(self, kind: str, data: dict[str, Any]) -> str:

@@ -202,3 +202,34 @@ def test_many_gaps_are_listed_over_several_records_and_memory_is_bounded(tmp_pat
     assert w.stats["gaps"] == 33
     assert verified(store)
     store.close()
+
+
+async def streaming_app(scope: Any, receive: Any, send: Any) -> None:
+    """An app answering with a body in two parts (more_body): the guard streams it through uninspected."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": False})
+
+
+@pytest.mark.anyio
+async def test_a_streamed_response_whose_record_failed_is_a_served_gap_under_fail_closed(tmp_path: Path) -> None:
+    """A response streamed through has reached its client before the record is written, so nothing can refuse it:
+    its gap must say ``served``. It said ``refused`` under fail_closed, so the trail understated what left."""
+    guard = fail_closed(Guard(config(tmp_path, lock_timeout=0.3), stages=["audit"]))
+    app = GuardMiddleware(streaming_app, guard=guard)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.post("/predict", json={"id": "s", "name": PLANTED})).status_code == 200
+        holder = hold_write_lock(tmp_path)
+        try:
+            streamed = await client.post("/predict", json={"id": "s1", "name": PLANTED})
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert streamed.status_code == 200 and streamed.text == "data: 1\n\ndata: 2\n\n"
+        gaps = await wait_for_gaps(tmp_path)
+    await guard.aclose()
+    assert [g["data"]["client"] for g in gaps] == ["served"]
+    assert [a for g in gaps for a in g["data"]["audit_ids"]] == [streamed.headers["mlguard-audit-id"]]
+    assert PLANTED not in str(gaps)
