@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 import types
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,9 @@ from mlguard.middleware import GuardMiddleware
 from mlguard.policy.decision import PROCEED, Evidence, Rules, decide
 from mlguard.runtime import Guard
 from mlguard.testing import json_app
+from tests.explain.prohibited_model import CATALOG, FEATURES, ON_PROHIBITED_ONLY, ORDINARY, PLANTED_INCOME, scored_model
 
 TOKEN = "incomplete-reasons-token"
-FEATURES = ["income", "debt", "Sex", "Marital Status", "age"]
-CATALOG = {"income": "Amount of income", "debt": "Amount of debt"}
-PLANTED_INCOME = 81.953125  # an input value that must never reach a response, a log line or a message
-# For the fixed model below: the lawful factors are favourable, the prohibited ones are not; refused.
-ON_PROHIBITED_ONLY = {"income": PLANTED_INCOME, "debt": 8.0, "Sex": 0.0, "Marital Status": 0.0, "age": 25.0}
-# An ordinary refusal: the lawful factors carry it.
-ORDINARY = {"income": 25.0, "debt": 35.0, "Sex": 1.0, "Marital Status": 0.0, "age": 45.0}
 APPROVED = {**ORDINARY, "income": 90.0, "debt": 5.0, "Marital Status": 1.0}
 OPEN_POLICY = """\
 id: lender_open
@@ -54,20 +47,7 @@ failure_mode: {value: fail_open, cite: "internal: notices reviewed before they a
 @pytest.fixture(scope="module")
 def scored() -> tuple[Any, list[dict[str, float]]]:
     """A classifier that scores prohibited bases heavily (as a careless deployment's might), 200 background rows."""
-    from sklearn.ensemble import GradientBoostingClassifier
-
-    rng = np.random.default_rng(11)
-    n = 600
-    x = np.column_stack([rng.normal(50, 15, n).round(1), rng.normal(20, 8, n).round(1),
-                         rng.integers(0, 2, n).astype(float), rng.integers(0, 2, n).astype(float),
-                         rng.integers(18, 80, n).astype(float)])
-    logit = (0.04 * (x[:, 0] - 50) - 0.05 * (x[:, 1] - 20) + 3.0 * (x[:, 2] - 0.5) + 1.5 * (x[:, 3] - 0.5)
-             + 0.04 * (x[:, 4] - 45))
-    y = (logit + rng.normal(0, 0.3, n) > 0).astype(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=0).fit(x, y)
-    return model, [dict(zip(FEATURES, map(float, r), strict=True)) for r in x[:200]]
+    return scored_model()
 
 
 class Recorder:
