@@ -9,6 +9,8 @@ import asyncio
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +70,16 @@ def verified(store: AuditStore) -> bool:
                       public_keys=store.public_keys()).ok
 
 
-def hold_write_lock(tmp_path: Path) -> sqlite3.Connection:
-    """Another connection holding the database's write lock: the store cannot take writes until released."""
+@contextmanager
+def write_lock_held(tmp_path: Path) -> Iterator[None]:
+    """Another connection holds the database's write lock: the store cannot take writes until the block ends."""
     holder = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    return holder
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 @pytest.mark.anyio
@@ -84,13 +91,9 @@ async def test_async_queue_full_refusals_are_listed_in_a_gap_record(tmp_path: Pa
     app = GuardMiddleware(model_app, guard=guard)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         assert (await client.post("/predict", json={"id": "s", "name": PLANTED})).status_code == 200
-        holder = hold_write_lock(tmp_path)
-        try:
+        with write_lock_held(tmp_path):
             burst = await asyncio.gather(*(client.post("/predict", json={"id": f"s{i}", "name": PLANTED})
                                            for i in range(200)))
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         refused = {r.headers["mlguard-audit-id"] for r in burst if r.status_code == 503}
         served = {r.headers["mlguard-audit-id"] for r in burst if r.status_code == 200}
         assert refused and served and len(refused) + len(served) == 200
@@ -122,13 +125,9 @@ async def test_sync_store_failure_refusals_are_listed_once_the_store_is_back(tmp
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         served = await client.post("/predict", json={"id": "s", "name": PLANTED})
         assert served.status_code == 200
-        holder = hold_write_lock(tmp_path)
-        try:
+        with write_lock_held(tmp_path):
             down = await asyncio.gather(*(client.post("/predict", json={"id": f"s{i}", "name": PLANTED})
                                           for i in range(5)))
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         assert {r.status_code for r in down} == {503}
         refused = {r.headers["mlguard-audit-id"] for r in down}
         gaps = await wait_for_gaps(tmp_path)
@@ -158,12 +157,8 @@ async def test_fail_open_gap_says_served(tmp_path: Path) -> None:
     route.policy = route.policy.model_copy(update={"failure_mode": "fail_open"})
     app = GuardMiddleware(model_app, guard=guard)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        holder = hold_write_lock(tmp_path)
-        try:
+        with write_lock_held(tmp_path):
             r = await client.post("/predict", json={"id": "s", "name": PLANTED})
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         assert r.status_code == 200
     await guard.aclose()
     gaps = gap_records(tmp_path)
@@ -221,12 +216,8 @@ async def test_a_streamed_response_whose_record_failed_is_a_served_gap_under_fai
     app = GuardMiddleware(streaming_app, guard=guard)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         assert (await client.post("/predict", json={"id": "s", "name": PLANTED})).status_code == 200
-        holder = hold_write_lock(tmp_path)
-        try:
+        with write_lock_held(tmp_path):
             streamed = await client.post("/predict", json={"id": "s1", "name": PLANTED})
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         assert streamed.status_code == 200 and streamed.text == "data: 1\n\ndata: 2\n\n"
         gaps = await wait_for_gaps(tmp_path)
     await guard.aclose()
