@@ -66,6 +66,7 @@ def run_demo(out: Callable[[str], None] = print, limit: int | None = None, hirin
     import uvicorn
 
     from mlguard.config import load_config
+    from mlguard.keys import Keyring
     from mlguard.middleware import GuardMiddleware
     from mlguard.runtime import Guard
 
@@ -76,6 +77,9 @@ def run_demo(out: Callable[[str], None] = print, limit: int | None = None, hirin
     from examples.credit_scoring.app import model_app
 
     work = Path(tempfile.mkdtemp(prefix="mlguard-demo-"))
+    # made here, on purpose: a keyring the guard has to create for itself is warned about (one meant to come from
+    # MLGUARD_KEYRING was not found), which would be noise in the demo
+    Keyring.create(work / "demo.keyring")
     token = secrets.token_urlsafe(16)
     cfg = load_config(example / "mlguard.yaml")
     os.environ[cfg.admin.token_env] = token

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import stat
 import threading
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from mlguard.stage import BuildContext
 
 __all__ = ["ENV_VAR", "FORMAT", "KeyProvider", "Keyring", "keyring_for", "random_bytes"]
+
+log = logging.getLogger("mlguard.keys")
 
 FORMAT = "mlguard-keyring/1"
 ENV_VAR = "MLGUARD_KEYRING"
@@ -151,42 +154,26 @@ class Keyring:
 
     @classmethod
     def create(cls, path: str | Path) -> Keyring:
-        """Create a new keyring file with mode 0600; refuse to overwrite an existing one.
-
-        Why write a temporary file and ``link`` it into place: several worker processes may start together, and
-        one that finds the file must never read it half written. ``link`` publishes the complete file in one
-        step and fails if the name exists, so exactly one creator wins and nobody sees a partial keyring. Where
-        the file system has no hard links, an exclusive create does (readers retry until the file parses).
-        """
+        """Create a new keyring file with mode 0600; refuse to overwrite an existing one (``_publish`` says how
+        several workers starting together agree on one file)."""
         path = Path(path)
         doc = cls.new_document()
-        if path.exists():
-            raise KeyringError(f"keyring {path} already exists; not overwritten")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{random_bytes(4).hex()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
-        try:
-            _write_doc(fd, doc)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise KeyringError(f"keyring {path} already exists; not overwritten") from None
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
-                _write_exclusive(path, doc)  # a file system without hard links (some network and FAT mounts)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        with contextlib.suppress(OSError):  # make the new name durable too
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        _publish(path, doc)
         return cls(doc, path=path)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Write this keyring to the file ``path`` (mode 0600, published whole as ``create`` does); an existing
+        file is refused unless ``overwrite``.
+
+        Why: a keyring that came from the environment has no file to rewrite, so ``mlguard keys rotate --out``
+        and ``keys retire --out`` write the changed keyring to a file the user names, to be moved into the
+        variable (``base64 -w0 FILE``) and then deleted."""
+        _publish(Path(path), self._doc, overwrite=overwrite)
+
+    def env_value(self) -> str:
+        """This keyring as env MLGUARD_KEYRING carries it (base64 of its JSON document): secret material, to be
+        printed only when the user asks for it (``--print-env``)."""
+        return _b64(json.dumps(self._doc, separators=(",", ":")).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> Keyring:
@@ -195,7 +182,7 @@ class Keyring:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise KeyringError(f"keyring {path} does not exist (create it: mlguard keys init --out {path})") from None
+            raise KeyringError(_missing_file(path)) from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyringError(f"keyring {path} is accessible by group or others (mode "
                                f"{stat.S_IMODE(st.st_mode):o}); chmod 600 it")
@@ -224,12 +211,19 @@ class Keyring:
 
     def rotate(self) -> tuple[str, str]:
         """Add a new active KEK and signing key, keep the old ones for reading; rewrite the file atomically."""
+        self._require_file("rotated")
+        self._replace(self.rotated()._doc)
+        return self._active_kek, self._active_signer
+
+    def rotated(self) -> Keyring:
+        """This keyring plus a new active KEK and signing key, in memory only (root and old keys kept, so
+        pseudonyms and older records still open): ``rotate`` writes it over the file; for a keyring from the
+        environment, the CLI writes it where the user says (``Keyring.save``, ``env_value``)."""
         kek, seed = os.urandom(32), os.urandom(32)
-        doc = self._editable("rotated")
+        doc = self._copy()
         doc["keks"].append({"id": _key_id("kek", kek), "key": _b64(kek), "created": _now()})
         doc["signing"].append({"id": _key_id("sig", seed), "seed": _b64(seed), "created": _now()})
-        self._replace(doc)
-        return self._active_kek, self._active_signer
+        return Keyring(doc)
 
     def check_retirable(self, kek_id: str) -> None:
         """Raise KeyringError unless ``kek_id`` is an old KEK of this keyring (the active one is never retired)."""
@@ -241,20 +235,29 @@ class Keyring:
     def retire(self, kek_id: str) -> None:
         """Remove an old KEK from the keyring file (atomically). The caller has checked that no data key is
         wrapped under it any more (``mlguard keys retire`` asks the stores)."""
-        self.check_retirable(kek_id)
-        doc = self._editable("changed")
-        doc["keks"] = [k for k in doc["keks"] if k["id"] != kek_id]
-        self._replace(doc)
+        self._require_file("changed")
+        self._replace(self.without_kek(kek_id)._doc)
 
-    def _editable(self, what: str) -> dict[str, Any]:
+    def without_kek(self, kek_id: str) -> Keyring:
+        """This keyring without the old KEK ``kek_id`` (checked as ``check_retirable``), in memory only."""
+        self.check_retirable(kek_id)
+        doc = self._copy()
+        doc["keks"] = [k for k in doc["keks"] if k["id"] != kek_id]
+        return Keyring(doc)
+
+    def _require_file(self, what: str) -> None:
         if self.path is None:
-            raise KeyringError(f"a keyring from the environment cannot be {what} here; change its source")
+            raise KeyringError(f"a keyring from the environment cannot be {what} here (there is no file to "
+                               "rewrite): write the new keyring elsewhere (mlguard keys rotate/retire --out FILE "
+                               "or --print-env), then change the variable")
+
+    def _copy(self) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(json.dumps(self._doc))
         return doc
 
     def _replace(self, doc: dict[str, Any]) -> None:
         """Write ``doc`` over the keyring file (mode 0600, fsync, rename) and reload from it."""
-        assert self.path is not None  # _editable checked
+        assert self.path is not None  # _require_file checked
         tmp = self.path.with_name(self.path.name + ".tmp")
         _write_doc(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), doc)
         os.replace(tmp, self.path)
@@ -320,7 +323,8 @@ class Keyring:
 def keyring_for(ctx: BuildContext) -> Keyring:
     """The process's keyring, built once and cached in ``ctx.shared["keyring"]``.
 
-    Env MLGUARD_KEYRING wins; else ``audit.keyring`` (relative to ``base_dir``), created 0600 when absent.
+    Env MLGUARD_KEYRING wins; else ``audit.keyring`` (relative to ``base_dir``), created 0600 when absent, with
+    a WARNING naming the file and the variable (``open_or_create``).
     """
     cached = ctx.shared.get("keyring")
     if cached is not None:
@@ -364,20 +368,89 @@ def _write_doc(fd: int, doc: dict[str, Any]) -> None:
 
 
 def open_or_create(path: Path) -> Keyring:
-    """What a starting worker does with ``audit.keyring``: load it, or create it when absent (0600)."""
-    return Keyring.load(path) if path.exists() else _create_or_load(path)
+    """What a starting worker does with ``audit.keyring``: load it, or create it when absent (0600).
+
+    Why the creation is logged (WARNING, once, by the worker that created it): the quickstart and the demo rely
+    on it, but in production a keyring meant to come from env MLGUARD_KEYRING (unset, or set to an empty string
+    by a secret that did not resolve) would otherwise be replaced, silently, by a new one that nobody backs up
+    and that no other replica shares. The line names the file and the variable, never key material."""
+    if path.exists():
+        return Keyring.load(path)
+    ring, created = _create_or_load(path)
+    if created:
+        state = "is set but empty" if ENV_VAR in os.environ else "is not set"
+        log.warning("created a new keyring file %s (mode 0600): env %s %s and the keyring file (audit.keyring) "
+                    "did not exist. Records are sealed under these new keys: back the file up, or, if the keys "
+                    "were meant to come from the environment, stop, set %s and start again",
+                    path, ENV_VAR, state, ENV_VAR)
+    return ring
 
 
-def _create_or_load(path: Path) -> Keyring:
-    """Create the keyring; if another worker process created it first, load theirs (after it is written)."""
+def _create_or_load(path: Path) -> tuple[Keyring, bool]:
+    """Create the keyring (True); if another worker process created it first, load theirs (after it is written;
+    False)."""
     try:
-        return Keyring.create(path)
+        return Keyring.create(path), True
     except KeyringError:
         if not path.exists():
             raise
     for _ in range(50):
         try:
-            return Keyring.load(path)
+            return Keyring.load(path), False
         except KeyringError:
             time.sleep(0.02)  # the other process may still be writing it
-    return Keyring.load(path)
+    return Keyring.load(path), False
+
+
+def _missing_file(path: Path) -> str:
+    """The error for a keyring file that does not exist. ``keys init`` is suggested only when env MLGUARD_KEYRING
+    is not set: when it is, the user's keyring lives there, and a new file would be an unrelated keyring (records
+    sealed under it unreadable with theirs, and the reverse)."""
+    env = os.environ.get(ENV_VAR)
+    if env is None:
+        return f"keyring {path} does not exist (create it: mlguard keys init --out {path})"
+    if not env.strip():
+        return (f"keyring {path} does not exist, and env {ENV_VAR} is set but empty: put the keyring's base64 in "
+                f"it (base64 -w0 KEYRING_FILE)")
+    return (f"keyring {path} does not exist; env {ENV_VAR} is set, and commands read the keyring from it when "
+            "no keyring file is named (leave out --keyring)")
+
+
+def _publish(path: Path, doc: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Write ``doc`` to ``path`` with mode 0600, the whole file at once; refuse an existing ``path`` unless
+    ``overwrite`` (then it is replaced in one step).
+
+    Why write a temporary file and ``link`` it into place: several worker processes may start together, and
+    one that finds the file must never read it half written. ``link`` publishes the complete file in one
+    step and fails if the name exists, so exactly one creator wins and nobody sees a partial keyring. Where
+    the file system has no hard links, an exclusive create does (readers retry until the file parses).
+    """
+    if path.exists() and not overwrite:
+        raise KeyringError(f"keyring {path} already exists; not overwritten")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{random_bytes(4).hex()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
+    try:
+        _write_doc(fd, doc)
+        try:
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)
+        except FileExistsError:
+            raise KeyringError(f"keyring {path} already exists; not overwritten") from None
+        except OSError as exc:
+            if overwrite or exc.errno not in _NO_HARD_LINKS:
+                raise KeyringError(f"cannot create keyring {path} ({exc.strerror})") from None
+            _write_exclusive(path, doc)  # a file system without hard links (some network and FAT mounts)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    with contextlib.suppress(OSError):  # make the new name durable too
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

@@ -43,6 +43,7 @@ async def run(n: int, url: str | None, seed: int) -> None:
     if url is None:
         from examples.hiring_screen.app import CONFIG_PATH, model_app
         from mlguard.config import load_config
+        from mlguard.keys import Keyring
         from mlguard.middleware import GuardMiddleware
         from mlguard.runtime import Guard
 
@@ -50,6 +51,7 @@ async def run(n: int, url: str | None, seed: int) -> None:
         cfg = load_config(CONFIG_PATH).model_copy(deep=True)
         cfg.audit.store = f"sqlite:///{tmp}/audit.db"
         cfg.audit.keyring = tmp / "mlguard.keyring"
+        Keyring.create(cfg.audit.keyring)  # a throw-away keyring, made on purpose (one the guard makes is warned of)
         guard = Guard(cfg)  # closed below: ASGITransport sends no lifespan, so nobody else would close it
         transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=GuardMiddleware(model_app, guard=guard))
         base = "http://hiring.local"

@@ -15,7 +15,9 @@ class AuditSettings(BaseModel):
 
     enabled: bool = Field(True, description="Write an audit record for every guarded exchange.")
     store: str = Field("sqlite:///./mlguard-audit.db", description="sqlite:///PATH or postgresql://... URL.")
-    keyring: Path | None = Field(Path("./mlguard.keyring"), description="Keyring file (0600); created if absent.")
+    keyring: Path | None = Field(Path("./mlguard.keyring"),
+                                 description="Keyring file (0600); created if absent (a WARNING says so); "
+                                             "env MLGUARD_KEYRING wins.")
     durability: Literal["sync", "async"] = Field(
         "sync", description="sync: committed before the response leaves; async: bounded queue."
     )

@@ -112,16 +112,32 @@ WHERE route = %(route)s AND bucket = %(bucket)s AND grp = ANY(%(groups)s::text[]
 
 
 def _connect(url: str) -> Any:
-    """A new autocommit connection to the shared store, waiting at most LOCK_TIMEOUT_S for a row lock."""
+    """A new autocommit connection to the shared store, waiting at most LOCK_TIMEOUT_S for a row lock.
+
+    A failure raises FairnessError with what libpq said (refused, no such database or role, authentication),
+    password removed: an error raised while connecting names hosts, users and databases, never a row
+    (``pgconn.connect_error_text``). Errors of statements go through :func:`_failed` instead."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    from mlguard.pgconn import liveness
+    from mlguard.pgconn import connect_error_text, liveness
 
-    # the URL's own options (a search_path, say) are kept: a keyword argument would replace them
-    given = conninfo_to_dict(url).get("options")
-    options = " ".join(o for o in (str(given or ""), f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}") if o)
-    return psycopg.connect(url, autocommit=True, connect_timeout=5, options=options, **liveness(url))
+    try:
+        # the URL's own options (a search_path, say) are kept: a keyword argument would replace them
+        given = conninfo_to_dict(url).get("options")
+        options = " ".join(o for o in (str(given or ""), f"-c lock_timeout={LOCK_TIMEOUT_S * 1000}") if o)
+        return psycopg.connect(url, autocommit=True, connect_timeout=5, options=options, **liveness(url))
+    except psycopg.Error as exc:
+        raise FairnessError("shared fairness store unavailable (cannot connect): "
+                            f"{connect_error_text(exc, url)}") from None
+
+
+def _failed(exc: BaseException) -> FairnessError:
+    """A statement's error: class and SQLSTATE only, its message and DETAIL may quote a row (an audit id, a
+    sealed group) (``pgconn.statement_error_text``)."""
+    from mlguard.pgconn import statement_error_text
+
+    return FairnessError(f"shared fairness store failed ({statement_error_text(exc)})")
 
 
 def _ad(route: str, audit_id: str) -> bytes:
@@ -177,7 +193,7 @@ class SharedDecisions:
 
     def __init__(self, url: str, secret: bytes) -> None:
         try:
-            import psycopg
+            import psycopg  # noqa: F401  (the extra is installed: say so before anything else)
         except ImportError as exc:  # pragma: no cover - depends on the install
             from mlguard.errors import DependencyMissing
 
@@ -185,10 +201,7 @@ class SharedDecisions:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self._aead = AESGCM(secret[:32])
-        try:
-            self._conn = _connect(url)
-        except psycopg.Error as exc:
-            raise FairnessError(f"shared fairness store unavailable ({type(exc).__name__})") from None
+        self._conn = _connect(url)  # FairnessError saying why, before anything is destroyed
 
     def erase(self, audit_ids: Sequence[str]) -> int:
         """Take these decisions out of every route's shared window; the number of decisions taken out."""
@@ -199,7 +212,7 @@ class SharedDecisions:
                 return 0
             return _erase(self._conn, self._aead, audit_ids)
         except psycopg.Error as exc:
-            raise FairnessError(f"shared fairness store failed ({type(exc).__name__})") from None
+            raise _failed(exc) from None
 
     def close(self) -> None:
         self._conn.close()
@@ -244,11 +257,12 @@ class SharedWindow:
         self._last_prune_bucket: int | None = None
         self._url = url
         self._conn: Any = None
-        try:
-            with self._lock:
-                _create_tables(self._connection())
-        except psycopg.Error as exc:
-            raise FairnessError(f"shared fairness store unavailable ({type(exc).__name__})") from None
+        with self._lock:
+            conn = self._connection()  # FairnessError with libpq's words when it cannot connect
+            try:
+                _create_tables(conn)
+            except psycopg.Error as exc:
+                raise _failed(exc) from None
 
     def _connection(self) -> Any:
         """The open connection, or a new one when there is none or it broke (called under ``_lock``)."""
@@ -278,10 +292,11 @@ class SharedWindow:
         import psycopg
 
         with self._lock:
+            conn = self._connection()  # FairnessError with libpq's words when it cannot (re)connect
             try:
-                return fn(self._connection())
+                return fn(conn)
             except psycopg.Error as exc:
-                raise FairnessError(f"shared fairness store failed ({type(exc).__name__})") from None
+                raise _failed(exc) from None
 
     # ------------------------------------------------------------------ updates
 

@@ -36,7 +36,7 @@ from mlguard.audit.store.base import (
     verify_row_from_db,
 )
 from mlguard.errors import AuditUnavailable, ConfigError, DependencyMissing
-from mlguard.pgconn import liveness
+from mlguard.pgconn import connect_error_text, liveness, statement_error_text
 
 KEYS_PER_QUERY = 500  # ids per prefetch query (SQLite allows 32,766 parameters; a short statement)
 PAGE = 5000
@@ -71,9 +71,17 @@ def _psycopg() -> Any:
     return psycopg
 
 
+def _unreachable(exc: BaseException, dsn: str) -> AuditUnavailable:
+    """An error raised while connecting (no statement has run): libpq's own words (connection refused to
+    host:port, database "x" does not exist, role "y" does not exist, password authentication failed), which name
+    hosts, users and databases, never record contents; the password is removed (``pgconn.connect_error_text``)."""
+    return AuditUnavailable(f"audit store (postgresql) cannot connect: {connect_error_text(exc, dsn)}")
+
+
 def _unavailable(exc: BaseException) -> AuditUnavailable:
-    # psycopg messages name hosts and SQL, never record contents (those travel as bound parameters).
-    return AuditUnavailable(f"audit store (postgresql) failed: {type(exc).__name__}")
+    """An error raised by a statement: class and SQLSTATE only. Its message and DETAIL may quote a row's values
+    (a unique violation prints the key), so they never reach a message (``pgconn.statement_error_text``)."""
+    return AuditUnavailable(f"audit store (postgresql) failed: {statement_error_text(exc)}")
 
 
 class _Tx(WriteTx):
@@ -160,8 +168,11 @@ class PostgresStore(AuditStore):
         return row is not None and row[0] is not None
 
     def _connect(self, autocommit: bool) -> Any:
-        try:
+        try:  # connecting: libpq's message is kept (password removed); the statements below: class only
             conn = self._pg.connect(self.dsn, autocommit=autocommit, connect_timeout=5, **liveness(self.dsn))
+        except self._pg.Error as exc:
+            raise _unreachable(exc, self.dsn) from None  # the cause's text may hold the password verbatim
+        try:
             conn.execute("SET synchronous_commit = on")
             if not autocommit:
                 # The writer waits at most this long for the head row's lock (another process's batch takes
@@ -171,7 +182,8 @@ class PostgresStore(AuditStore):
             if not autocommit:
                 conn.commit()
         except self._pg.Error as exc:
-            raise _unavailable(exc) from exc
+            conn.close()
+            raise _unavailable(exc) from None  # its DETAIL may quote a row: not chained
         return conn
 
     def write(self) -> AbstractContextManager[WriteTx]:
@@ -190,7 +202,7 @@ class PostgresStore(AuditStore):
                 conn.commit()
             except pg.Error as exc:
                 self._drop(conn)
-                raise _unavailable(exc) from exc
+                raise _unavailable(exc) from None  # its DETAIL may quote a row: not chained
             except BaseException:
                 self._drop(conn)
                 raise
@@ -215,7 +227,7 @@ class PostgresStore(AuditStore):
         except self._pg.Error as exc:
             conn.close()
             self._local.conn = None
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc) from None  # its DETAIL may quote a row: not chained
 
     def head(self) -> tuple[int, bytes]:
         with self._read() as cur:
