@@ -59,20 +59,12 @@ def test_audit_verify_on_a_refused_port_says_why() -> None:
 
 
 @pytest.mark.postgres
-def test_a_missing_database_is_named() -> None:
+@pytest.mark.parametrize("part", ["database", "user"])
+def test_a_missing_database_or_role_is_named(part: str) -> None:
     require_pg()
-    name = f"mlguard_nodb_{uuid.uuid4().hex[:8]}"
-    msg = _store_error(_with(database=name))
-    assert f'database "{name}" does not exist' in msg, msg
-    assert SECRET not in msg
-
-
-@pytest.mark.postgres
-def test_a_missing_role_is_named() -> None:
-    require_pg()
-    name = f"mlguard_norole_{uuid.uuid4().hex[:8]}"
-    msg = _store_error(_with(user=name))
-    assert f'role "{name}" does not exist' in msg, msg
+    name = f"mlguard_no{part}_{uuid.uuid4().hex[:8]}"
+    msg = _store_error(_with(**{part: name}))
+    assert f'{"role" if part == "user" else part} "{name}" does not exist' in msg, msg
     assert SECRET not in msg
 
 
