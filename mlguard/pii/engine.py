@@ -35,6 +35,7 @@ holds two pipelines at once; detection waits for it (about 0.3 s, once per ``ren
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import importlib.metadata
@@ -306,10 +307,11 @@ class PIIEngine:
         is released when it returns, that is before the memory zone of the caller frees the strings and
         lexemes those objects point to (touching them afterwards is undefined behaviour in spaCy).
         """
-        folded = [fold(t) for t in texts]
-        docs = self.nlp.pipe([f for f, _ in folded], batch_size=self.settings.batch_size)
+        readings = [read(t) for t in texts]
+        docs = self.nlp.pipe([r.text for r in readings], batch_size=self.settings.batch_size)
         engine = self._nlp_engine
-        for (text, back), doc in zip(folded, docs, strict=True):
+        for reading, doc in zip(readings, docs, strict=True):
+            text = reading.text
             art = engine._doc_to_nlp_artifact(doc, lang)
             results = self.analyzer.analyze(text=text, language=lang, entities=wanted, nlp_artifacts=art,
                                             score_threshold=threshold)
@@ -317,8 +319,9 @@ class PIIEngine:
                           str((r.recognition_metadata or {}).get("recognizer_name", "unknown")))
                      for r in results]
             spans = [s for s in spans if _specific(s, text)]
-            if back is not None:  # offsets of the folded text -> offsets of the text as it came
-                spans = [Span(s.entity, back[s.start], back[s.end - 1] + 1, s.score, s.recognizer) for s in spans
+            if reading.starts is not None:  # offsets of the text read -> offsets of the text as it came
+                starts, ends = reading.starts, reading.ends
+                spans = [Span(s.entity, starts[s.start], ends[s.end - 1], s.score, s.recognizer) for s in spans
                          if s.end > s.start]
             out.append(merge_spans(spans))
 
@@ -333,7 +336,8 @@ def fold(text: str) -> tuple[str, list[int] | None]:
     e-mails). Here invisible format characters (Unicode Cf) are dropped, every decimal digit becomes its ASCII
     digit, every space separator a plain space and the rest takes its NFKC compatibility form; spans found in
     the folded text are mapped back, so the characters replaced are the original ones, the invisible ones
-    inside included."""
+    inside included. Cyrillic and Greek look-alikes inside Latin words, and dot-like marks between ASCII
+    letters, are read as Latin letters and full stops (``_unconfuse``)."""
     if text.isascii():
         return text, None
     out: list[str] = []
@@ -354,7 +358,213 @@ def fold(text: str) -> tuple[str, list[int] | None]:
             folded = unicodedata.normalize("NFKC", c) or c
         out.extend(folded)
         back.extend([i] * len(folded))
-    return "".join(out), back
+    return _unconfuse("".join(out)), back
+
+
+# Cyrillic and Greek letters drawn like a Latin one (the common entries of Unicode's confusables.txt, UTS #39).
+_CONFUSABLE: dict[str, str] = {
+    # Cyrillic small, read as aeopcyxsijhdqwl
+    **dict(zip("\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0455"
+               "\u0456\u0458\u04bb\u0501\u051b\u051d\u04cf", "aeopcyxsijhdqwl", strict=True)),
+    # Cyrillic capital, read as ABEKMHOPCTXYYSIJQW
+    **dict(zip("\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420"
+               "\u0421\u0422\u0425\u0423\u04ae\u0405\u0406\u0408"
+               "\u051a\u051c", "ABEKMHOPCTXYYSIJQW", strict=True)),
+    # Greek capital, read as ABEZHIKMNOPTYX
+    **dict(zip("\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c"
+               "\u039d\u039f\u03a1\u03a4\u03a5\u03a7", "ABEZHIKMNOPTYX", strict=True)),
+    # Greek small, read as oaikvpuxcj
+    **dict(zip("\u03bf\u03b1\u03b9\u03ba\u03bd\u03c1\u03c5\u03c7"
+               "\u03f2\u03f3", "oaikvpuxcj", strict=True)),
+}
+# The ideographic full stop, the middle dot, the hyphenation point and the katakana middle dot.
+_DOTS = frozenset("\u3002\u00b7\u2027\u30fb")
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
+
+
+def _unconfuse(text: str) -> str:
+    """``text`` with each word that reads as Latin written in Latin letters, and dot-like marks between two
+    ASCII letters or digits written as a full stop; one character for one, so offsets are unchanged.
+
+    Why: a Cyrillic or Greek "a", "e" or "o" inside a Latin word looks the same to a person and not to the
+    patterns or the NER (a red-team probe: "221B Baker Street" and "42 Market Street" with Cyrillic vowels passed
+    as no address, "Maria Lopez" in Cyrillic look-alikes was read as an organisation, "example\u3002com"
+    as a URL, not an e-mail). A word is rewritten only when every letter of it is Latin or one of these
+    look-alikes, so words of Russian or Greek (which hold letters with no Latin twin) are read as they are;
+    the characters redacted are always the original ones."""
+    if _CONFUSABLE.keys().isdisjoint(text) and _DOTS.isdisjoint(text):
+        return text
+    chars = list(text)
+    for m in _LETTER_RUN.finditer(text):
+        word = m.group()
+        if any(c in _CONFUSABLE for c in word) and all(c.isascii() or c in _CONFUSABLE for c in word):
+            chars[m.start():m.end()] = [_CONFUSABLE.get(c, c) for c in word]
+    last = len(chars) - 1
+    for i, c in enumerate(chars):
+        if c in _DOTS and 0 < i < last and _ascii_alnum(chars[i - 1]) and _ascii_alnum(chars[i + 1]):
+            chars[i] = "."
+    return "".join(chars)
+
+
+def _ascii_alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A text as the recognizers read it, and where each of its characters came from in the text as it came:
+    the character ``i`` of ``text`` stands for ``original[starts[i]:ends[i]]`` (``starts`` None: the same)."""
+
+    text: str
+    starts: list[int] | None = None
+    ends: list[int] = dataclasses.field(default_factory=list)
+
+
+def read(text: str) -> Reading:
+    """``text`` decoded (``&#52;``, ``%40``), its spelled digits read as digits and then folded (``fold``), with
+    the offsets that map spans found in it back to ``text``.
+
+    Why the decoding steps: each stands for a character sequence the recognizers could not read, found by a
+    red-team probe: PANs written as HTML character references ("&#52;&#49;..."), e-mails and streets sent
+    percent-encoded ("jane%2Edoe%40example%2Ecom", "221B%20Baker%20Street"), card, phone and social security
+    numbers spelled out ("four one one one ..."). Unlike ``fold`` one character read may stand for several of
+    the original (a whole ``&#x34;``, ``%40`` or "four"), so both ends of each character are kept."""
+    cur, starts, ends = text, None, None
+    for step in (_decode_escapes, _spelled_digits):
+        done = step(cur)
+        if done is not None:
+            cur, starts, ends = done[0], *_compose(starts, ends, done[1], done[2])
+    folded, back = fold(cur)
+    if back is not None:
+        cur, (starts, ends) = folded, _compose(starts, ends, back, [b + 1 for b in back])
+    if starts is None or ends is None:
+        return Reading(cur)
+    return Reading(cur, starts, ends)
+
+
+def _compose(starts: list[int] | None, ends: list[int] | None, step_starts: list[int], step_ends: list[int]
+             ) -> tuple[list[int], list[int]]:
+    """Offsets of a step's output in the original text, given the step's offsets in its own input."""
+    if starts is None or ends is None:
+        return step_starts, step_ends
+    return [starts[i] for i in step_starts], [ends[j - 1] for j in step_ends]
+
+
+class _Rewrite:
+    """A text being rewritten piece by piece, with the source range of every character written."""
+
+    __slots__ = ("ends", "out", "pos", "source", "starts")
+
+    def __init__(self, source: str) -> None:
+        self.source, self.pos = source, 0
+        self.out: list[str] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def copy_to(self, end: int) -> None:
+        """The source as it is, from where the last piece ended to ``end``."""
+        self.out.append(self.source[self.pos:end])
+        self.starts.extend(range(self.pos, end))
+        self.ends.extend(range(self.pos + 1, end + 1))
+        self.pos = max(self.pos, end)
+
+    def put(self, chars: str, start: int, end: int) -> None:
+        """``chars`` in place of ``source[start:end]`` (each standing for the whole range)."""
+        self.copy_to(start)
+        self.out.append(chars)
+        self.starts.extend([start] * len(chars))
+        self.ends.extend([end] * len(chars))
+        self.pos = end
+
+    def result(self) -> tuple[str, list[int], list[int]]:
+        self.copy_to(len(self.source))
+        return "".join(self.out), self.starts, self.ends
+
+
+_ESCAPE = re.compile(r"&#(?:[xX](?P<hex>[0-9a-fA-F]{1,6})|(?P<dec>[0-9]{1,7}));|(?P<pct>(?:%[0-9a-fA-F]{2})+)")
+
+
+def _decode_escapes(text: str) -> tuple[str, list[int], list[int]] | None:
+    """Numeric character references (``&#64;``, ``&#x40;``) and percent-escapes (``%40``, ``%C3%A9`` as UTF-8)
+    decoded, or None when the text holds neither. A reference to no character, or to a control character other
+    than a tab or line break, and bytes that are no UTF-8, are left as written."""
+    if "&#" not in text and "%" not in text:
+        return None
+    rw: _Rewrite | None = None
+    for m in _ESCAPE.finditer(text):
+        if m.group("pct") is None:
+            code = int(m.group("hex"), 16) if m.group("hex") is not None else int(m.group("dec"))
+            if _readable(code):
+                rw = rw or _Rewrite(text)
+                rw.put(chr(code), m.start(), m.end())
+            continue
+        raw = bytes.fromhex(m.group("pct").replace("%", ""))
+        i = 0
+        while i < len(raw):
+            size = _utf8_size(raw[i])
+            try:
+                char = raw[i:i + size].decode("utf-8") if size else ""
+            except UnicodeDecodeError:
+                char = ""
+            if len(char) == 1 and _readable(ord(char)):
+                rw = rw or _Rewrite(text)
+                rw.put(char, m.start() + 3 * i, m.start() + 3 * (i + size))
+                i += size
+            else:
+                i += 1
+    return rw.result() if rw is not None else None
+
+
+def _readable(code: int) -> bool:
+    return (code >= 0x20 or code in (0x09, 0x0A, 0x0D)) and code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF
+
+
+def _utf8_size(lead: int) -> int:
+    """Bytes of the UTF-8 sequence that ``lead`` starts (0: not a lead byte)."""
+    if lead < 0x80:
+        return 1
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0
+
+
+_DIGIT_NAMES = {"zero": "0", "oh": "0", "nought": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_SPELLED = r"(?:(?:double|triple)[ \t]+)?(?:" + "|".join(_DIGIT_NAMES) + r")\b"
+_SPELLED_SEP = r"(?:[ \t]*[,\u2013\u2014-][ \t]*|[ \t]+)"
+_SPELLED_RUN = re.compile(rf"\b{_SPELLED}(?:{_SPELLED_SEP}{_SPELLED}){{2,}}", re.IGNORECASE)
+_SPELLED_PART = re.compile(rf"(?:(?P<times>double|triple)[ \t]+)?(?P<digit>{'|'.join(_DIGIT_NAMES)})\b"
+                           rf"|(?P<sep>{_SPELLED_SEP})", re.IGNORECASE)
+SPELLED_DIGITS_MIN = 7
+"""Digits a run of spelled-out digits needs to be read as a number: a telephone number without its area code
+has seven; prose does not name seven digits in a row ("one or two", "three, two, one" are shorter)."""
+
+
+def _spelled_digits(text: str) -> tuple[str, list[int], list[int]] | None:
+    """Runs of at least ``SPELLED_DIGITS_MIN`` spelled-out digits ("four one one one", "five five five, one
+    two three four", "double five", "oh" for a zero) written as digits: words joined by spaces become one
+    group, a comma or dash between them a hyphen, so "five five five, one two three four" reads "555-1234"."""
+    rw: _Rewrite | None = None
+    for m in _SPELLED_RUN.finditer(text):
+        parts = list(_SPELLED_PART.finditer(text, m.start(), m.end()))
+        digits = [p for p in parts if p.group("digit") is not None]
+        count = sum({"double": 2, "triple": 3}.get((p.group("times") or "").lower(), 1) for p in digits)
+        if count < SPELLED_DIGITS_MIN or all(p.group("digit").lower() == "oh" for p in digits):
+            continue
+        rw = rw or _Rewrite(text)
+        for p in parts:
+            if p.group("digit") is not None:
+                times = {"double": 2, "triple": 3}.get((p.group("times") or "").lower(), 1)
+                rw.put(_DIGIT_NAMES[p.group("digit").lower()] * times, p.start(), p.end())
+            elif p.group("sep").strip():
+                rw.put("-", p.start(), p.end())
+            else:
+                rw.put("", p.start(), p.end())
+    return rw.result() if rw is not None else None
 
 
 class _Keywords(list[str]):
@@ -398,6 +608,15 @@ _DATE_WORDS = re.compile(
 
 _CODE = re.compile(r"[^\s]*\d[^\s]*")  # one token holding a digit: CLM-7781, A12, 2026-000123
 _LONG_NUMBER = re.compile(r"\d{6}")
+# Words that name a thing by its number, never a person or a date: "Order #12345", "bug 4111", "page 12",
+# "flight 2041". Not the numbers that point at a person (account, case, claim, customer, member, patient, policy):
+# those are left to the recognizers that look for them.
+_THINGS = (
+    "order|invoice|ticket|bug|issue|incident|item|sku|part|model|page|pages|step|version|release|build|line|row|"
+    "column|table|chapter|section|paragraph|clause|article|figure|fig|task|job|batch|lot|pr|commit|test|error|"
+    "room|floor|gate|flight|train|bus|platform|track|seat|channel|level|episode|season|round|lane|exit|slide"
+)
+_THING_NUMBER = re.compile(rf"(?:\b(?i:{_THINGS})\.?[ \t]*(?:#|(?i:no\.|nr\.|number))?|#)[ \t]*\Z")
 _NAMED = frozenset({"PERSON", "ORGANIZATION"})
 _LABELS = frozenset({  # what forms call an identifier: the small model reads these acronyms as organisations
     "NI", "NINO", "SIN", "IBAN", "BIC", "SWIFT", "SSN", "ITIN", "EIN", "TIN", "VAT", "NHS", "NIF", "NIE", "NIR",
@@ -419,6 +638,11 @@ def _specific(span: Span, text: str) -> bool:
     - ORGANIZATION on one lower-case word ("iban", "role"), or on an identifier's label ("NI", "SIN", "IBAN",
       "DOB": 4,413 findings in a user's 2,000 support tickets): the small English model's guess.
     - Any name in a value that is one code token as a whole ("TKT-00001" as a LOCATION).
+    - DATE_TIME on a bare number that a word before it says is the number of a thing ("Order #12345", "bug
+      4111", "page 12": ``_THINGS``), or that follows "#": the small model reads many short numbers as dates,
+      so the red-team probe's "Order #12345" and "See bug 4111" reached the app as ``<DATE_TIME>``. A bare number
+      after any other word stays a date: the numbers closing an address block ("Estonia 62488") and ages
+      ("when he was 78") are found only this way on bench/pii.py's sets.
     """
     if span.recognizer != _NER:
         return True
@@ -431,6 +655,8 @@ def _specific(span: Span, text: str) -> bool:
     if span.entity == "DATE_TIME":
         if _CODE.fullmatch(piece) is not None and _LONG_NUMBER.search(piece) is not None:
             return False
+        if piece.isdigit() and _THING_NUMBER.search(text, max(0, span.start - 32), span.start) is not None:
+            return False  # a number named by what it numbers ("Order #12345", "bug 4111"): no date
         return _DATE_WORDS.search(text, span.start, span.end) is not None
     if span.entity in _NAMED and not any(c.isspace() for c in piece):
         # the whole whitespace-delimited word: "CLM" of "CLM-L120" is a code's part, not an organisation

@@ -172,7 +172,7 @@ _STREET_TYPES = (  # USPS Publication 28, appendix C1: street suffixes and their
     r"valleys?|vlys?|viaduct|via|views?|vws?|villages?|vlgs?|ville|vl|vista|vis|walks?|wall|ways?|wy|wells?|wls?|"
     r"close|gate|wynd|quay|esplanade|promenade"
 )
-_UNIT = (r"(?:apt\.?|apartment|suite|ste\.?|unit|room|rm\.?|floor|fl\.?|bldg\.?|building)\s*#?\s*"
+_UNIT = (r"(?:apt\.?|apartment|flat|suite|ste\.?|unit|room|rm\.?|floor|fl\.?|bldg\.?|building)\s*#?\s*"
          r"(?=[\w-]{0,6}\d)[\w-]{1,8}")
 _STATES = (
     r"AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|"
@@ -223,16 +223,29 @@ _FOREIGN_STREET = re.compile(
     _I,
 )
 _CITY_STATE_ZIP = re.compile(rf"\b(?:{_WORD}[ \t]+){{0,2}}{_WORD},[ \t]*(?:{_STATES})[ \t]+{_ZIP_US}\b")
-_UNIT_ALONE = re.compile(rf"(?<!\w){_UNIT}\b", _I)
+# A unit with no street beside it: an apartment, suite or unit number is part of an address; a room, floor or
+# building number alone names a place in an office, a hotel or a school ("Room 4", "Floor 2") and was redacted
+# as an address (red-team probe): those count only inside an address block. "Flat 3" alone counts next to an
+# address word ("lives in flat 3"), as "a flat 5% fee" is no flat.
+_UNIT_ID = r"\s*#?\s*(?=[\w-]{0,6}\d)[\w-]{1,8}\b"
+_HOME_ALONE = re.compile(rf"(?<!\w)(?:apt\.?|apartment|suite|ste\.?|unit){_UNIT_ID}", _I)
+_FLAT_ALONE = re.compile(rf"(?<!\w)flat{_UNIT_ID}", _I)
+# A unit written before its street line, as British and Irish addresses do ("Flat 3, 221B Baker Street"): it is
+# part of the address, yet was left in clear when the street line was found.
+_UNIT_BEFORE = re.compile(rf"(?<!\w)(?i:{_UNIT})[ \t]*,?[ \t]*\Z")
 _CORNER = re.compile(
     rf"\bthe[ \t]+corner[ \t]+of[ \t]+(?:{_WORD_OR_NUM}[ \t]+){{1,5}}?and(?:[ \t]+{_WORD_OR_NUM}){{1,3}}", _I)
+# A postal code of the United Kingdom ("NW1 6XE", "SW1A 1AA"): the block "221B Baker Street, London NW1 6XE"
+# ended before it, so the code was left in clear after its city.
+_UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}\b"
 # What may follow a street line in an address block: a unit, a city or country (perhaps with a ZIP), a state
-# and ZIP, each after a line break or a comma and ending its line or clause.
+# and ZIP, a UK postcode, each after a line break or a comma and ending its line or clause.
 _CONT_SEG = (
-    rf"(?:(?i:{_UNIT})"
+    rf"(?:(?:[^\W\d_][^\W\d_'\u2019-]*[ \t]+){{0,3}}{_UK_POSTCODE}"  # a postcode ends its clause by itself
+    rf"|(?:(?i:{_UNIT})"
     r"|(?:[A-Z]{2,3}[ \t]+)?\d{4,6}(?:-\d{3,4})?"
     r"|[^\W\d_][^\W\d_'\u2019-]*(?:[ \t]+(?:[^\W\d_][^\W\d_'\u2019.-]*|\([^\n)]{1,30}\))){0,3}"
-    r"(?:[ \t]+\d{4,6}(?:-\d{3,4})?)?)(?=[ \t]*(?:\n|,|\.?$|\.[ \t]))"
+    r"(?:[ \t]+\d{4,6}(?:-\d{3,4})?)?)(?=[ \t]*(?:\n|,|\.?$|\.[ \t])))"
 )
 _CONTINUATION = re.compile(rf"(?:[ \t]*(?:\n[ \t>?]*(?:,[ \t]*)?|,[ \t]*(?=[A-Z\d])){_CONT_SEG}){{1,5}}", re.M)
 
@@ -406,6 +419,9 @@ class _AddressRecognizer(RegexRecognizer):
                 r.end = cont.end()
                 while r.end > r.start and text[r.end - 1] in " \t,.":
                     r.end -= 1
+            unit = _UNIT_BEFORE.search(text, max(0, r.start - 32), r.start)
+            if unit is not None:
+                r.start = unit.start()
         return out
 
 
@@ -423,14 +439,18 @@ _CARD_CONTEXT = re.compile(
 # a digit and "_", and its MAC address pattern took the first twelve dotted digits, leaving the last four. Groups
 # of 3 to 6 digits (4-4-4-4, Amex 4-6-5, Diners 4-6-4, 19-digit 4-4-4-4-3), one separator throughout, 13 to 19
 # digits in all, and the Luhn check, as Presidio asks of the others.
+# The same for a dash doubled or set between spaces ("4111--1111--1111--1111", "4111 - 1111 - 1111 - 1111"):
+# Presidio's pattern takes one hyphen or one space, and the spaCy pipeline read the spaced form as a date.
+# Not a comma or full stop between spaces: "2019, 2020, 2021, 2022" is a list of years.
+_DASHED = r"[ \t]*(?:--?|[\u2013\u2014])[ \t]*"
 _CARD_JOINED = re.compile(
-    r"(?<![^\W_])(?<!\d[./,])\d{4}([_./,\u2013\u2014])\d{3,6}(?:\1\d{3,6}){1,3}(?![^\W_])(?![./,]\d)")
+    rf"(?<![^\W_])(?<!\d[./,])\d{{4}}([_./,]|{_DASHED})\d{{3,6}}(?:\1\d{{3,6}}){{1,3}}(?![^\W_])(?![./,]\d)")
 # The same red-team probe: slashes, commas and en or em dashes between a PAN's groups passed too (one separator
 # throughout, Luhn-checked as above). And SSNs and phone numbers written with a slash, an underscore or a dash
 # other than the hyphen: "ssn 912/45/6789", "415/555/0134", "415_555_0134".
 _SSN_JOINED = re.compile(r"\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?)\W{0,3}"
-                         r"(?P<value>\d{3}([/_\u2013\u2014])\d{2}\2\d{4})(?!\w)", re.I)
-_PHONE_JOINED = re.compile(r"(?<![\w/])\(?\d{3}\)?([/_\u2013\u2014])\d{3}\1\d{4}(?![\w/])")
+                         rf"(?P<value>\d{{3}}([/_]|{_DASHED})\d{{2}}\2\d{{4}})(?!\w)", re.I)
+_PHONE_JOINED = re.compile(rf"(?<![\w/])\(?\d{{3}}\)?([/_]|{_DASHED})\d{{3}}\1\d{{4}}(?![\w/])")
 # Mastercard's 2-series (BINs 222100-272099, issued since 2017) is missing from Presidio's card pattern, which
 # starts a PAN only with 1, 3, 4, 5 or 6: "2223 0031 2200 3222" without a "card" nearby was left whole or read as a
 # date. Sixteen digits in groups of four, joined by one space or hyphen or not at all, Luhn-checked.
@@ -514,7 +534,8 @@ def builtin_recognizers(countries: Sequence[str] = ()) -> list[EntityRecognizer]
             Rx(_MILITARY, 0.7, 0, "military"),
             Rx(_APO, 0.7, 0, "apo"),
             Rx(_CITY_STATE_ZIP, 0.6, 0, "city_state_zip"),
-            Rx(_UNIT_ALONE, 0.4, 0, "unit"),
+            Rx(_HOME_ALONE, 0.4, 0, "unit"),
+            Rx(_FLAT_ALONE, 0.3, 0, "flat"),
             Rx(_CORNER, 0.6, 0, "corner_of"),
         ], name="MLGuardAddressRecognizer",
             context=["address", "live", "lives", "living", "lived", "located", "street", "ship", "deliver",
