@@ -63,9 +63,11 @@ def explain_command(audit_id: str, store_url: str, keyring: Path | None, config_
         return
     changes, catalog = _changes(config_path, record, explanation)
     if config_path is None and explanation.get("status") == "ready":
-        click.echo("note: without --config (the service's mlguard.yaml) the text has no reason catalogue and no "
+        # the reasons' texts are sealed in the record (the catalogue is only a fallback for records without them):
+        # what is missing without the config is the model, to search for a change that alters the result
+        click.echo("note: without --config (the service's mlguard.yaml, to load the model) the text has no "
                    "'What would have changed the result' section (given where the policy asks for it); "
-                   "GET {prefix}/explanations/ID/plain has both", err=True)
+                   "GET {prefix}/explanations/ID/plain has it", err=True)
     from mlguard.explain.render import render_plain
 
     click.echo(render_plain(explanation, changes=changes, catalog=catalog, audit_id=audit_id), nl=False)

@@ -181,6 +181,7 @@ def test_cli_without_config_and_json(cli_env: Path) -> None:
     res = _run("id-1", "--store", "sqlite:///x.db")
     assert res.exit_code == 0 and "What would have changed" not in res.stdout
     assert "without --config" in res.stderr  # says what is missing and where to get it
+    assert "catalogue" not in res.stderr  # the reasons' texts are sealed: nothing of them is missing
     res = _run("id-1", "--store", "sqlite:///x.db", "--json")
     assert res.exit_code == 0 and json.loads(res.output)["method"] == "shap.TreeExplainer"
 
