@@ -71,9 +71,25 @@ def check_config(config: GuardConfig, *, file: str | Path | None = None, files: 
                 where = f"{file}:" if file is not None else ""  # warnings read FILE:FIELD: message too
                 notices.update(dict.fromkeys((logging.WARNING, f"{where}{warning}")
                                              for warning in check_binding(i, route.model, base_dir=base_dir)))
+        if not config.audit.enabled:
+            _check_audit_not_required([policy, *(r.policy for r in routes)])
     except ConfigError as exc:
         raise located(exc, file) from None
     return CheckedConfig(config, policy, retention_max, routes, list(notices))
+
+
+def _check_audit_not_required(policies: list[EffectivePolicy]) -> None:
+    """Refuse ``audit.enabled: false`` where a policy in force requires an audit trail (eu_ai_act Art 12,
+    hipaa 164.312(b), pci_dss 10.2.1): a guard that keeps no record under them is out of compliance the moment
+    it serves, and the setting is easy to carry from a test config into production unnoticed. As
+    ``retention.max`` below a legal minimum, it is a configuration error naming the policy and its provision."""
+    for p in policies:
+        if p.audit.required:
+            cites = "; ".join(f"{c.policy}: {c.cite}" for c in p.cites("audit.required")) or ", ".join(
+                p.origin("audit.required"))
+            raise ConfigError(f"the audit trail is off, but the policies in force require one ({cites}); "
+                              "remove audit.enabled: false, or serve under policies that do not require it",
+                              field="audit.enabled")
 
 
 def _compose(names: list[str], base_dir: Path | None, *, field: str) -> EffectivePolicy:

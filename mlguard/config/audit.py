@@ -13,7 +13,8 @@ class AuditSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Write an audit record for every guarded exchange.")
+    enabled: bool = Field(True, description="Write an audit record for every guarded exchange; false is refused "
+                                            "under a policy that requires a trail (eu_ai_act, hipaa, pci_dss).")
     store: str = Field("sqlite:///./mlguard-audit.db", description="sqlite:///PATH or postgresql://... URL.")
     keyring: Path | None = Field(Path("./mlguard.keyring"),
                                  description="Keyring file (0600); created if absent (a WARNING says so); "

@@ -152,6 +152,25 @@ def test_the_known_entities_cover_presidio_and_mlguard_recognizers() -> None:
     assert presidio | ours <= KNOWN_ENTITIES, sorted((presidio | ours) - KNOWN_ENTITIES)
 
 
+@pytest.mark.parametrize(("policies", "named"), [(["gdpr", "eu_ai_act"], "eu_ai_act: Art 12"),
+                                                  (["hipaa"], "hipaa: 164.312(b)"), (["pci_dss"], "pci_dss: 10.2.1")])
+def test_the_audit_trail_switched_off_under_a_policy_that_requires_it_is_refused(
+        tmp_path: Path, policies: list[str], named: str) -> None:
+    """A test config's `audit: {enabled: false}` carried into production under eu_ai_act passed the check and
+    served with no record at all (a developer's walk-through)."""
+    cfg = {"policies": policies, "retention": {"max": "P10Y"}, "audit": {"enabled": False}, "routes": [route()]}
+    message = refused(write(tmp_path, cfg), "audit.enabled")
+    assert "the audit trail is off, but the policies in force require one" in message and named in message
+    with pytest.raises(ConfigError, match="audit trail is off"):
+        Guard(cfg)
+    # per-route policies count too; policies that do not require a trail may run without one
+    per_route = {"policies": ["gdpr"], "retention": {"max": "P10Y"}, "audit": {"enabled": False},
+                 "routes": [route(), {**route(), "path": "/other", "policies": ["hipaa"]}]}
+    assert "hipaa: 164.312(b)" in refused(write(tmp_path, per_route), "audit.enabled")
+    code, out = check(write(tmp_path, {**cfg, "policies": ["gdpr", "ecoa"]}))
+    assert code == 0, out
+
+
 # ------------------------------------------------------------------------------------------ model binding
 
 

@@ -105,7 +105,7 @@ def test_config_check_prints_the_conflict_of_extends(make_policy: PolicyFactory,
                                                       tmp_path: Path) -> None:
     multi3 = make_policy("multi3", extends=["./conflict_a.yaml", "hipaa"])
     config = tmp_path / "mlguard.yaml"
-    config.write_text(yaml.safe_dump({"policies": [str(multi3)], "audit": {"enabled": False}}), encoding="utf-8")
+    config.write_text(yaml.safe_dump({"policies": [str(multi3)]}), encoding="utf-8")
     result = CliRunner().invoke(cli, ["config", "check", str(config)])
     assert "warning: policy conflict on pii.entities.AGE: " in result.output
 
