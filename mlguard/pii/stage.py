@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from mlguard.errors import MLGuardError, PIIError, RequestRejected
+from mlguard.pii.declared_paths import DeclaredPathCheck
 from mlguard.pii.operators import redacting_for
 from mlguard.pii.redactor import SCAN, Budget, Plan, Redactor
 from mlguard.stage import BaseStage, BuildContext
@@ -55,10 +56,12 @@ class PIIStage(BaseStage):
 
     name = "pii"
 
-    def __init__(self, redactors: dict[int, Redactor], engine: PIIEngine | None, vault: Any = None) -> None:
+    def __init__(self, redactors: dict[int, Redactor], engine: PIIEngine | None, vault: Any = None,
+                 declared: DeclaredPathCheck | None = None) -> None:
         self._redactors = redactors
         self._engine = engine
         self._vault = vault
+        self._declared = declared
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self._engine.describe() if self._engine is not None else None}
@@ -72,6 +75,8 @@ class PIIStage(BaseStage):
 
     async def before_app(self, ex: Exchange) -> None:
         redactor = self._redactors[ex.route.index]
+        if self._declared is not None:
+            self._declared.check(ex.route.index, ex.route.path, ex.original)
         try:
             with redacting_for(ex.subject):  # tokens link to this request's subject (erased with it by shred)
                 doc, findings = await _redact(redactor, ex.document, ex.route.pii_rules,
@@ -213,7 +218,8 @@ def create(ctx: BuildContext) -> PIIStage | None:
                                        engine=engine or (lambda: _late_engine(settings, custom)))
             by_policy[id(route.policy)] = red
         redactors[route.index] = red
-    return PIIStage(redactors, engine, vault)
+    declared = DeclaredPathCheck({r.index: r.pii_rules for r in ctx.routes})
+    return PIIStage(redactors, engine, vault, declared)
 
 
 _COUNTRY_OF = {"UK": "uk", "CA": "ca", "AU": "au", "IN": "in", "SG": "sg", "ZA": "za", "DE": "de", "ES": "es",
