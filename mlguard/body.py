@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,12 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def check_content_type(scope: Scope, limits: LimitSettings) -> None:
-    """Refuse media types other than the configured JSON ones (415)."""
+    """Refuse media types other than the configured JSON ones (415), and a compressed body (415).
+
+    Applies to a body that has bytes only: :func:`read_body` calls it (as ``check``) once it knows the body is
+    not empty. An empty body (Content-Length 0, or a request that ends without a byte) is "no document" with
+    or without a Content-Type: a DELETE of ``/applicants/{id}`` has nothing to send, and refusing it (415
+    without a type, 400 "Expecting value" with one) made such a route impossible to guard."""
     raw = header(scope, b"content-type")
     media = raw.split(b";", 1)[0].strip().lower().decode("latin-1") if raw else ""
     if not (media in limits.content_types or (media.startswith("application/") and media.endswith("+json"))):
@@ -54,16 +60,30 @@ def check_content_type(scope: Scope, limits: LimitSettings) -> None:
             "uncompressed", limit="content_encoding")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, refusing more than ``limit`` bytes (413) before reading them all."""
+async def read_body(scope: Scope, receive: Receive, limit: int, check: Callable[[], None] | None = None) -> bytes:
+    """Read the whole request body, refusing more than ``limit`` bytes (413) before reading them all.
+
+    ``check`` (the content-type check, :func:`check_content_type`) runs before anything else when the request
+    declares a non-zero (or unreadable) Content-Length, else when the first byte arrives: a body with bytes is
+    refused for its type exactly as before (415 ahead of 413 and 400), while an empty one (``Content-Length:
+    0``, or no Content-Length and a request that ends without a byte) is returned as ``b""`` unchecked. The
+    caller treats ``b""`` as "no document" (it is not parsed: empty is not JSON), so a bodiless DELETE can be
+    guarded; a body of whitespace is not empty and stays malformed (400)."""
     declared = header(scope, b"content-length")
+    length: int | None = None
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise BodyTooLarge(f"body of {int(declared)} bytes exceeds max_body_bytes={limit}",
-                                   limit="max_body_bytes")
+            length = int(declared)
         except ValueError:
-            raise MalformedBody("Content-Length header is not an integer", limit="content-length") from None
+            length = None
+    if check is not None and declared is not None and length != 0:
+        check()
+        check = None
+    if declared is not None:
+        if length is None:
+            raise MalformedBody("Content-Length header is not an integer", limit="content-length")
+        if length > limit:
+            raise BodyTooLarge(f"body of {length} bytes exceeds max_body_bytes={limit}", limit="max_body_bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -74,6 +94,9 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         if kind != "http.request":
             continue
         chunk = message.get("body", b"")
+        if chunk and check is not None:  # the body has bytes after all (chunked, or a lying Content-Length: 0)
+            check()
+            check = None
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"body exceeds max_body_bytes={limit}", limit="max_body_bytes")

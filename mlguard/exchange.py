@@ -100,9 +100,11 @@ class Exchange:
         guard = self.guard
         limits = guard.config.limits
         try:
-            bodyio.check_content_type(self.scope, limits)
-            self.raw_body = await bodyio.read_body(self.scope, receive, limits.max_body_bytes)
-            self.original = bodyio.parse_json(self.raw_body, limits)
+            # The content type is checked only for a body with bytes; an empty one is "no document" (None):
+            # the app gets it unchanged, the stages find nothing to redact, the record's input is null.
+            self.raw_body = await bodyio.read_body(self.scope, receive, limits.max_body_bytes,
+                                                   check=lambda: bodyio.check_content_type(self.scope, limits))
+            self.original = bodyio.parse_json(self.raw_body, limits) if self.raw_body else None
         except RequestRejected as exc:
             await self._reject(exc, send)
             return

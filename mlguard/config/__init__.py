@@ -45,11 +45,11 @@ class LimitSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_body_bytes: int = Field(MiB, gt=0, description="Largest body read (413 above).")
-    max_depth: int = Field(32, gt=0, le=500, description="Deepest nesting of arrays/objects (422 above).")
-    max_string_length: int = Field(100_000, gt=0, description="Longest JSON string, in characters (422 above).")
-    max_integer_digits: int = Field(64, gt=0, le=4000, description="Most digits in a JSON integer (422 above).")
-    max_array_length: int = Field(10_000, gt=0, description="Most items in one JSON array (422 above).")
+    max_body_bytes: int = Field(default=MiB, gt=0, description="Largest body read (413 above).")
+    max_depth: int = Field(default=32, gt=0, le=500, description="Deepest nesting of arrays/objects (422 above).")
+    max_string_length: int = Field(default=100_000, gt=0, description="Longest JSON string, in characters (422 above).")
+    max_integer_digits: int = Field(default=64, gt=0, le=4000, description="Most digits in a JSON integer (422 above).")
+    max_array_length: int = Field(default=10_000, gt=0, description="Most items in one JSON array (422 above).")
     content_types: list[str] = Field(
         default_factory=lambda: ["application/json"],
         description="Accepted request media types (any `+json` suffix type is also accepted).",
@@ -61,16 +61,17 @@ class AdminSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prefix: str = Field("/mlguard", description="Path prefix of the admin endpoints.")
-    token_env: str = Field("MLGUARD_ADMIN_TOKEN", description="Environment variable holding the admin token.")
-    enabled: bool = Field(True, description="Serve the admin endpoints at all.")
+    prefix: str = Field(default="/mlguard", description="Path prefix of the admin endpoints.")
+    token_env: str = Field(default="MLGUARD_ADMIN_TOKEN", description="Environment variable holding the admin token.")
+    enabled: bool = Field(default=True, description="Serve the admin endpoints at all.")
     metrics_dir: str | None = Field(
-        None, description="Directory where each worker process spools its metrics (about once a second), so "
-                          "`{prefix}/metrics` answers for all workers together: counters and histograms summed "
-                          "over every worker since the directory was emptied, gauges one series per live worker "
-                          "(label `worker`). Needed with several workers behind one port; `mlguard serve "
-                          "--workers N` uses a fresh temporary directory when this is unset. Empty it when the "
-                          "service restarts. Relative to the config's directory.")
+        default=None,
+        description="Directory where each worker process spools its metrics (about once a second), so "
+                    "`{prefix}/metrics` answers for all workers together: counters and histograms summed "
+                    "over every worker since the directory was emptied, gauges one series per live worker "
+                    "(label `worker`). Needed with several workers behind one port; `mlguard serve "
+                    "--workers N` uses a fresh temporary directory when this is unset. Empty it when the "
+                    "service restarts. Relative to the config's directory.")
 
     @field_validator("prefix")
     @classmethod
@@ -86,8 +87,8 @@ class RetentionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max: str | None = Field(
-        None, description="ISO 8601 duration after which audit records are crypto-shredded (e.g. P3Y); never "
-                          "below a policy's legal minimum. Required when a policy (gdpr) requires a maximum.",
+        default=None, description="ISO 8601 duration after which audit records are crypto-shredded (e.g. P3Y); never "
+                                  "below a policy's legal minimum. Required when a policy (gdpr) requires a maximum.",
     )
 
 
@@ -100,7 +101,7 @@ class RouteConfig(BaseModel):
                                   "without root_path or a Mount's prefix; a trailing slash does not matter).")
     methods: list[str] = Field(default_factory=lambda: ["POST"],
                                description="HTTP methods guarded on it: POST, PUT, PATCH or DELETE (a JSON body).")
-    subject: str | None = Field(None, description="JSONPath to the id of the person the record is about.")
+    subject: str | None = Field(default=None, description="JSONPath to the id of the person the record is about.")
     protected: dict[str, str] = Field(
         default_factory=dict, description="Protected attribute name -> JSONPath, read before redaction."
     )
@@ -108,9 +109,9 @@ class RouteConfig(BaseModel):
         default_factory=dict,
         description="JSONPath -> ENTITY (redact whole value), `scan` (detect spans) or `keep`.",
     )
-    scan_undeclared: bool | None = Field(None, description="Override pii_engine.scan_undeclared on this route.")
-    model: ModelBinding | None = Field(None, description="Model binding: explanations and fairness decisions.")
-    policies: list[str] | None = Field(None, description="Policies for this route instead of the global list.")
+    scan_undeclared: bool | None = Field(default=None, description="Override pii_engine.scan_undeclared on this route.")
+    model: ModelBinding | None = Field(default=None, description="Model binding: explanations and fairness decisions.")
+    policies: list[str] | None = Field(default=None, description="Policies for this route instead of the global list.")
 
     @field_validator("path")
     @classmethod
@@ -152,12 +153,13 @@ class GuardConfig(BaseModel):
     pii_engine: PIIEngineSettings = Field(default_factory=PIIEngineSettings, description="The PII detection engine.")
     explain: ExplainSettings = Field(default_factory=ExplainSettings, description="Explanations and reason codes.")
     fairness: FairnessSettings = Field(default_factory=FairnessSettings, description="Live fairness monitoring.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="mlguard logger level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="mlguard logger level.")
     freeze_gc: bool = Field(
-        True, description="After the engines are built, gc.freeze() them so garbage collection never walks them "
-                          "again (saves latency on every request; process-wide).")
+        default=True,
+        description="After the engines are built, gc.freeze() them so garbage collection never walks them "
+                    "again (saves latency on every request; process-wide).")
     base_dir: Path | None = Field(
-        None, description="Directory relative paths resolve against (default: the config file's directory)."
+        default=None, description="Directory relative paths resolve against (default: the config file's directory)."
     )
 
     def __init__(self, /, **data: Any) -> None:

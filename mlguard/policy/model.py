@@ -173,9 +173,9 @@ class Rule(_Strict, Generic[T]):
 
     value: T
     cite: str = Field(min_length=1, description="Provision the value comes from; (D) for engineering defaults.")
-    verify: bool = Field(False, description="True where the source is secondary and counsel should check it.")
-    note: str | None = Field(None, description="Why this value, in a sentence.")
-    applies_from: date | None = Field(None, description="When the provision starts to apply, if later.")
+    verify: bool = Field(default=False, description="True where the source is secondary and counsel should check it.")
+    note: str | None = Field(default=None, description="Why this value, in a sentence.")
+    applies_from: date | None = Field(default=None, description="When the provision starts to apply, if later.")
 
 
 _PARAM_SPECS: dict[str, dict[str, type]] = {
@@ -330,7 +330,7 @@ class PolicyDoc(_Strict):
     review_by: date = Field(description="Re-check the policy against the law before this date.")
     version: str = Field(min_length=1)
     extends: list[str] = Field(default_factory=list, description="Bundled names or paths, applied in order.")
-    scope: str | None = Field(None, description="Which uses the policy is meant for.")
+    scope: str | None = Field(default=None, description="Which uses the policy is meant for.")
     url: str | None = None
     notes: str | None = None
     failure_mode: Rule[FailureMode] | None = None

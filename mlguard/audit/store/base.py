@@ -251,6 +251,11 @@ def open_store(url: str, *, create: bool = True, lock_timeout: float = LOCK_TIME
     """
     if url.startswith("sqlite:///"):
         from mlguard.audit.store.sqlite import SQLiteStore
+        from mlguard.config.audit import sqlite_store_problem
+
+        problem = sqlite_store_problem(url)  # also checked at config check; here for stores opened by URL
+        if problem is not None:
+            raise ConfigError(problem, field="audit.store")
 
         return SQLiteStore(url, create=create, lock_timeout=lock_timeout)
     if url.startswith(("postgresql://", "postgres://")):
