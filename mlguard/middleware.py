@@ -10,7 +10,9 @@ after it has ended, whatever its outcome: served, refused, rejected, failed or a
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import anyio
 
 from mlguard.admin import Admin
 from mlguard.config import GuardConfig
+from mlguard.coverage import check_route_coverage
 from mlguard.exchange import Exchange
 from mlguard.metrics import GuardMetrics, running_asyncio_loop
 from mlguard.routes import route_path
@@ -41,6 +44,9 @@ class GuardMiddleware:
                 raise TypeError("GuardMiddleware needs config= (a path, GuardConfig or dict) or guard=")
             guard = Guard(config)
         self.app = app
+        self._coverage_checked = False
+        self._reopen_lock = threading.Lock()
+        self._successor: tuple[weakref.ref[Guard], weakref.ref[Guard]] | None = None
         self._use(guard)
 
     def _use(self, guard: Guard) -> None:
@@ -48,6 +54,7 @@ class GuardMiddleware:
         self.admin = Admin(guard) if guard.config.admin.enabled else None
         self._table = guard.table
         self._metrics = GuardMetrics.of(guard)
+        self._closed_by_shutdown = False  # set when the app's lifespan shutdown closes this guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,6 +63,8 @@ class GuardMiddleware:
                 return
             await self.app(scope, receive, send)
             return
+        if not self._coverage_checked:  # no lifespan came first (httpx's ASGITransport, TestClient without with)
+            self._check_coverage()
         path = route_path(scope)
         route = self._table.match(scope["method"], path)
         if route is None:
@@ -64,6 +73,12 @@ class GuardMiddleware:
                 return
             await self.app(scope, receive, send)
             return
+        if self._closed_by_shutdown:
+            await self._reopen_after_shutdown()
+            route = self._table.match(scope["method"], path)  # the same route, compiled by the new guard
+            if route is None:  # pragma: no cover - the reopened guard has the same configuration
+                await self.app(scope, receive, send)
+                return
         ex = Exchange(self.guard, route, scope)
         timed = _TimedApp(self.app)
         try:
@@ -72,6 +87,55 @@ class GuardMiddleware:
             self._metrics.observe(ex, timed.seconds, exc)
             raise
         self._metrics.observe(ex, timed.seconds)
+
+    def _check_coverage(self) -> None:
+        """Warn about each guarded route that matches no route of the wrapped app (:mod:`mlguard.coverage`), once.
+
+        Why at the lifespan startup, or the first request without one, and not in ``__init__``: routers are
+        often included after the middleware is added, and ``app.add_middleware`` builds the guard before the
+        app has finished starting. Never raises: an app we cannot read must still start."""
+        self._coverage_checked = True
+        try:
+            check_route_coverage(self.app, self._table.routes)
+        except Exception as exc:
+            log.debug("route coverage not checked", extra={"error": type(exc).__name__})
+
+    async def _reopen_after_shutdown(self) -> None:
+        """Replace the guard that the app's lifespan shutdown closed with a new one built as it was (once,
+        however many guarded requests arrive together), for a request that came after the shutdown.
+
+        Why: a test suite runs ``with TestClient(app)`` in one test (its exit runs the lifespan shutdown, which
+        drains and closes the audit writer) and then reaches the same app without a lifespan (``TestClient(app)``
+        without ``with``, ``httpx.ASGITransport(app)``): every guarded request was refused 503 (fail_closed) or
+        served with no audit record (fail_open). Only a guard closed by a lifespan shutdown is reopened (one
+        closed by its owner's ``aclose()`` stays closed).
+
+        Why this is safe in production: a server sends no request after the lifespan shutdown it ran (uvicorn
+        stops accepting and drains connections first), so this never runs there. What it costs when it runs:
+        the first guarded request after the shutdown waits for a full build (seconds with PII or explain stages),
+        done in a worker thread so the event loop keeps serving, and requests arriving meanwhile wait on the
+        lock; and the new guard is closed only by a later lifespan shutdown: under a client without lifespan its
+        audit writer is never drained and its last records stay unsigned until the next start. The build is
+        under a thread lock, not an event-loop lock, because such clients run each request on a loop of its
+        own."""
+        closed = self.guard
+        fresh = await anyio.to_thread.run_sync(self._successor_of, closed)
+        if self.guard is closed:  # this loop has not switched yet (another request may have)
+            self._use(fresh)
+            self._metrics.bind(running_asyncio_loop())
+
+    def _successor_of(self, closed: Guard) -> Guard:
+        """The guard that replaces ``closed``: built by the first caller, returned to the others (worker thread)."""
+        with self._reopen_lock:
+            known = self._successor
+            if known is not None and known[0]() is closed:
+                fresh = known[1]()
+                if fresh is not None:
+                    return fresh
+            fresh = closed.reopen()
+            self._successor = (weakref.ref(closed), weakref.ref(fresh))
+            log.info("the guard was closed by the app's lifespan shutdown; reopened for a request that came after it")
+            return fresh
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app's lifespan, with the guard's own start and close hooked on its messages. An app that does
@@ -125,9 +189,12 @@ class GuardMiddleware:
                 if self.guard.closed:  # a lifespan run again after its shutdown closed the guard: build anew
                     self._use(await anyio.to_thread.run_sync(self.guard.reopen))
                 self._metrics.bind(running_asyncio_loop())
+                if not self._coverage_checked:  # the app's routes are all added by now
+                    self._check_coverage()
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.guard.aclose()
                 self._metrics.close()
+                self._closed_by_shutdown = True  # a request after this reopens it (_reopen_after_shutdown)
             await send(message)
 
         return _send

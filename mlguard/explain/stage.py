@@ -389,9 +389,12 @@ def create(ctx: BuildContext) -> ExplainStage | None:
     """Build the stage once: None when explanations are off or no route names a model object."""
     settings = ctx.config.explain
     bound = [r for r in ctx.routes if r.config.model is not None and r.config.model.object is not None]
-    for r in ctx.routes:
-        if r not in bound and ReasonPolicy.of(r.policy).required:
-            log.warning("policy requires explanations but route has no model object", extra={"route": r.path})
+    # One line for all such routes, their templates in the message: one line per route was noise (a service
+    # with six routes logged it six times), and the route sat only in ``extra``, which plain formatters drop.
+    unexplained = [r.path for r in ctx.routes if r not in bound and ReasonPolicy.of(r.policy).required]
+    if unexplained:
+        log.warning("policy requires explanations but %d route(s) have no model object: %s",
+                    len(unexplained), ", ".join(unexplained), extra={"count": len(unexplained)})
     if not settings.enabled or not bound:
         return None
     routes = {r.index: build_route_explainer(r.index, r.config.model, r.policy, settings,
