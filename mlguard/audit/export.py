@@ -168,3 +168,34 @@ def _parquet(rows: Iterator[dict[str, Any]], out: Path, tick: _batched) -> int:
         if buf or n == 0:
             writer.write_table(pa.Table.from_pylist(buf, schema=schema))
     return n
+
+
+def subject_not_found_note(url: str, keys: KeyProvider, subject: str, *, since: str | None = None,
+                           until: str | None = None, route: str | None = None) -> str:
+    """What ``mlguard audit export --subject ID`` says on stderr when it exported nothing.
+
+    Why: an export of 0 records answering a subject access request reads as "we hold nothing about you", and a
+    mistyped id (another case, a space, the id of another system) gives exactly that. The note says the match is
+    exact and, when the selection had a range, whether this subject has records outside it. It names no other
+    subject (no "did you mean": that would show one person's id to whoever asks about another) and does not
+    echo the id (stderr ends up in logs)."""
+    from mlguard.audit.record import pseudonym
+
+    ranged = [flag for flag, value in (("--since", since), ("--until", until), ("--route", route))
+              if value is not None]
+    where = f"in the selected range ({', '.join(ranged)})" if ranged else "in this store"
+    note = f"note: no record of this subject {where}"
+    if ranged:
+        store = open_store(url, create=False)
+        try:
+            elsewhere = next(iter(store.iter_rows(subject=pseudonym(keys, subject))), None) is not None
+        finally:
+            store.close()
+        note += ("; it has records outside that range" if elsewhere else
+                 "; none outside it either")
+    note += (". Subject ids match exactly (case-sensitive, every character) the value the service received in "
+             "the request: check the id before answering that nothing is held")
+    if subject != subject.strip():
+        note += " (the id given begins or ends with whitespace, which is part of the match)"
+    return note + "."
+

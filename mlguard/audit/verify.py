@@ -19,7 +19,10 @@ then, in one streaming pass in seq order:
   in its sealed header, which the chain covers and the columns are not (a record moved to another subject, day
   or route by editing its row);
 - every checkpoint and witness entry matches the recomputed chain head at its seq, and the log reaches its head
-  row and every checkpoint and witness entry (a rewritten log, truncated tails).
+  row and every checkpoint and witness entry (a rewritten log, truncated tails);
+- a row source that cannot go on (a bundle file torn in the middle of a line, a damaged line: ``RowsEnded``) is
+  reported after the last record it gave, at the seq that follows;
+- with pinned keys, at least one checkpoint or witness entry covers a record (``_unattested``).
 
 The first failure is reported as an IntegrityError-shaped result: seq, expected and calculated (hashes, or for a
 signature or a column, what was required and what was found; never a column's value).
@@ -31,13 +34,30 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from mlguard.audit import parallel
 from mlguard.audit.chain import GENESIS, LEAF_STATE, NODE, checkpoint_valid, leaf_hash, node
 from mlguard.audit.seal import VERSION, decode
 from mlguard.audit.store.base import RecordRow, VerifyRow
 from mlguard.errors import IntegrityError
+
+
+class RowsEnded(IntegrityError):
+    """Raised by a row source that cannot give its next row (a bundle's line torn off or damaged): the walk
+    reports it at the seq after the last record it had (``verify_leaves``), so the report says where the readable
+    log stops. ``line``: 1-based line of the file; ``why``: what is wrong with it (never its content); ``torn``:
+    the file's last line, cut off (nothing follows it)."""
+
+    def __init__(self, line: int, why: str, *, torn: bool) -> None:
+        self.line = line
+        self.why = why
+        self.torn = torn
+        super().__init__(f"line {line}: {why}")
+
+
+Source = Literal["bundle", "store", "log"]
+"""Where the rows come from, for the words of a report (who could have cut or rewritten an unattested log)."""
 
 
 class RowLike(Protocol):
@@ -187,10 +207,10 @@ def column_problem(seq: int, sealed: bytes, audit_id: str, ts: str, kind: str, r
 def verify_log(rows: Iterable[RowLike], *, head: tuple[int, bytes] | None, checkpoints: list[dict[str, Any]],
                public_keys: dict[str, bytes], trusted: dict[str, bytes] | None = None,
                witness: list[dict[str, Any]] | None = None,
-               progress: Callable[[int], None] | None = None) -> VerifyResult:
+               progress: Callable[[int], None] | None = None, source: Source = "log") -> VerifyResult:
     """Verify records given in seq order (a store's ``iter_chain``, a bundle's rows) in this process."""
     return verify_leaves(leaf_rows(rows), head=head, checkpoints=checkpoints, public_keys=public_keys,
-                         trusted=trusted, witness=witness, progress=progress)
+                         trusted=trusted, witness=witness, progress=progress, source=source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +230,13 @@ class Span:
 def verify_leaves(rows: Iterable[LeafRow | Span], *, head: tuple[int, bytes] | None, checkpoints: list[dict[str, Any]],
                   public_keys: dict[str, bytes], trusted: dict[str, bytes] | None = None,
                   witness: list[dict[str, Any]] | None = None,
-                  progress: Callable[[int], None] | None = None) -> VerifyResult:
+                  progress: Callable[[int], None] | None = None, source: Source = "log") -> VerifyResult:
     """The checks of the module docstring over (seq, leaf, stored hash, column failure) in seq order, or over
     spans other processes walked (``verify_store``): every verdict and its seq are the same either way.
 
     ``public_keys``: the keys the log carries (key id -> raw Ed25519 public key). ``trusted``: keys pinned by
     whoever verifies, trusted whatever the log carries (a label -> raw public key; the label is the log's key id
-    where it has one); None trusts ``public_keys``."""
+    where it has one); None trusts ``public_keys``. ``source``: what the rows are, for the words of a report."""
     res = VerifyResult(ok=True)
     by_seq: dict[int, list[dict[str, Any]]] = {}
     all_cps = [(cp, "checkpoint") for cp in checkpoints] + [(cp, "witness") for cp in (witness or [])]
@@ -251,7 +271,9 @@ def verify_leaves(rows: Iterable[LeafRow | Span], *, head: tuple[int, bytes] | N
     bad_head = _check_heads(res, by_seq.get(0, ()), 0, calc)
     if bad_head is not None:
         return bad_head
-    for item in rows:
+    ended: list[RowsEnded] = []
+    items = _until_ended(rows, ended)
+    for item in items:
         if isinstance(item, Span):  # a window another process walked from its stored predecessor: all held
             if item.first != expect_seq or item.prev != calc:  # cannot happen unless the log moved meanwhile
                 return _fail(res, expect_seq, "log changed while it was being verified; verify again",
@@ -269,6 +291,14 @@ def verify_leaves(rows: Iterable[LeafRow | Span], *, head: tuple[int, bytes] | N
             continue
         seq, leaf, stored, columns = item
         if seq != expect_seq:
+            if seq > expect_seq:
+                # Why look one row ahead: two rows swapped (51 before 50) read as "50 missing" when seen alone,
+                # and an auditor looked for a deleted record. The walk stops here either way.
+                after = next(items, None)
+                if isinstance(after, tuple) and after[0] == expect_seq:
+                    return _fail(res, expect_seq, f"records out of order (found seq {seq} where {expect_seq} was "
+                                                  f"due; seq {expect_seq} follows it)",
+                                 f"seq {expect_seq} then {expect_seq + 1}", f"seq {seq} then {expect_seq}")
             what = "record missing" if seq > expect_seq else "record out of order or inserted"
             return _fail(res, expect_seq, f"{what} (found seq {seq} where {expect_seq} was due)",
                          stored.hex(), node(calc, leaf).hex())
@@ -288,6 +318,8 @@ def verify_leaves(rows: Iterable[LeafRow | Span], *, head: tuple[int, bytes] | N
     if progress is not None and res.records % PROGRESS_EVERY:
         progress(res.records % PROGRESS_EVERY)
     last = expect_seq - 1
+    if ended:
+        return _ended(res, ended[0], last)
     if head is not None:
         if head[0] > last:
             return _fail(res, last + 1, f"log truncated: head says seq {head[0]}, records end at {last}",
@@ -299,10 +331,67 @@ def verify_leaves(rows: Iterable[LeafRow | Span], *, head: tuple[int, bytes] | N
         cp = by_seq[max(beyond)][0]
         return _fail(res, last + 1, f"log truncated: a {cp['_where']} covers seq {max(beyond)}, "
                                     f"records end at {last}", str(cp.get("head")), calc.hex())
-    if last > max(by_seq, default=0):
-        res.notes.append(f"records after the last checkpoint ({last - max(by_seq, default=0)}) are chained "
-                         "but not yet signed")
+    signed = max(by_seq, default=0)
+    if last and not signed:
+        if trusted is not None:
+            return _unattested(res, last, source)
+        res.notes.append(f"no checkpoint covers any record yet: the {_many(last, 'record')} are chained but none "
+                         "is signed (a guard signs a checkpoint every audit.checkpoint_every records, every "
+                         "audit.checkpoint_seconds and at shutdown)")
+    elif last > signed:
+        res.notes.append(f"the {_many(last - signed, 'record')} after the last checkpoint (seq {signed}), seq "
+                         f"{signed + 1}-{last}, are chained but not yet signed")
     return res
+
+
+def _until_ended(rows: Iterable[LeafRow | Span], ended: list[RowsEnded]) -> Iterator[LeafRow | Span]:
+    """``rows`` until its source raises RowsEnded, which is kept in ``ended`` for the walk to report after the
+    last row it had (the rows before it are checked first: an earlier failure is the first failure)."""
+    try:
+        yield from rows
+    except RowsEnded as exc:
+        ended.append(exc)
+
+
+def _ended(res: VerifyResult, exc: RowsEnded, last: int) -> VerifyResult:
+    """A source that stopped at a damaged line, reported at the seq after the last record read."""
+    where = f"after seq {last}" if last else "before any record"
+    if exc.torn:
+        problem = (f"torn tail: the log file ends in the middle of line {exc.line}, {where} (a truncated copy or "
+                   "an interrupted write: the records and checkpoints that followed, if any, are missing)")
+        return _fail(res, last + 1, problem, "a complete last line", f"line {exc.line} cut off ({exc.why})")
+    problem = f"log file damaged: line {exc.line}, {where}, is {exc.why} (edited or corrupted)"
+    return _fail(res, last + 1, problem, "a log entry on every line", f"line {exc.line}: {exc.why}")
+
+
+def _unattested(res: VerifyResult, last: int, source: Source) -> VerifyResult:
+    """Records, keys pinned, and no checkpoint or witness entry at seq 1 or later: a failure.
+
+    Why a failure and not the note it used to be: the pinned key is the verifier saying "I trust only what this
+    key signed". A log (or bundle) whose checkpoints were dropped, its records cut and its head line rewritten is
+    consistent with itself and chained, and printed OK with no checkpoint verified: nothing the key signed vouches
+    for any of it. Without --pubkey the log's own keys are trusted anyway, and a note says nothing is signed.
+
+    Why for a store too, although a guard just started has no checkpoint yet: the store is no more trusted than
+    a bundle (whoever can write to it can delete the checkpoint rows and rewrite the records), and nothing in the
+    log can tell a new log from a stripped one (its timestamps are as writable as the rest). The benign case ends
+    by itself: the writer signs a checkpoint after audit.checkpoint_every records or audit.checkpoint_seconds from
+    its start (the timer signs even when idle), and at shutdown (mlguard/audit/writer.py), so the message says to
+    verify again then; the stripped log never gets one."""
+    n = _many(last, "record")
+    problem = f"no checkpoint signed by a pinned key covers any of the {n}: nothing attests them, so "
+    if source == "store":
+        problem += ("they could have been cut or rewritten by whoever can write to the store. A log just started "
+                    "has no checkpoint until its first one (after audit.checkpoint_every records or "
+                    "audit.checkpoint_seconds, 1000 and 60 s by default, or at shutdown): if the guard started "
+                    "that recently, verify again after it")
+    else:
+        problem += (f"they could have been cut or rewritten by whoever made this {source} (its checkpoints "
+                    "dropped, records cut, head line rewritten); a bundle of a guard's log carries every "
+                    "checkpoint, and a log is signed every audit.checkpoint_every records, every "
+                    "audit.checkpoint_seconds and at shutdown")
+    return _fail(res, None, problem, "a checkpoint signed by a pinned key at seq 1 or later",
+                 "none (no checkpoint, or only at seq 0)")
 
 
 class _Signers:
@@ -396,7 +485,8 @@ def verify_store(url: str, *, witness: list[dict[str, Any]] | None = None,
                                    state={"cp_seqs": cp_seqs})
     try:
         return verify_leaves((row for part in results for row in part), head=head, checkpoints=checkpoints,
-                             public_keys=public_keys, trusted=trusted, witness=witness, progress=progress)
+                             public_keys=public_keys, trusted=trusted, witness=witness, progress=progress,
+                             source="store")
     finally:
         results.close()  # a failure found early: stop the workers now, not when the generator is collected
 

@@ -136,7 +136,7 @@ def verify(ctx: click.Context, store_url: str | None, bundle: Path | None, witne
         with _progress(total, "verify") as tick:
             if bundle is not None:
                 res = verify_log(rows, head=head, checkpoints=cps, public_keys=keys, trusted=trusted, witness=wit,
-                                 progress=tick)
+                                 progress=tick, source="bundle")
             else:
                 res = verify_store(str(store_url), witness=wit, trusted=trusted, progress=tick, jobs=jobs)
     except (MLGuardError, ValueError, KeyError) as exc:
@@ -207,7 +207,7 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 @click.option("--jobs", type=click.IntRange(min=1), help=JOBS_HELP)
 def export(store_url: str, keyring: Path | None, fmt: str, since: str | None, until: str | None,
            route: str | None, subject: str | None, out: Path, jobs: int | None) -> None:
-    from mlguard.audit.export import Format, export_store
+    from mlguard.audit.export import Format, export_store, subject_not_found_note
 
     keys = _keyring(keyring)
     store = _open(store_url)  # a clear usage error for a wrong URL; the total for the progress bar
@@ -219,6 +219,11 @@ def export(store_url: str, keyring: Path | None, fmt: str, since: str | None, un
         n = export_store(store_url, keys, out, cast("Format", fmt), since=_ts(since), until=_ts(until),
                          route=route, subject=subject, jobs=jobs, progress=tick)
     click.echo(f"exported {n} records to {out}", err=True)
+    if n == 0 and subject is not None:
+        # Still exit 0 (an empty answer is an answer), but a mistyped id in a subject access request must not
+        # read as "we hold nothing": say what was matched and how (subject_not_found_note).
+        click.echo(subject_not_found_note(store_url, keys, subject, since=_ts(since), until=_ts(until),
+                                          route=route), err=True)
 
 
 def _ts(text: str | None) -> str | None:
@@ -515,6 +520,28 @@ def shred(ctx: click.Context, store_url: str | None, keyring: Path | None, subje
             fairness.close()
     click.echo(f"shredded subject {subj}: {len(gone)} data keys destroyed{_vault_said(erased)}"
                f"{_fairness_said(fair_erased)}, tombstone appended")
+    click.echo(_copies_reminder(keys.active_kek_id()), err=True)
+
+
+def _copies_reminder(kek_id: str) -> str:
+    """What a shred does not reach, said after every erasure that destroyed keys.
+
+    Why: the operator who answers an erasure request reads "shredded" and closes it, while copies made before
+    it still give the records back: a database backup holds the subject's data keys wrapped under a KEK this
+    keyring still has; an export is decrypted already; an evidence bundle holds the sealed records (readable
+    with such a backup and this keyring) and, in clear, the subject's pseudonym and times. Rotating the KEK,
+    re-wrapping the live store and retiring the old KEK (the commands of mlguard/cli/keys.py and rewrap below)
+    leaves the backups' data keys wrapped under a KEK no keyring holds. Key ids only, never material."""
+    return ("reminder: copies made before this erasure still hold the subject's records. Database backups keep "
+            f"its data keys, wrapped under KEK {kek_id}, readable with this keyring; exports are decrypted files "
+            "(delete them, or keep them under the retention this erasure requires); evidence bundles keep the "
+            "sealed records (readable with such a backup and this keyring) and, readable by anyone, the subject's "
+            "pseudonym, times and routes. To make earlier database backups unreadable: `mlguard keys rotate "
+            "--keyring FILE` (a keyring in MLGUARD_KEYRING: with --out FILE or --print-env), restart every "
+            "process that writes, `mlguard audit rewrap --store URL --keyring FILE`, then `mlguard keys retire "
+            f"OLD_KEK --store URL --keyring FILE` for {kek_id} and every other old KEK `mlguard keys show` lists "
+            "(--store for every store this keyring serves); and destroy the copies of the old keyring (file "
+            "backups, earlier MLGUARD_KEYRING values), which still hold those KEKs.")
 
 
 @audit.command("purge", help="Apply the policies' retention: shred records past the maximum.")
