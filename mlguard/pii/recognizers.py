@@ -301,9 +301,10 @@ _MAC = re.compile(r"\b[0-9A-F]{2}(?:[:-][0-9A-F]{2}){5}\b", _I)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+%'-]{1,64}@[^\W_](?:[\w-]{0,62}[^\W_])?(?:\.[^\W_](?:[\w-]{0,62}[^\W_])?)+", _I)
 # An e-mail address written so that scrapers (and the pattern above) miss it: "jane.doe [at] example [dot] com",
 # "jane.doe(at)example(dot)com", "jane dot doe at example dot com", "jane.doe%40example.com",
-# "jane.doe&#64;example.com" (a red-team probe: all passed whole). The "at" and "dot" words stand alone, the
+# "jane.doe&#64;example.com", "jane.doe @ example.com" (red-team probes: all passed whole, the last as "jane.doe @
+# <URL>"). The "at" and "dot" words stand alone, the
 # domain needs at least one dot and an alphabetic top-level domain, so "arrived at work" is no address.
-_AT = r"(?:\s*(?:\[at\]|\(at\)|\{at\}|<at>)\s*|\s+at\s+|%40|&#0*64;|&commat;)"
+_AT = r"(?:\s*(?:\[at\]|\(at\)|\{at\}|<at>)\s*|\s+at\s+|%40|&#0*64;|&commat;|\s+@\s*|\s*@\s+)"
 _DOT = r"(?:\s*(?:\[dot\]|\(dot\)|\{dot\}|<dot>)\s*|\s+dot\s+|\.)"
 _EMAIL_OBFUSCATED = re.compile(
     rf"(?<![\w.+-])[\w+-]{{1,64}}(?:{_DOT}[\w+-]{{1,64}}){{0,4}}{_AT}[^\W_][\w-]{{0,62}}(?:{_DOT}[^\W_][\w-]{{0,62}}){{1,4}}"
@@ -316,7 +317,7 @@ def _obfuscated_email(value: str) -> bool:
     "look at example.com" is a sentence."""
     text = value.lower()
     at = re.search(_AT, text, _I)
-    if at is None or "@" in text:
+    if at is None or ("@" in text and at.group().strip() != "@"):  # a plain "@": the plain pattern's
         return False
     local = text[:at.start()]
     if at.group().strip() == "at" and not (re.search(r"[.\d]", local) or " dot " in text):

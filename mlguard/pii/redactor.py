@@ -102,6 +102,14 @@ MEMBER_HINTS: dict[str, MemberHint] = {
                      "mobilephone", "cellphone", "cellnumber"), _PHONE),
     "iban": MemberHint("IBAN_CODE", min_digits=2, numbers=False),
     **dict.fromkeys(("email", "emailaddress"), MemberHint("EMAIL_ADDRESS", numbers=False, needs="@")),
+    # A person's name: only the names that cannot mean anything else (not ``name``: a product's, a file's, a
+    # model's). A security review sent {"applicant": [{"full_name": "Zephyrine Quackenbush"}]}: spaCy's small
+    # model does not know the name, and the member said what it was. A JSON number is no name.
+    **dict.fromkeys(("fullname", "firstname", "lastname", "surname", "givenname", "givennames", "familyname",
+                     "middlename", "maidenname", "forename", "forenames", "legalname", "birthname",
+                     "applicantname", "customername", "patientname", "candidatename", "employeename",
+                     "cardholdername", "accountholdername", "contactname", "nextofkin"),
+                    MemberHint("PERSON", numbers=False)),
     # The policies name passport numbers US_PASSPORT, so that is the entity whose operator they choose.
     **dict.fromkeys(("passportnumber", "passportno"), MemberHint("US_PASSPORT", min_digits=1)),
 }
