@@ -52,8 +52,13 @@ def check_content_type(scope: Scope, limits: LimitSettings) -> None:
             limit="content_types",
         )
     # A compressed body cannot be inspected (it was refused as "not valid UTF-8 (at byte 1)", a riddle): say so.
-    encoding = (header(scope, b"content-encoding") or b"").strip().lower().decode("latin-1")
-    if encoding not in ("", "identity"):
+    # Every Content-Encoding header and every coding in it: "identity" first and "gzip" in a second header (or
+    # "identity, gzip") passed as identity, and an app or proxy that decodes the whole list would read what the
+    # guard never did (a security review).
+    codings = [c.strip().lower() for key, value in scope.get("headers", ()) if key == b"content-encoding"
+               for c in bytes(value).decode("latin-1").split(",")]
+    encoding = ", ".join(c for c in codings if c not in ("", "identity"))
+    if encoding:
         shown = encoding if len(encoding) < 40 and encoding.isprintable() else "unreadable"
         raise UnsupportedMediaType(
             f"a request body with Content-Encoding {shown!r} is not inspected on this route; send the JSON "

@@ -174,6 +174,21 @@ async def test_a_compressed_request_is_refused_naming_its_encoding(tmp_path: Pat
     assert "Content-Encoding 'gzip'" in problem["detail"]
 
 
+@pytest.mark.parametrize("encodings", [[b"identity", b"gzip"], [b"identity, gzip"], [b"gzip, identity"]])
+async def test_every_content_encoding_header_and_coding_counts(tmp_path: Path, encodings: list[bytes]) -> None:
+    """A security review: "identity" in a first Content-Encoding header and "gzip" in a second passed as identity
+    (only the first header was read), while an app decoding the whole list would read what the guard did not."""
+    called: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        called.append(True)
+
+    scope = http_scope([(b"content-type", b"application/json"), *((b"content-encoding", e) for e in encodings)])
+    sent, _ = await drive(guard(tmp_path, app), json.dumps(BODY).encode(), scope)
+    assert sent[0]["status"] == 415 and not called
+    assert "Content-Encoding 'gzip'" in json.loads(sent[1]["body"])["detail"]
+
+
 async def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     got: list[bytes] = []
 
