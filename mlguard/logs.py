@@ -14,7 +14,8 @@ place where all of that passes, so it enforces the rules:
 * uvicorn's access line becomes ``method``, ``path`` (query string removed) and ``status``: no client address,
   no query string; a path that matches a guarded route with parameters (``/applicants/{id}/score``) is logged
   as that template, since the parameter is an input value (:func:`mask_route_paths`, called by every Guard).
-  Paths of routes the guard does not guard are logged as they are.
+  Paths of routes the guard does not guard are logged as they are, except a segment that looks like an e-mail
+  address or a long number (:func:`_mask_path`).
 
 ``configure_logging`` installs it on the root logger (CLI commands, tests, apps); ``uvicorn_log_config`` gives the
 same formatter to uvicorn (``mlguard serve --log-format json|text``), in every worker process.
@@ -96,11 +97,26 @@ def mask_route_paths(routes: Iterable[tuple[str, re.Pattern[str]]]) -> None:
 
 
 _PARAMETER = re.compile(r"\{[^}]*\}")
+_CUT = re.compile("[?#]|%3f|%23", re.IGNORECASE)
+_PERSONAL = re.compile("@|%40|[0-9]{7}", re.IGNORECASE)
+_REDACTED_SEGMENT = "{redacted}"
 
 
 def _mask_path(path: str) -> str:
-    """``path`` without its query string, or the guarded route template it matches."""
-    path = path.split("?", 1)[0]
+    """``path`` cut before its query string or fragment, then the guarded route template it matches, or else
+    the path with each segment that holds an ``@`` (``%40``) or a run of 7 or more digits as ``{redacted}``.
+
+    Why the encoded ``?`` and ``#`` (``%3F``, ``%23``, either case): uvicorn logs the percent-encoded decoded
+    path, so a client's ``/v1/score%3Femail=...`` (or a raw ``#``) was logged with its would-be query string,
+    value and all, after a cut at a literal ``?`` only. Why unguarded paths' segments: a security review put
+    an e-mail address in a path segment (``/v1/zq@quackmail.eu/...``) of a route the guard does not guard (no
+    template to log instead), and it was logged as is; an address or a long number (a phone, account or
+    national id number) in a path is far more likely personal data than anything a reader of the log needs.
+    Other segments stay, so the line still says which endpoint was asked. Guarded routes with parameters are
+    logged as their template already (:func:`mask_route_paths`)."""
+    cut = _CUT.search(path)
+    if cut is not None:
+        path = path[:cut.start()]
     best: tuple[int, str] | None = None
     for template, pattern in list(_TEMPLATES.items()):
         if pattern.match(path):
@@ -109,7 +125,11 @@ def _mask_path(path: str) -> str:
             literal = len(_PARAMETER.sub("", template))
             if best is None or literal > best[0]:
                 best = (literal, template)
-    return path if best is None else best[1]
+    if best is not None:
+        return best[1]
+    if _PERSONAL.search(path) is None:
+        return path
+    return "/".join(_REDACTED_SEGMENT if _PERSONAL.search(seg) else seg for seg in path.split("/"))
 
 
 def _access(record: logging.LogRecord, doc: dict[str, Any]) -> bool:

@@ -66,7 +66,7 @@ class GuardMiddleware:
         if not self._coverage_checked:  # no lifespan came first (httpx's ASGITransport, TestClient without with)
             self._check_coverage()
         path = route_path(scope)
-        route = self._table.match(scope["method"], path)
+        route = self._table.match(scope["method"], path, scope.get("headers", ()))
         if route is None:
             if self.admin is not None and self.admin.handles(path):
                 await self.admin(scope, receive, send)
@@ -75,7 +75,8 @@ class GuardMiddleware:
             return
         if self._closed_by_shutdown:
             await self._reopen_after_shutdown()
-            route = self._table.match(scope["method"], path)  # the same route, compiled by the new guard
+            # the same route, compiled by the new guard
+            route = self._table.match(scope["method"], path, scope.get("headers", ()))
             if route is None:  # pragma: no cover - the reopened guard has the same configuration
                 await self.app(scope, receive, send)
                 return

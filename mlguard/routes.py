@@ -171,21 +171,114 @@ def _suggest(value: str, known: frozenset[str]) -> str | None:
 
 
 class RouteTable:
-    """Finds the guarded route for (method, path). Exact paths are a dict lookup; patterns are tried after."""
+    """Finds the guarded route for a request. Exact paths are a dict lookup; patterns are tried after.
+
+    The decision is deliberately wider than the app's own router, because the guard cannot know how loose the
+    wrapped app is: a security review over real HTTP (uvicorn, h11) got bodies past the guard in clear with
+    ``post`` (h11 passes the method as sent), ``X-HTTP-Method-Override: POST``, a body on a GET, and paths such
+    as ``//v1/score``, ``/v1/./score``, ``/v1/score;x`` or ``/V1/SCORE``, all of which a loose raw-ASGI app (or
+    a router that merges slashes or ignores case) served as the guarded route. Guarding such a request costs a
+    strict app nothing (its router answers 404/405 anyway) and closes the gap for a loose one. Only the
+    decision is widened: the app still receives the request as it came.
+    """
 
     def __init__(self, routes: list[CompiledRoute]) -> None:
         self.routes = routes
         self._exact = {_normal(r.config.path): r for r in routes if "{" not in r.config.path}
         self._patterns = [r for r in routes if "{" in r.config.path]
+        # the decision on a normalised path (decision_path): the same routes, compared ignoring case
+        self._folded_exact = {k.casefold(): r for k, r in self._exact.items()}
+        self._folded_patterns = [(r, re.compile(r.pattern.pattern, re.IGNORECASE)) for r in self._patterns]
 
-    def match(self, method: str, path: str) -> CompiledRoute | None:
-        """The route guarding ``path`` (the route path: :func:`route_path`), with or without a trailing slash."""
+    def match(self, method: str, path: str,
+              headers: Iterable[tuple[bytes, bytes]] = ()) -> CompiledRoute | None:
+        """The route guarding this request: ``path`` is the route path (:func:`route_path`), with or without a
+        trailing slash; ``headers`` the scope's (method override, body framing).
+
+        Fast path: a path with none of ``//``, ``/.``, ``;``, ``%``, an upper-case or a non-ASCII letter is
+        looked up as it is, and a method listed on the route as sent is guarded, without reading a header. Only
+        a request whose path names a guarded route (as sent or normalised, :func:`decision_path`) and whose
+        method is not listed as sent pays for :meth:`_guards`."""
         route = self._exact.get(path if len(path) < 2 or path[-1] != "/" else _normal(path))
         if route is None:
             for candidate in self._patterns:
                 if candidate.pattern.match(path):
                     route = candidate
                     break
-        if route is None or method not in route.methods:
-            return None
+        if route is not None and (method in route.methods or self._guards(route, method, headers)):
+            return route
+        if ("//" in path or "/." in path or ";" in path or "%" in path or not path.isascii()
+                or path != path.lower()):
+            normal = self._by_decision_path(decision_path(path))
+            if normal is not None and normal is not route and (
+                    method in normal.methods or self._guards(normal, method, headers)):
+                return normal
+        return None
+
+    def _by_decision_path(self, path: str) -> CompiledRoute | None:
+        route = self._folded_exact.get(path.casefold())
+        if route is None:
+            for candidate, folded in self._folded_patterns:
+                if folded.match(path):
+                    return candidate
         return route
+
+    @staticmethod
+    def _guards(route: CompiledRoute, method: str, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Whether a request to ``route``'s path whose method, as sent, is not one of the route's is guarded.
+
+        * the method in any case (``post``): h11 passes it as sent, and a loose app may compare it ignoring case;
+        * an override header (``X-HTTP-Method-Override``, ``X-HTTP-Method``, ``X-Method-Override``) naming a
+          guarded method: some frameworks route the request by it;
+        * a body (``Content-Length`` > 0 or any ``Transfer-Encoding``) on a method that carries none (anything but
+          POST, PUT, PATCH, DELETE: GET, HEAD, OPTIONS ...): unusual, and a loose app may read it. Such a request
+          is guarded as the route's exchange (redacted) rather than passed in clear. A PUT, PATCH or DELETE the
+          route does not list stays unguarded, as configured."""
+        upper = method.upper()
+        if upper in route.methods:
+            return True
+        bodiless = upper not in _BODY_METHODS
+        for key, value in headers:  # ASGI header names are lower-case
+            if key in _OVERRIDE_HEADERS:
+                if any(m.strip().upper() in route.methods
+                       for m in value.decode("latin-1").split(",")):
+                    return True
+            elif bodiless and (key == b"transfer-encoding"
+                               or (key == b"content-length" and value.strip().strip(b"0") != b"")):
+                return True
+        return False
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""The methods a route may list (:class:`mlguard.config.RouteConfig`): those whose request carries a body."""
+
+_OVERRIDE_HEADERS = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
+_ENCODED_DOT = re.compile("%2e", re.IGNORECASE)
+
+
+def decision_path(path: str) -> str:
+    """``path`` as a loose router might resolve it, for the guarded-or-not decision only (the app still gets
+    the request unchanged): an encoded dot (``%2e``, left so by a server, or double-encoded) decoded, each
+    segment's ``;parameters`` dropped, empty and ``.`` segments removed (repeated slashes collapse), ``..``
+    resolved (never above the root), no trailing slash. Case is left as is: the routes are compared with it
+    ignored (:class:`RouteTable`).
+
+    Why: ``//v1/score``, ``/v1//score``, ``/v1/./score``, ``/v1/x/../score``, ``/v1/%2e/score`` and
+    ``/v1/score;x`` were all served as ``/v1/score`` by a loose app (or a router that merges slashes, or
+    Tomcat-style ``;`` handling) while the guard, comparing the path as sent, let their bodies through in
+    clear. ``;`` is dropped before ``..`` is resolved, so ``/v1/x/..;/score`` resolves too."""
+    if "%" in path:
+        path = _ENCODED_DOT.sub(".", path)
+    if "/." not in path and "//" not in path and ";" not in path:  # only its case differs: no segment to resolve
+        return path.rstrip("/") or "/"
+    out: list[str] = []
+    for segment in path.split("/"):
+        segment = segment.split(";", 1)[0]
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    return "/" + "/".join(out)

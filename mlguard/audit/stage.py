@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from mlguard.metrics import Family
 
 log = logging.getLogger("mlguard.audit.stage")
+
+_AUDIT_ID = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+"""An audit id as the guard writes it (a UUID, :func:`mlguard.ids.uuid7`), either case."""
 
 
 def resolve_store_url(url: str, base_dir: Path | None) -> str:
@@ -198,10 +202,22 @@ class AuditStage(BaseStage):
         for the 404), not only that one was asked for. Reading into memory discloses nothing; the answer waits
         for the durable event, and when that append fails the answer is 503 with nothing of the record, not even
         whether it exists. A read that itself fails is still recorded (``found: null``) when the trail takes it.
+        A target that is not an audit id is answered 404 unread and recorded by its length only (see below).
         """
         audit_id = req.query.get("audit_id", "")
         data: dict[str, Any] = {"endpoint": "/audit/records", "target": audit_id}
         unavailable = AdminResponse(503, json.dumps({"detail": "audit trail unavailable"}).encode())
+        if _AUDIT_ID.fullmatch(audit_id) is None:
+            # Not an audit id (a UUID): what was typed may be anything, an e-mail address or a name pasted by
+            # mistake (a review found one kept, sealed, in the trail). Nothing is read and the trail gets its
+            # length only, never the string; the read is still recorded before the 404, as any other.
+            data["target"] = {"not_an_audit_id": True, "length": len(audit_id)}
+            try:
+                read_id = await self.append_event("admin_read", {**data, "found": False})
+            except MLGuardError as exc:
+                log.error("audited read failed", extra={"error": type(exc).__name__})
+                return unavailable
+            return AdminResponse(404, json.dumps({"detail": "no such audit record", "read_id": read_id}).encode())
         try:
             record = await anyio.to_thread.run_sync(self.reader.get, audit_id)
         except MLGuardError as exc:

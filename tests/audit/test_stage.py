@@ -93,7 +93,9 @@ async def test_records_every_exchange_and_no_pii_leaks(tmp_path: Path, caplog: p
         # each read is in the trail by the time its answer is out, saying what it found
         reads = [x for x in reader.iter_records() if x["kind"] == "admin_read"]
         assert [x["data"] for x in reads] == [{"endpoint": "/audit/records", "target": ids[0], "found": True},
-                                              {"endpoint": "/audit/records", "target": "nope", "found": False}]
+                                              # not an audit id: answered unread, kept by its length only
+                                              {"endpoint": "/audit/records",
+                                               "target": {"not_an_audit_id": True, "length": 4}, "found": False}]
         assert [x["audit_id"] for x in reads] == [r.json()["read_id"], miss.json()["read_id"]]
         reader.close()
     await guard.aclose()
