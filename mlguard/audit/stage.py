@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from mlguard.audit.record import KINDS, Pending, event, from_exchange
 from mlguard.audit.store.base import AuditStore, open_store
 from mlguard.audit.writer import AuditWriter, Unrecorded
 from mlguard.errors import AuditError, KeyringError, MLGuardError
-from mlguard.ids import uuid7
+from mlguard.ids import audit_target, is_audit_id, uuid7
 from mlguard.keys import ENV_VAR, KeyProvider, Keyring, keyring_for
 from mlguard.metrics import register_gauges, single
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
@@ -40,10 +39,6 @@ if TYPE_CHECKING:
     from mlguard.metrics import Family
 
 log = logging.getLogger("mlguard.audit.stage")
-
-_AUDIT_ID = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-"""An audit id as the guard writes it (a UUID, :func:`mlguard.ids.uuid7`), either case."""
-
 
 def resolve_store_url(url: str, base_dir: Path | None) -> str:
     """Make a relative ``sqlite:///`` path relative to the config's directory."""
@@ -207,11 +202,10 @@ class AuditStage(BaseStage):
         audit_id = req.query.get("audit_id", "")
         data: dict[str, Any] = {"endpoint": "/audit/records", "target": audit_id}
         unavailable = AdminResponse(503, json.dumps({"detail": "audit trail unavailable"}).encode())
-        if _AUDIT_ID.fullmatch(audit_id) is None:
-            # Not an audit id (a UUID): what was typed may be anything, an e-mail address or a name pasted by
-            # mistake (a review found one kept, sealed, in the trail). Nothing is read and the trail gets its
-            # length only, never the string; the read is still recorded before the 404, as any other.
-            data["target"] = {"not_an_audit_id": True, "length": len(audit_id)}
+        if not is_audit_id(audit_id):
+            # Not an audit id: nothing is read and the trail gets its length only, never the string
+            # (mlguard.ids.audit_target); the read is still recorded before the 404, as any other.
+            data["target"] = audit_target(audit_id)
             try:
                 read_id = await self.append_event("admin_read", {**data, "found": False})
             except MLGuardError as exc:

@@ -35,6 +35,7 @@ import anyio.to_thread
 from mlguard.errors import AuditUnavailable, ExplainError
 from mlguard.explain.route import ReasonPolicy, RouteExplainer, build_route_explainer
 from mlguard.explain.worker import DeferredWorker, Entry, Job, ResultStore, public_view
+from mlguard.ids import audit_target, is_audit_id
 from mlguard.metrics import register_gauges, single
 from mlguard.stage import AdminRequest, AdminResponse, AdminRoute, BaseStage, BuildContext
 
@@ -262,7 +263,8 @@ class ExplainStage(BaseStage):
         if events is None:
             return True
         try:
-            await events.append_event("admin_read", {"endpoint": endpoint, "target": audit_id, "found": found})
+            await events.append_event("admin_read", {"endpoint": endpoint, "target": audit_target(audit_id),
+                                                     "found": found})
         except Exception as exc:
             log.error("audited read failed", extra={"error": type(exc).__name__})
             return False
@@ -272,6 +274,10 @@ class ExplainStage(BaseStage):
         """The explanation of ``audit_id``, or the answer to give instead: looked up first (nothing disclosed),
         then the read recorded with what it found, then answered: 503 when the trail could not be read or the
         read not recorded, 404 when there is none."""
+        if not is_audit_id(audit_id):  # looked up nowhere; the trail keeps its length only (audit_target)
+            if not await self._audited_read(endpoint, audit_id, found=False):
+                return _json(503, {"detail": "audit trail unavailable"})
+            return _json(404, {"detail": "not an audit id"})
         try:
             entry, missing = await self._lookup(audit_id)
         except _TrailUnreadable as exc:

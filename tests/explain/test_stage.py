@@ -452,6 +452,9 @@ async def test_admin_reads_an_explanation_from_the_audit_trail_once_out_of_memor
         assert not_exchange.status_code == 404
         missing_plain = await c.get("/mlguard/explanations/nope/plain", headers=auth)
         assert missing_plain.status_code == 404
+        # not an audit id (an e-mail pasted by mistake): 404 unread, and the trail keeps its length only
+        pasted = await c.get("/mlguard/explanations/zq%40quackmail.eu", headers=auth)
+        assert pasted.status_code == 404 and "quackmail" not in pasted.text
         reads = [r for r in events.reader.iter_records() if r["kind"] == "admin_read"]
     # each read in the trail, saying whether it found an explanation (200) or not (404)
     assert [r["data"] for r in reads] == [
@@ -459,7 +462,9 @@ async def test_admin_reads_an_explanation_from_the_audit_trail_once_out_of_memor
         {"endpoint": "/explanations", "target": first_id, "found": True},
         {"endpoint": "/explanations/plain", "target": first_id, "found": True},
         {"endpoint": "/explanations", "target": reads[0]["audit_id"], "found": False},
-        {"endpoint": "/explanations/plain", "target": "nope", "found": False}]
+        {"endpoint": "/explanations/plain", "target": {"not_an_audit_id": True, "length": 4}, "found": False},
+        {"endpoint": "/explanations", "target": {"not_an_audit_id": True, "length": 15}, "found": False}]
+    assert "quackmail" not in repr(reads)
     await guard.aclose()
 
 
