@@ -388,7 +388,7 @@ class FuzzEnv:
         app_statuses = [c["status"] for c in out.app_calls if c["status"] is not None]
         from_app = bool(app_statuses) and out.status == app_statuses[-1]
         admin = req.path.startswith("/mlguard")
-        guarded = req.path == GUARDED_PATH and req.method == "POST"
+        guarded = _guarded(req)
 
         if out.timed_out:
             problems.append("the request hung (no end within the timeout)")
@@ -474,3 +474,24 @@ class FuzzEnv:
                 if hits:
                     found[path.name] = hits
         return found
+
+
+def _guarded(req: FuzzRequest) -> bool:
+    """Whether the guard must treat ``req`` as the guarded route's exchange, written independently of
+    mlguard/routes.py: the method in any case (or a method-override header naming POST), and the path with
+    repeated slashes, dot segments, ``;params`` and letter case ignored (README "Guard your own service")."""
+    path = req.path.split("?", 1)[0]
+    segments: list[str] = []
+    for seg in path.split("/"):
+        seg = seg.split(";", 1)[0]
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(seg)
+    overrides = {v.decode("latin-1").strip().upper() for k, v in req.headers
+                 if k.lower() in (b"x-http-method-override", b"x-http-method", b"x-method-override")}
+    method_ok = req.method.upper() == "POST" or "POST" in overrides
+    return method_ok and "/" + "/".join(segments).casefold() == GUARDED_PATH
