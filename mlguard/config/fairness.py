@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+DEFAULT_UNKNOWN_VALUES = ("prefer not to say", "prefer not to answer", "decline to state", "decline to answer",
+                          "decline to self-identify", "i don't wish to answer", "not specified", "not disclosed",
+                          "unknown", "n/a")
+"""Protected-attribute values that say the person did not state one (``fairness.unknown_values``' default):
+common decline-to-state spellings of application forms and EEO surveys. Not "none" or "na": for some attributes
+(religion, an "NA" region) those are answers."""
+
+
+def fold_category(value: str) -> str:
+    """How a protected-attribute value is matched with ``categories`` and ``unknown_values``: case and
+    surrounding whitespace ignored ("female", " Female " and "FEMALE" all match "Female").
+
+    Why: the same answer arrives in several spellings from different forms and ATS exports; matched exactly,
+    "female" counted as ``other`` next to "Female", which split one group in two and fed the catch-all."""
+    return value.strip().casefold()
+
 
 class FairnessSettings(BaseModel):
     """The live window and where alerts go. Thresholds come from the policies."""
@@ -27,10 +43,18 @@ class FairnessSettings(BaseModel):
     )
     categories: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Allowed values per protected attribute, e.g. {sex: [Female, Male]}; any other value counts as "
-                    "`other`, so free text sent in a protected field never becomes a group name in reports, "
-                    "metrics or the shared store. Values of attributes not listed are shown by keyed digests "
-                    "(`sex=~3f09c1a2d4`), never in clear.",
+        description="Allowed values per protected attribute, e.g. {sex: [Female, Male]}, matched ignoring case and "
+                    "surrounding whitespace (`FEMALE` counts as `Female`, the name listed here); any other value "
+                    "counts as `other`, so free text sent in a protected field never becomes a group name in "
+                    "reports, metrics or the shared store. Values of attributes not listed are shown by keyed "
+                    "digests (`sex=~3f09c1a2d4`), never in clear.",
+    )
+    unknown_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_UNKNOWN_VALUES),
+        description="Values of any protected attribute that count as `unknown` (not stated, as LL144 reports it) "
+                    "rather than `other` or a group of their own; matched ignoring case and surrounding whitespace. "
+                    "A value also listed under `categories` counts as that category. A missing or empty value is "
+                    "always `unknown`.",
     )
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook POST, in seconds.")
     webhook_retries: int = Field(default=3, ge=0, le=10, description="Webhook retries after a failed POST (backoff).")
@@ -46,6 +70,20 @@ class FairnessSettings(BaseModel):
     bucket_seconds: int = Field(
         default=60, gt=0, description="Time bucket of the shared counts (the shared window moves by whole buckets)."
     )
+
+    @field_validator("categories")
+    @classmethod
+    def _categories_distinct(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Two listed values that differ only in case or surrounding whitespace would be one group: say so rather
+        than silently keep one. The message names the attribute, not the values."""
+        for attribute, values in v.items():
+            folded = [fold_category(x) for x in values]
+            if "" in folded:
+                raise ValueError(f"categories.{attribute} lists an empty value")
+            if len(set(folded)) != len(folded):
+                raise ValueError(f"categories.{attribute} lists a value twice (case and surrounding whitespace "
+                                 "are ignored when values are matched)")
+        return v
 
     @field_validator("shared_store")
     @classmethod

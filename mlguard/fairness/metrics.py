@@ -14,7 +14,9 @@ compare them within 1e-9 on random windows):
 
 Then what fairlearn has no notion of: NYC LL144 impact ratios (selection-rate and scoring-rate variants, the 2%
 exclusion with its justification, the unknown count), the EEOC four-fifths flag with a significance test, and a
-minimum group size below which a group is "insufficient data", neither pass nor fail.
+minimum group size below which a group is "insufficient data", neither pass nor fail. Which groups are judged
+(and which one the others are measured against) is decided in one place, :func:`eligibility` and
+:func:`reference_group`, for the live status, the summary, the gauges and the report alike.
 
 Where an evaluation differs from fairlearn on purpose: a difference or ratio over fewer than two groups compares
 nothing, so :func:`evaluate` reports it as NaN (``null`` in JSON, no gauge sample) where fairlearn gives 0.0 and
@@ -30,11 +32,11 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
-from mlguard.fairness.window import GroupSnapshot
+from mlguard.fairness.window import OTHER, GroupSnapshot
 
 Status = Literal["ok", "warn", "violation", "insufficient"]
 Correction = Literal["none", "holm", "bonferroni"]
@@ -335,6 +337,10 @@ class ImpactRow:
     """``p_adjusted`` < ``significance_alpha``."""
     p_adjusted: float | None = None
     """``p_value`` adjusted over the dimension's family of tests (equal to it under correction "none")."""
+    eligible: bool = False
+    """The group can be judged (:func:`eligibility`): only such rows can breach, or count in a lowest ratio."""
+    reference: bool = False
+    """The group the selection impact ratios of its dimension are measured against (:func:`reference_group`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _num(getattr(self, k)) for k in self.__slots__}
@@ -353,10 +359,13 @@ class DimensionReport:
     total: int
     breaches: list[dict[str, Any]]
     status: Status
+    reference: str | None = None
+    """The group the selection impact ratios are measured against; None when no group is eligible."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "dimension": self.dimension, "status": self.status, "total": self.total, "unknown": self.unknown,
+            "reference": self.reference,
             "all_groups": self.all_groups.as_dict(), "eligible": self.eligible.as_dict(),
             "impact": [r.as_dict() for r in self.impact], "breaches": self.breaches,
         }
@@ -387,8 +396,7 @@ class FairnessReport:
         for name in ("demographic_parity_difference", "equalized_odds_difference"):
             vals = [getattr(d.eligible, name) for d in self.dimensions.values()]
             out[name] = _num(_worst(vals, max))
-        ratios = [r.selection_impact_ratio for d in self.dimensions.values() for r in d.impact
-                  if r.selection_impact_ratio is not None and not r.excluded and not r.insufficient]
+        ratios = [v for d in self.dimensions.values() if (v := lowest_impact_ratio(d.impact)) is not None]
         out["min_impact_ratio"] = _num(min(ratios)) if ratios else None
         out["breaches"] = [b["metric"] + ":" + d.dimension for d in self.dimensions.values() for b in d.breaches]
         return out
@@ -415,18 +423,19 @@ def evaluate(snapshot: Sequence[GroupSnapshot], dimensions: Sequence[str], thres
              ) -> FairnessReport:
     """Compute every metric per dimension and the status against ``thresholds``.
 
-    Status: "insufficient" when no dimension has two eligible groups (known category, at least
-    ``min_group_size`` decisions, not excluded under the 2% rule); else "violation" when a threshold is breached
-    and the breach is statistically significant at ``significance_alpha``; "warn" when breached but not
-    significant; "ok" otherwise.
+    Status: "insufficient" when no dimension has two eligible groups (:func:`eligibility`: a known category, not
+    the ``other`` catch-all, at least ``min_group_size`` decisions, not excluded under the 2% rule); else
+    "violation" when a threshold is breached and the breach is statistically significant at
+    ``significance_alpha``; "warn" when breached but not significant; "ok" otherwise.
 
     Significance is judged on p-values adjusted by ``significance_correction`` over one *family*: every
     significance test made in one evaluation of one dimension, i.e. the tests behind that dimension's breaches.
     These are one test per impact-ratio row below ``min_impact_ratio`` that is eligible (that group against
-    the group with the highest selection rate), plus the demographic parity test and the equalized odds test
-    when those thresholds are set and exceeded. Dimensions (``sex``, ``race``, ``sex|race``) are separate
-    families, each judged as its own report would be; a dimension with m tests adjusts over m. Each breach
-    carries the raw ``p_value`` and ``p_adjusted``; under "none" the two are equal and nothing changes.
+    the reference group, the most selected eligible one: :func:`reference_group`), plus the demographic parity
+    test and the equalized odds test when those thresholds are set and exceeded. Dimensions (``sex``, ``race``,
+    ``sex|race``) are separate families, each judged as its own report would be; a dimension with m tests adjusts
+    over m. Each breach carries the raw ``p_value`` and ``p_adjusted``; under "none" the two are equal and nothing
+    changes.
     """
     by_dim: dict[str, list[GroupSnapshot]] = {d: [] for d in dimensions}
     for g in snapshot:
@@ -445,22 +454,12 @@ def evaluate(snapshot: Sequence[GroupSnapshot], dimensions: Sequence[str], thres
 
 
 def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> DimensionReport:
-    total = sum(g.n for g in groups)
-    unknown = sum(g.n for g in groups if g.unknown)
+    el = eligibility(groups, th)
     known = [g for g in groups if not g.unknown]
-    excluded: dict[str, str] = {}
-    for g in known:
-        share = g.n / total if total else 0.0
-        if share < th.exclude_below_share:
-            excluded[g.key] = (
-                f"{g.key} is {share:.2%} of the {total} decisions, under the {th.exclude_below_share:.0%} "
-                f"share below which {LL144_RULE} allows excluding a category from impact ratios; its count and "
-                "rate are still reported"
-            )
-    insufficient = {g.key for g in known if g.n < th.min_group_size}
-    eligible = [g for g in known if g.key not in excluded and g.key not in insufficient]
+    eligible = list(el.eligible)
     elig = _between_two_or_more(disparity(eligible))
-    impact = _impact_rows(known, total, excluded, insufficient, th)
+    reference = reference_group(eligible)
+    impact = _impact_rows(known, el, reference, th)
     differences = _difference_tests(eligible, elig, th) if len(eligible) >= 2 else []
     # the family (see evaluate): the rows with a p-value are exactly the eligible ones below four-fifths
     tested = [i for i, r in enumerate(impact) if r.p_value is not None]
@@ -470,7 +469,7 @@ def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> Dimensi
         impact[i] = replace(impact[i], p_adjusted=p_adj, significant=p_adj < th.significance_alpha)
     breaches: list[dict[str, Any]] = []
     if len(eligible) >= 2:
-        breaches.extend(_impact_breaches(impact, th))
+        breaches.extend(_impact_breaches(impact, reference, th))
         for d, p_adj in zip(differences, adjusted[len(tested):], strict=True):
             breaches.append({**d, "p_value": _num(d["p_value"]), "p_adjusted": _num(p_adj),
                              "significant": p_adj < th.significance_alpha})
@@ -482,8 +481,101 @@ def _dimension(dim: str, groups: list[GroupSnapshot], th: Thresholds) -> Dimensi
             status = "warn"
     else:
         status = "insufficient"
-    return DimensionReport(dim, _between_two_or_more(disparity(groups)), elig, impact, unknown, total, breaches,
-                           status)
+    unknown = sum(g.n for g in groups if g.unknown)
+    return DimensionReport(dim, _between_two_or_more(disparity(groups)), elig, impact, unknown, el.total, breaches,
+                           status, reference=reference.key if reference is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    """Which groups of one dimension can be judged, and why each other one cannot (see :func:`eligibility`)."""
+
+    total: int
+    """Decisions of the dimension, unknown category included (the denominator of a group's share)."""
+    excluded: dict[str, str]
+    """Known groups under ``exclude_below_share``, each with its justification."""
+    insufficient: frozenset[str]
+    """Known groups under ``min_group_size``."""
+    catch_all: frozenset[str]
+    """Groups that are no category: ``other`` (a value not declared, or beyond ``max_categories``), alone or in an
+    intersection. Unknown groups are left out of every set here and of ``eligible``."""
+    eligible: tuple[GroupSnapshot, ...]
+
+
+def is_catch_all(key: str) -> bool:
+    """Whether group ``key`` holds ``other`` (alone or as part of an intersection): a bucket of values that are
+    no declared category, so no category the rules can judge or compare with."""
+    return any(part.partition("=")[2] == OTHER for part in key.split("|"))
+
+
+def eligibility(groups: Sequence[GroupSnapshot], th: Thresholds) -> Eligibility:
+    """Split one dimension's groups into those that can be judged and the rest.
+
+    Eligible: a known category (not ``unknown``, not the ``other`` catch-all), at least ``min_group_size``
+    decisions, and at least ``exclude_below_share`` of the dimension's decisions. Only eligible groups are
+    compared between (the ``eligible`` fairlearn figures), tested, breached, or chosen as the reference group.
+
+    Why one function: the live status, the record's summary, the admin endpoint, the gauges, the report and its
+    periods all judge the same groups; copies of this rule had drifted apart (the reference group was chosen
+    among groups this rule would not judge, see :func:`reference_group`).
+    """
+    total = sum(g.n for g in groups)
+    excluded: dict[str, str] = {}
+    insufficient: set[str] = set()
+    catch_all: set[str] = set()
+    eligible: list[GroupSnapshot] = []
+    for g in groups:
+        if g.unknown:
+            continue
+        share = g.n / total if total else 0.0
+        if share < th.exclude_below_share:
+            excluded[g.key] = (
+                f"{g.key} is {share:.2%} of the {total} decisions, under the {th.exclude_below_share:.0%} "
+                f"share below which {LL144_RULE} allows excluding a category from impact ratios; its count and "
+                "rate are still reported"
+            )
+        if g.n < th.min_group_size:
+            insufficient.add(g.key)
+        if is_catch_all(g.key):
+            catch_all.add(g.key)
+        if g.key not in excluded and g.key not in insufficient and g.key not in catch_all:
+            eligible.append(g)
+    return Eligibility(total, excluded, frozenset(insufficient), frozenset(catch_all), tuple(eligible))
+
+
+def reference_group(eligible: Iterable[GroupSnapshot],
+                    rate: Callable[[GroupSnapshot], float] = selection_rate) -> GroupSnapshot | None:
+    """The group impact ratios are measured against: the highest ``rate`` among ``eligible`` groups (as
+    :func:`eligibility` gives them); None when there is none, and then there is no ratio.
+
+    Why only eligible groups: LL144 (6 RCNY 5-300, "impact ratio") and the four-fifths rule (29 CFR 1607.4(D))
+    compare each category with the highest selection (or scoring) rate among the categories that are reported
+    and judged. The ``other`` catch-all is no category, and a group under the minimum size is "insufficient
+    data", whose rate is noise: with either as the reference (n=7 selected at 100%, say) every real group's
+    ratio fell, and a route was halted on a ratio measured against a group too small to judge. The same holds
+    for a group excluded under the 2% share. Ties go to the first group by key, so the choice (and the p-value
+    of each test against it) does not depend on the order of the snapshot.
+    """
+    best: GroupSnapshot | None = None
+    best_rate = -math.inf
+    for g in sorted(eligible, key=lambda x: x.key):
+        r = rate(g)
+        if not math.isnan(r) and r > best_rate:
+            best, best_rate = g, r
+    return best
+
+
+def scoring_rate(g: GroupSnapshot) -> float:
+    """LL144's scoring rate: the share of the group's scored decisions above the window's median score; NaN when
+    scores were not asked for or the group has none."""
+    return g.above_median / g.scored if g.above_median is not None and g.scored else math.nan
+
+
+def lowest_impact_ratio(impact: Iterable[ImpactRow]) -> float | None:
+    """The lowest selection impact ratio among the eligible rows of one dimension; None when fewer than two rows
+    are eligible (the reference's own 1.0 compares nothing, as in :func:`_between_two_or_more`)."""
+    ratios = [r.selection_impact_ratio for r in impact if r.eligible and r.selection_impact_ratio is not None]
+    return min(ratios) if len(ratios) >= 2 else None
 
 
 def _between_two_or_more(m: DisparityMetrics) -> DisparityMetrics:
@@ -498,40 +590,44 @@ def _between_two_or_more(m: DisparityMetrics) -> DisparityMetrics:
     return m
 
 
-def _impact_rows(known: list[GroupSnapshot], total: int, excluded: Mapping[str, str], insufficient: set[str],
-                 th: Thresholds) -> list[ImpactRow]:
-    """The LL144 rows with raw p-values; ``p_adjusted`` and ``significant`` are set once the family is known."""
-    included = [g for g in known if g.key not in excluded]
-    best_sel = max((selection_rate(g) for g in included), default=math.nan)
-    best_group = max(included, key=selection_rate, default=None)
-    scoring = {g.key: (g.above_median / g.scored) for g in known if g.above_median is not None and g.scored}
-    best_score = max((scoring[g.key] for g in included if g.key in scoring), default=math.nan)
+def _impact_rows(known: list[GroupSnapshot], el: Eligibility, reference: GroupSnapshot | None, th: Thresholds
+                 ) -> list[ImpactRow]:
+    """The LL144 rows with raw p-values; ``p_adjusted`` and ``significant`` are set once the family is known.
+
+    Every known group not excluded by share gets its ratios (against :func:`reference_group`'s choice), so a
+    small group's or ``other``'s figure is still shown; only eligible rows are judged against four-fifths."""
+    eligible = {g.key for g in el.eligible}
+    best_sel = selection_rate(reference) if reference is not None else math.nan
+    score_ref = reference_group(el.eligible, scoring_rate)
+    best_score = scoring_rate(score_ref) if score_ref is not None else math.nan
     rows: list[ImpactRow] = []
     for g in sorted(known, key=lambda x: x.key):
         rate = selection_rate(g)
-        is_in = g.key not in excluded
+        is_in = g.key not in el.excluded
         ir = rate / best_sel if is_in and best_sel > 0 else None
-        sr = scoring.get(g.key)
-        sir = sr / best_score if is_in and sr is not None and best_score > 0 else None
+        sr = scoring_rate(g)
+        sir = sr / best_score if is_in and not math.isnan(sr) and best_score > 0 else None
         below = (ir is not None and th.min_impact_ratio is not None and ir < th.min_impact_ratio
-                 and g.key not in insufficient)
+                 and g.key in eligible)
         p = None
-        if below and best_group is not None:
-            p = two_proportion_p(g.selected, g.n, best_group.selected, best_group.n)
+        if below and reference is not None:
+            p = two_proportion_p(g.selected, g.n, reference.selected, reference.n)
         rows.append(ImpactRow(
-            group=g.key, n=g.n, share=g.n / total if total else 0.0, selected=g.selected, selection_rate=rate,
-            selection_impact_ratio=ir, scoring_rate=sr, scoring_impact_ratio=sir, excluded=not is_in,
-            justification=excluded.get(g.key), insufficient=g.key in insufficient, below_four_fifths=below,
-            p_value=p, significant=False, p_adjusted=None,
+            group=g.key, n=g.n, share=g.n / el.total if el.total else 0.0, selected=g.selected,
+            selection_rate=rate, selection_impact_ratio=ir, scoring_rate=None if math.isnan(sr) else sr,
+            scoring_impact_ratio=sir, excluded=not is_in, justification=el.excluded.get(g.key),
+            insufficient=g.key in el.insufficient, below_four_fifths=below, p_value=p, significant=False,
+            p_adjusted=None, eligible=g.key in eligible, reference=reference is not None and g.key == reference.key,
         ))
     return rows
 
 
-def _impact_breaches(impact: list[ImpactRow], th: Thresholds) -> list[dict[str, Any]]:
+def _impact_breaches(impact: list[ImpactRow], reference: GroupSnapshot | None, th: Thresholds
+                     ) -> list[dict[str, Any]]:
     return [{"metric": "impact_ratio", "group": row.group, "value": _num(row.selection_impact_ratio),
-             "threshold": th.min_impact_ratio, "p_value": _num(row.p_value), "p_adjusted": _num(row.p_adjusted),
-             "significant": row.significant}
-            for row in impact if row.below_four_fifths and not row.excluded and not row.insufficient]
+             "threshold": th.min_impact_ratio, "reference": reference.key if reference is not None else None,
+             "p_value": _num(row.p_value), "p_adjusted": _num(row.p_adjusted), "significant": row.significant}
+            for row in impact if row.below_four_fifths and row.eligible]
 
 
 def _difference_tests(eligible: list[GroupSnapshot], m: DisparityMetrics, th: Thresholds
@@ -571,7 +667,7 @@ def _num(v: Any) -> Any:
 
 __all__ = [
     "CHECKED_THRESHOLDS", "NO_THRESHOLD_DETAIL", "Correction", "DimensionReport", "DisparityMetrics",
-    "FairnessReport", "ImpactRow", "Status", "Thresholds",
-    "adjust_p_values", "disparity", "evaluate", "fisher_exact_p", "fnr", "fpr", "selection_rate", "tpr",
-    "two_proportion_p",
+    "Eligibility", "FairnessReport", "ImpactRow", "Status", "Thresholds",
+    "adjust_p_values", "disparity", "eligibility", "evaluate", "fisher_exact_p", "fnr", "fpr", "is_catch_all",
+    "lowest_impact_ratio", "reference_group", "scoring_rate", "selection_rate", "tpr", "two_proportion_p",
 ]

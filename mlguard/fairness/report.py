@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlguard.fairness.metrics import LL144_RULE, NO_THRESHOLD_DETAIL, Thresholds, evaluate
+from mlguard.fairness.metrics import (
+    LL144_RULE,
+    NO_THRESHOLD_DETAIL,
+    Thresholds,
+    evaluate,
+    is_catch_all,
+    lowest_impact_ratio,
+)
 from mlguard.fairness.window import GroupSnapshot
 
 MAX_PERIODS = 12
@@ -193,7 +200,9 @@ def _ll144(dims: dict[str, Any], th: Thresholds, min_size_from: Sequence[str]) -
     """The LL144 summary: per dimension, counts per category, unknowns, exclusions, rates and impact ratios.
 
     A category under ``min_group_size`` has ``below_four_fifths: null``: the rule is not applied to it (see the
-    module docstring), whatever its ratio."""
+    module docstring), whatever its ratio; nor to ``other``, the bucket of values that are no declared category.
+    Each dimension names its ``reference``, the group the impact ratios are measured against (the most selected
+    eligible one, ``mlguard.fairness.metrics.reference_group``), null when none is eligible."""
     out: dict[str, Any] = {"rule": LL144_RULE, "warn_below": th.min_impact_ratio,
                            "min_group_size": th.min_group_size, "min_group_size_from": list(min_size_from),
                            "dimensions": {}}
@@ -202,20 +211,32 @@ def _ll144(dims: dict[str, Any], th: Thresholds, min_size_from: Sequence[str]) -
         for r in d["impact"]:
             c = {k: r[k] for k in ("group", "n", "share", "selection_rate", "selection_impact_ratio",
                                    "scoring_rate", "scoring_impact_ratio", "excluded", "justification",
-                                   "insufficient", "below_four_fifths", "p_value", "p_adjusted", "significant")}
-            if c["insufficient"]:
+                                   "insufficient", "below_four_fifths", "p_value", "p_adjusted", "significant",
+                                   "eligible", "reference")}
+            if c["insufficient"] or is_catch_all(c["group"]):
                 c["below_four_fifths"] = None
             cats.append(c)
-        out["dimensions"][dim] = {"total": d["total"], "unknown": d["unknown"], "categories": cats}
+        out["dimensions"][dim] = {"total": d["total"], "unknown": d["unknown"], "reference": d["reference"],
+                                  "categories": cats}
     return out
 
 
 def _over_time(decs: Sequence[_Decision], dims: Sequence[str], th: Thresholds, periods: int
                ) -> list[dict[str, Any]]:
-    """Metrics per period (equal numbers of decisions per period, in time order)."""
+    """Metrics per period (equal numbers of decisions per period, in time order), over each period's eligible
+    groups only (``mlguard.fairness.metrics.eligibility``: the minimum group size, the exclusion share, no
+    ``other`` or ``unknown``), judged by the same rule as the whole report.
+
+    Why not over all groups: a period is a few hundred decisions, so it nearly always holds an ``unknown`` group
+    or a group of one or two; over those, every period read "violation" with a lowest impact ratio of 0.0 and a
+    parity difference of 1.0, which said nothing about the groups that can be judged. A dimension with no
+    eligible group in a period says so in ``detail``, its figures null. Periods hold at least twice
+    ``min_group_size`` decisions (fewer periods when there are not enough): shorter ones (there were periods of
+    ``min_group_size`` decisions) cannot hold two eligible groups."""
     if not decs:
         return []
-    k = max(1, min(periods, len(decs) // max(1, th.min_group_size) or 1))
+    # at least two minimum-size groups' worth of decisions per period: a shorter one can compare nothing
+    k = max(1, min(periods, len(decs) // max(1, 2 * th.min_group_size) or 1))
     size = math.ceil(len(decs) / k)
     out = []
     for i in range(0, len(decs), size):
@@ -225,17 +246,29 @@ def _over_time(decs: Sequence[_Decision], dims: Sequence[str], th: Thresholds, p
         row: dict[str, Any] = {"from": chunk[0].ts, "to": chunk[-1].ts, "decisions": len(chunk),
                                "status": rep.status, "dimensions": {}}
         for dim, dr in rep.dimensions.items():
-            m = dr.all_groups.as_dict()
-            ratios = [r.selection_impact_ratio for r in dr.impact
-                      if r.selection_impact_ratio is not None and not r.excluded]
+            m = dr.eligible.as_dict()
             row["dimensions"][dim] = {
+                "eligible_groups": m["groups"], "reference": dr.reference,
                 "selection_rate": m["selection_rate"], "fpr": m["fpr"], "tpr": m["tpr"],
                 "demographic_parity_difference": m["demographic_parity_difference"],
                 "equalized_odds_difference": m["equalized_odds_difference"],
-                "min_impact_ratio": min(ratios) if ratios else None,
+                "min_impact_ratio": lowest_impact_ratio(dr.impact),
+                "detail": _period_detail(len(m["groups"]), th),
             }
         out.append(row)
     return out
+
+
+def _period_detail(eligible: int, th: Thresholds) -> str | None:
+    """Why a period's figures of one dimension are null, when they are; None when two or more groups compare."""
+    if eligible >= 2:
+        return None
+    rule = (f"at least {th.min_group_size} decisions"
+            + (f" and {th.exclude_below_share:.0%} of the period's" if th.exclude_below_share > 0 else "")
+            + ", a declared category (not other or unknown)")
+    if eligible == 0:
+        return f"no group is eligible in this period ({rule}): no figure"
+    return f"one group is eligible in this period ({rule}): nothing to compare"
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -358,15 +391,18 @@ def render_html(report: dict[str, Any]) -> str:
                      f"set by {_fmt(', '.join(ll['min_group_size_from']))}) is reported as insufficient data: the "
                      "four-fifths rule is neither passed nor failed (n/a), whatever its impact ratio.</p>")
         for dim, d in r["ll144"]["dimensions"].items():
+            ref = (f"impact ratios against {_fmt(d['reference'])}, the most selected eligible category"
+                   if d.get("reference") else "no eligible category: no impact ratio")
             parts.append(f"<p><b>{html.escape(dim)}</b>: {d['total']} individuals, {d['unknown']} of unknown "
-                         "category.</p>")
+                         f"category; {ref}.</p>")
             parts.append(_table(
                 ["category", "n", "share", "selection rate", "impact ratio", "scoring rate", "scoring IR",
                  "excluded (justification)", "insufficient", "below 4/5", "p-value"],
                 [[_fmt(c["group"]), _fmt(c["n"]), _fmt(c["share"], True), _fmt(c["selection_rate"], True),
                   _fmt(c["selection_impact_ratio"]), _fmt(c["scoring_rate"], True), _fmt(c["scoring_impact_ratio"]),
                   _fmt(c["justification"]) if c["excluded"] else "no", _fmt(c["insufficient"]),
-                  "n/a (insufficient data)" if c["insufficient"] else _fmt(c["below_four_fifths"]),
+                  "n/a (insufficient data)" if c["insufficient"]
+                  else "n/a (not a category)" if is_catch_all(c["group"]) else _fmt(c["below_four_fifths"]),
                   _fmt(c["p_value"])] for c in d["categories"]]))
         if len(r["over_time"]) > 1:
             parts.append("<h3>Over time</h3>")

@@ -156,14 +156,20 @@ class FairnessStage(BaseStage):
             from mlguard.keys import keyring_for
 
             secret = keyring_for(self.ctx).secret("fairness.shared")
-            return SharedWindow(s.shared_store, route=route.path, attributes=attributes, size=s.window_size,
-                                secret=secret,
-                                seconds=s.window_seconds, bucket_seconds=s.bucket_seconds,
-                                intersectional=intersectional, max_categories=s.max_categories,
-                                categories=s.categories, label_key=label_key)
+            shared = SharedWindow(s.shared_store, route=route.path, attributes=attributes, size=s.window_size,
+                                  secret=secret,
+                                  seconds=s.window_seconds, bucket_seconds=s.bucket_seconds,
+                                  intersectional=intersectional, max_categories=s.max_categories,
+                                  categories=s.categories, label_key=label_key)
+            # SharedWindow maps values with a FairnessWindow of its own, built without unknown_values: give it
+            # the configured ones, so a shared window counts "unknown" exactly as a per-worker one does.
+            shared._keys = FairnessWindow(attributes, size=1, intersectional=intersectional,
+                                          max_categories=s.max_categories, categories=s.categories,
+                                          label_key=label_key, unknown_values=s.unknown_values)
+            return shared
         return FairnessWindow(attributes, size=s.window_size, seconds=s.window_seconds,
                               intersectional=intersectional, max_categories=s.max_categories,
-                              categories=s.categories, label_key=label_key)
+                              categories=s.categories, label_key=label_key, unknown_values=s.unknown_values)
 
     def _label_key(self, attributes: list[str]) -> bytes | None:
         """The key that names values of attributes without declared categories (window.py: Names); None when

@@ -7,9 +7,12 @@ metrics costs O(groups), not O(window). Only the LL144 scoring-rate variant need
 of the whole sample), so the ring keeps them and that one is computed on demand.
 
 Groups: one per value of each protected attribute ("sex=Female") and, when intersectional, one per combination
-("sex=Female|race=Black"). A value that is missing or of an unexpected type counts as "unknown" (LL144 asks for
-the size of the unknown category); a value beyond ``max_categories`` distinct ones per attribute counts as
-"other", so hostile input cannot grow memory without bound. Nothing here logs or raises with a value.
+("sex=Female|race=Black"). A value that is missing or of an unexpected type, or says the person did not state one
+(``unknown_values``: "Prefer not to say", ...), counts as "unknown" (LL144 asks for the size of the unknown
+category); a declared attribute's value that is none of its ``categories`` counts as "other" (matching ignores
+case and surrounding whitespace, so "female" and "F " are not "other" next to "Female" and "F"); a value beyond
+``max_categories`` distinct ones per attribute counts as "other", so hostile input cannot grow memory without
+bound. Nothing here logs or raises with a value.
 
 Names: group names are shown in clear in metrics labels, the admin endpoint, reports and alerts, so a value
 only becomes a name when the deployment declared it (``categories``). With a ``label_key`` (the stage always
@@ -28,6 +31,8 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from mlguard.config.fairness import DEFAULT_UNKNOWN_VALUES, fold_category
 
 UNKNOWN = "unknown"
 OTHER = "other"
@@ -132,7 +137,12 @@ class FairnessWindow:
         Distinct values kept per attribute; later new values count as "other".
     categories : mapping of str to collection of str, optional
         Allowed values per attribute: any other value counts as "other" (a closed list keeps free text sent in a
-        protected field out of group names, which reports and metrics show in clear).
+        protected field out of group names, which reports and metrics show in clear). Matched ignoring case and
+        surrounding whitespace; a match is named as listed here.
+    unknown_values : collection of str, optional
+        Values that count as "unknown" (matched the same way), of any attribute; None: the default list
+        (``mlguard.config.fairness.DEFAULT_UNKNOWN_VALUES``). A value also declared in ``categories`` counts as
+        that category.
     label_key : bytes, optional
         Name the values of attributes without ``categories`` by a keyed digest ("~" and 10 hex digits) instead
         of the value itself (see the module docstring).
@@ -149,10 +159,12 @@ class FairnessWindow:
     def __init__(self, attributes: Sequence[str], *, size: int, seconds: float | None = None,
                  intersectional: bool = True, max_categories: int = 50,
                  categories: Mapping[str, Collection[str]] | None = None, label_key: bytes | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 unknown_values: Collection[str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.attributes = tuple(attributes)
         self.label_key = label_key
-        self.allowed = {a: frozenset(v) for a, v in (categories or {}).items()}
+        self.allowed = {a: {fold_category(x): x.strip() for x in v} for a, v in (categories or {}).items()}
+        self.unknown_values = frozenset(fold_category(x) for x in
+                                        (DEFAULT_UNKNOWN_VALUES if unknown_values is None else unknown_values))
         self.size = size
         self.seconds = seconds
         self.intersectional = intersectional and len(self.attributes) > 1
@@ -168,27 +180,42 @@ class FairnessWindow:
     # ------------------------------------------------------------------ groups
 
     def _category(self, attribute: str, value: Any) -> str:
-        """The category a raw value counts in; never raises, whatever the value."""
+        """The category a raw value counts in; never raises, whatever the value.
+
+        Declared values and ``unknown_values`` are matched ignoring case and surrounding whitespace
+        (:func:`~mlguard.config.fairness.fold_category`); a declared match is named as declared. Only declared
+        matches are remembered for a declared attribute (by folded text, so spellings of one value take one
+        entry): values that match nothing are not, so hostile values cannot grow the map."""
         if isinstance(value, bool) or not isinstance(value, str | int):
             return UNKNOWN
         known = self._values[attribute]
-        cat = known.get(value)
-        if cat is not None:
-            return cat
+        allowed = self.allowed.get(attribute)
+        if allowed is None:
+            cat = known.get(value)
+            if cat is not None:
+                return cat
         text = value.strip() if isinstance(value, str) else str(value)
         if not text or len(text) > MAX_VALUE_CHARS or "|" in text or "=" in text:
             return UNKNOWN
-        allowed = self.allowed.get(attribute)
-        if text.lower() == UNKNOWN:
-            cat = UNKNOWN
-        elif allowed is not None and text not in allowed:
-            return OTHER  # not remembered: hostile values must not grow the map
-        elif len(known) >= self.max_categories:
+        folded = fold_category(text)
+        if folded == UNKNOWN:
+            return UNKNOWN
+        if allowed is not None:
+            cat = known.get(folded)
+            if cat is not None:
+                return cat
+            declared = allowed.get(folded)
+            if declared is None:
+                return UNKNOWN if folded in self.unknown_values else OTHER
+            if len(known) >= self.max_categories:
+                return OTHER
+            known[folded] = declared
+            return declared
+        if folded in self.unknown_values:
+            return UNKNOWN  # not remembered either: the set is fixed
+        if len(known) >= self.max_categories:
             return OTHER
-        elif allowed is None and self.label_key is not None:
-            cat = digest_label(self.label_key, attribute, text)
-        else:
-            cat = text
+        cat = digest_label(self.label_key, attribute, text) if self.label_key is not None else text
         known[value] = cat
         return cat
 
