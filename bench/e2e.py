@@ -163,6 +163,10 @@ def write_config(work: Path) -> Path:
     audit = cfg.setdefault("audit", {})
     audit["store"] = f"sqlite:///{work / 'audit.db'}"
     audit["keyring"] = str(work / "bench.keyring")
+    if not (work / "bench.keyring").exists():  # made here: a keyring the guard must create is warned about
+        from mlguard.keys import Keyring
+
+        Keyring.create(work / "bench.keyring")
     pii = cfg.setdefault("pii_engine", {})
     pii["cache_size"] = 0
     pii["vault_path"] = str(work / "pii-vault.db")
