@@ -4,10 +4,16 @@ refusals of decisions without complete reasons)."""
 
 from __future__ import annotations
 
+import json
+import sys
+import types
 import warnings
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import pytest
 
 FEATURES = ["income", "debt", "Sex", "Marital Status", "age"]
 PROHIBITED = ("Sex", "Marital Status", "age")
@@ -35,3 +41,48 @@ def scored_model() -> tuple[Any, list[dict[str, float]]]:
         warnings.simplefilter("ignore")
         model = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=0).fit(x, y)
     return model, [dict(zip(FEATURES, map(float, r), strict=True)) for r in x[:200]]
+
+
+def client(mw: Any) -> httpx.AsyncClient:
+    """An in-process client of the guarded app."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t")
+
+
+def sealed_record(tmp_path: Path, audit_id: str) -> dict[str, Any]:
+    """The decrypted audit record ``audit_id`` of the trail the tests keep in ``tmp_path``."""
+    from mlguard.audit.reader import AuditReader
+
+    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
+    try:
+        record = reader.get(audit_id)
+    finally:
+        reader.close()
+    assert record is not None
+    return record
+
+
+def build_guard(scored: tuple[Any, list[dict[str, float]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                policies: list[str], *, module: str, token: str, explain: dict[str, Any] | None = None
+                ) -> tuple[Path, Any]:
+    """A guard with the explain and audit stages over the scored model (importable as ``module:MODEL``), its
+    config written to ``tmp_path/mlguard.yaml``, the admin token set; returns (config path, Guard)."""
+    from mlguard.runtime import Guard
+
+    model, rows = scored
+    mod = types.ModuleType(module)
+    mod.MODEL = model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module, mod)
+    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", token)
+    cfg = {
+        "policies": policies,
+        "retention": {"max": "P2Y3M"},
+        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
+        "explain": {"reason_catalog": CATALOG, **(explain or {})},
+        "routes": [{"path": "/predict", "subject": "$.applicant.id", "protected": {"sex": "$.applicant.sex"},
+                    "model": {"object": f"{module}:MODEL", "features": "$.features",
+                              "feature_order": FEATURES, "output": "$.score", "favorable": "$.approved",
+                              "background_rows": rows}}],
+    }
+    path = tmp_path / "mlguard.yaml"
+    path.write_text(json.dumps(cfg))
+    return path, Guard(path, stages=["explain", "audit"])

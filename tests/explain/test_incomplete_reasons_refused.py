@@ -11,14 +11,10 @@ The decision is made by the pure ``decide()`` from the evidence the explain stag
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -26,7 +22,16 @@ from mlguard.middleware import GuardMiddleware
 from mlguard.policy.decision import PROCEED, Evidence, Rules, decide
 from mlguard.runtime import Guard
 from mlguard.testing import json_app
-from tests.explain.prohibited_model import CATALOG, FEATURES, ON_PROHIBITED_ONLY, ORDINARY, PLANTED_INCOME, scored_model
+from tests.explain.prohibited_model import (
+    FEATURES,
+    ON_PROHIBITED_ONLY,
+    ORDINARY,
+    PLANTED_INCOME,
+    build_guard,
+    client,
+    scored_model,
+    sealed_record,
+)
 
 TOKEN = "incomplete-reasons-token"
 APPROVED = {**ORDINARY, "income": 90.0, "debt": 5.0, "Marital Status": 1.0}
@@ -66,43 +71,15 @@ class Recorder:
 
 def _guard(scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policies: list[str],
            explain: dict[str, Any] | None = None) -> tuple[Guard, Any, Recorder]:
-    model, rows = scored
-    mod = types.ModuleType("mlguard_incomplete_reasons_model")
-    mod.MODEL = model  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mlguard_incomplete_reasons_model", mod)
-    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
+    model, _ = scored
     (tmp_path / "lender_open.yaml").write_text(OPEN_POLICY)
-    cfg = {
-        "policies": policies,
-        "retention": {"max": "P2Y3M"},
-        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
-        "explain": {"reason_catalog": CATALOG, "execution": "inline", **(explain or {})},
-        "routes": [{"path": "/predict", "subject": "$.applicant.id", "protected": {"sex": "$.applicant.sex"},
-                    "model": {"object": "mlguard_incomplete_reasons_model:MODEL", "features": "$.features",
-                              "feature_order": FEATURES, "output": "$.score", "favorable": "$.approved",
-                              "background_rows": rows}}],
-    }
-    path = tmp_path / "mlguard.yaml"
-    path.write_text(json.dumps(cfg))
-    guard = Guard(path, stages=["explain", "audit"])
+    _, guard = build_guard(scored, tmp_path, monkeypatch, policies, module="mlguard_incomplete_reasons_model",
+                           token=TOKEN, explain={"execution": "inline", **(explain or {})})
     recorder = Recorder(model)
     return guard, GuardMiddleware(json_app(recorder), guard=guard), recorder
 
 
-def _client(mw: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t")
 
-
-def _sealed(tmp_path: Path, audit_id: str) -> dict[str, Any]:
-    from mlguard.audit.reader import AuditReader
-
-    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
-    try:
-        record = reader.get(audit_id)
-    finally:
-        reader.close()
-    assert record is not None
-    return record
 
 
 # ---------------------------------------------------------------------- decide() as a table
@@ -147,7 +124,7 @@ async def test_fail_closed_refuses_an_adverse_decision_without_complete_reasons(
     guard, mw, app = _guard(scored, tmp_path, monkeypatch, ["ecoa"])
     assert guard.table.routes[0].policy.failure_mode == "fail_closed"
     with caplog.at_level(logging.DEBUG):
-        async with _client(mw) as c:
+        async with client(mw) as c:
             refused = await c.post("/predict", json={"applicant": {"id": "s-1", "sex": "F"},
                                                      "features": ON_PROHIBITED_ONLY})
             ordinary = await c.post("/predict", json={"applicant": {"id": "s-2"}, "features": ORDINARY})
@@ -177,7 +154,7 @@ async def test_fail_closed_refuses_an_adverse_decision_without_complete_reasons(
     assert approved.status_code == 200 and approved.json()["approved"] is True
 
     # the sealed record: refused, why, and the finding; it keeps the app's decision for the lender's review
-    sealed = _sealed(tmp_path, audit_id)
+    sealed = sealed_record(tmp_path, audit_id)
     assert sealed["status"] == 503
     assert sealed["decision"]["action"] == "refuse" and sealed["decision"]["reason"] == "reasons_incomplete"
     assert sealed["explanation"]["reasons_incomplete"] is True
@@ -197,13 +174,13 @@ async def test_fail_open_serves_it_flagged(scored: Any, tmp_path: Path, monkeypa
     guard, mw, _ = _guard(scored, tmp_path, monkeypatch, ["./lender_open.yaml"])
     policy = guard.table.routes[0].policy
     assert policy.failure_mode == "fail_open" and policy.explanations.reasons_on_adverse is True
-    async with _client(mw) as c:
+    async with client(mw) as c:
         flagged = await c.post("/predict", json={"applicant": {"id": "s-1"}, "features": ON_PROHIBITED_ONLY})
     await guard.aclose()
     assert flagged.status_code == 200 and flagged.json()["approved"] is False
     assert flagged.json()["explanation"]["reasons_incomplete"] is True
     assert flagged.headers["mlguard-reasons"] == "incomplete"
-    sealed = _sealed(tmp_path, flagged.headers["mlguard-audit-id"])
+    sealed = sealed_record(tmp_path, flagged.headers["mlguard-audit-id"])
     assert sealed["status"] == 200 and sealed["decision"]["action"] == "proceed"
 
 
@@ -215,7 +192,7 @@ async def test_deferred_under_fail_closed_warns_at_start_up_and_is_served(
         guard, mw, _ = _guard(scored, tmp_path, monkeypatch, ["ecoa"], {"execution": "deferred"})
     (line,) = [r.getMessage() for r in caplog.records if "run deferred" in r.getMessage()]
     assert "fail_closed cannot refuse it" in line and "explain.execution: inline" in line
-    async with _client(mw) as c:
+    async with client(mw) as c:
         resp = await c.post("/predict", json={"applicant": {"id": "s-1"}, "features": ON_PROHIBITED_ONLY})
     await guard.aclose()
     # the answer leaves before the explanation exists: nothing to refuse on

@@ -11,15 +11,11 @@ guard cannot make such a model lawful; it must not make its notices look lawful 
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -38,7 +34,10 @@ from tests.explain.prohibited_model import (
     ORDINARY,
     PLANTED_INCOME,
     PROHIBITED,
+    build_guard,
+    client,
     scored_model,
+    sealed_record,
 )
 
 TOKEN = "lawful-notices-token"
@@ -123,24 +122,9 @@ def test_startup_warning_says_what_follows(scored: Any, caplog: pytest.LogCaptur
 
 def _guard(scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policies: list[str],
            explain: dict[str, Any] | None = None) -> tuple[Path, Guard, Any]:
-    model, rows = scored
-    mod = types.ModuleType("mlguard_lawful_notices_model")
-    mod.MODEL = model  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mlguard_lawful_notices_model", mod)
-    monkeypatch.setenv("MLGUARD_ADMIN_TOKEN", TOKEN)
-    cfg = {
-        "policies": policies,
-        "retention": {"max": "P2Y3M"},
-        "audit": {"store": f"sqlite:///{tmp_path}/audit.db", "keyring": str(tmp_path / "k.keyring")},
-        "explain": {"reason_catalog": CATALOG, **(explain or {})},
-        "routes": [{"path": "/predict", "subject": "$.applicant.id", "protected": {"sex": "$.applicant.sex"},
-                    "model": {"object": "mlguard_lawful_notices_model:MODEL", "features": "$.features",
-                              "feature_order": FEATURES, "output": "$.score", "favorable": "$.approved",
-                              "background_rows": rows}}],
-    }
-    path = tmp_path / "mlguard.yaml"
-    path.write_text(json.dumps(cfg))
-    guard = Guard(path, stages=["explain", "audit"])
+    model, _ = scored
+    path, guard = build_guard(scored, tmp_path, monkeypatch, policies, module="mlguard_lawful_notices_model",
+                              token=TOKEN, explain=explain)
 
     def score(doc: Any) -> dict[str, Any]:
         p = float(model.predict_proba(np.array([[doc["features"][n] for n in FEATURES]]))[0, 1])
@@ -148,9 +132,6 @@ def _guard(scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policie
 
     return path, guard, GuardMiddleware(json_app(score), guard=guard)
 
-
-def _client(mw: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t")
 
 
 def _cli(audit_id: str, tmp_path: Path, config: Path) -> Any:
@@ -161,16 +142,6 @@ def _cli(audit_id: str, tmp_path: Path, config: Path) -> Any:
                                     "--keyring", str(tmp_path / "k.keyring"), "--config", str(config)])
 
 
-def _sealed(tmp_path: Path, audit_id: str) -> dict[str, Any]:
-    from mlguard.audit.reader import AuditReader
-
-    reader = AuditReader(f"sqlite:///{tmp_path}/audit.db", tmp_path / "k.keyring")
-    try:
-        record = reader.get(audit_id)
-    finally:
-        reader.close()
-    assert record is not None
-    return record
 
 
 @pytest.mark.anyio
@@ -180,7 +151,7 @@ async def test_ecoa_notice_flags_a_refusal_on_prohibited_bases_and_offers_no_cha
     path, guard, mw = _guard(scored, tmp_path, monkeypatch, ["ecoa"])
     auth = {"authorization": f"Bearer {TOKEN}"}
     with caplog.at_level(logging.DEBUG):
-        async with _client(mw) as c:
+        async with client(mw) as c:
             flagged = await c.post("/predict", json={"applicant": {"id": "s-1", "sex": "F"},
                                                      "features": ON_PROHIBITED_ONLY})
             ordinary = await c.post("/predict", json={"applicant": {"id": "s-2"}, "features": ORDINARY})
@@ -203,7 +174,7 @@ async def test_ecoa_notice_flags_a_refusal_on_prohibited_bases_and_offers_no_cha
     assert approved.json()["approved"] is True and "mlguard-reasons" not in approved.headers
 
     # the sealed audit record carries the decision, the refusal and the finding
-    record = _sealed(tmp_path, audit_id)
+    record = sealed_record(tmp_path, audit_id)
     assert record["output"]["approved"] is False and record["status"] == 503
     exp = record["explanation"]
     assert exp["status"] == "ready" and exp["reasons"] == []
@@ -238,7 +209,7 @@ async def test_counterfactuals_where_the_policy_asks_never_name_a_prohibited_bas
     pytest.importorskip("mlguard.audit.stage")
     path, guard, mw = _guard(scored, tmp_path, monkeypatch, ["gdpr", "ecoa"])
     auth = {"authorization": f"Bearer {TOKEN}"}
-    async with _client(mw) as c:
+    async with client(mw) as c:
         ids = []
         for i, feats in enumerate((SEX_FIRST, ON_PROHIBITED_ONLY)):
             resp = await c.post("/predict", json={"applicant": {"id": f"s-{i}"}, "features": feats})
@@ -270,7 +241,7 @@ async def test_deferred_refusal_on_prohibited_bases_is_flagged_too(
     _, guard, mw = _guard(scored, tmp_path, monkeypatch, ["ecoa"], {"execution": "deferred"})
     auth = {"authorization": f"Bearer {TOKEN}"}
     with caplog.at_level(logging.WARNING):
-        async with _client(mw) as c:
+        async with client(mw) as c:
             resp = await c.post("/predict", json={"applicant": {"id": "s-1"}, "features": ON_PROHIBITED_ONLY})
             audit_id = resp.headers["mlguard-audit-id"]
             assert resp.json()["explanation"]["status"] == "pending"
