@@ -135,6 +135,17 @@ class PIIEngineSettings(BaseModel):
         description="Extra recognizers: {name, entity, patterns: [{regex, score}], context: [..], validator}.",
     )
 
+    @field_validator("vault_path")
+    @classmethod
+    def _vault_on_disk(cls, v: str) -> str:
+        """A vault in memory (``:memory:``) would lose every token at restart, so tokens already issued could no
+        longer be resolved nor erased by ``audit shred``; from a config file the name even became a file called
+        ``:memory:`` beside it. Refused, as an audit store in memory is."""
+        if v.strip() in (":memory:", "") or v.startswith("file::memory:"):
+            raise ValueError("the token vault must be a file (a vault in memory loses every token at restart, and "
+                             "audit shred could not erase them); for tests use a path in a temporary directory")
+        return v
+
     @field_validator("countries")
     @classmethod
     def _known_countries(cls, v: list[str]) -> list[str]:

@@ -393,8 +393,8 @@ def render_html(report: dict[str, Any]) -> str:
         for dim, d in r["ll144"]["dimensions"].items():
             ref = (f"impact ratios against {_fmt(d['reference'])}, the most selected eligible category"
                    if d.get("reference") else "no eligible category: no impact ratio")
-            parts.append(f"<p><b>{html.escape(dim)}</b>: {d['total']} individuals, {d['unknown']} of unknown "
-                         f"category; {ref}.</p>")
+            parts.append(f"<p><b>{html.escape(dim)}</b>: {d['total']} decisions (one person applying "
+                         f"twice counts twice), {d['unknown']} of unknown category; {ref}.</p>")
             parts.append(_table(
                 ["category", "n", "share", "selection rate", "impact ratio", "scoring rate", "scoring IR",
                  "excluded (justification)", "insufficient", "below 4/5", "p-value"],

@@ -525,7 +525,9 @@ class FairnessStage(BaseStage):
                         metric.append(({**r, "dimension": dim, "metric": name}, float(v)))
                 for row in d.impact:
                     rates.append(({**r, "dimension": dim, "group": row.group}, row.selection_rate))
-                    if row.selection_impact_ratio is not None:
+                    # Only groups that can be judged: an alert rule "< 0.8" must not fire on a group of seven,
+                    # the catch-all or unknown, which no threshold is applied to (metrics.eligibility).
+                    if row.selection_impact_ratio is not None and row.eligible:
                         metric.append(({**r, "dimension": dim, "metric": "impact_ratio", "group": row.group},
                                        row.selection_impact_ratio))
         return [

@@ -69,3 +69,15 @@ def test_a_file_store_still_opens(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path}/audit.db")
     store.close()
     assert (tmp_path / "audit.db").exists()
+
+
+@pytest.mark.parametrize("vault", [":memory:", " :memory: ", ""])
+def test_a_token_vault_in_memory_is_refused_too(tmp_path: Path, vault: str) -> None:
+    """From a config file, ``pii_engine.vault_path: ":memory:"`` became a file named ``:memory:``; in memory, the
+    tokens issued could not be resolved after a restart nor erased by ``audit shred``."""
+    path = tmp_path / "mlguard.yaml"
+    path.write_text(f'policies: [base]\npii_engine: {{vault_path: "{vault}"}}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.field == "pii_engine.vault_path" and "the token vault must be a file" in str(info.value)
+    assert not (tmp_path / ":memory:").exists()

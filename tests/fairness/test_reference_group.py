@@ -165,6 +165,9 @@ async def test_live_route_is_not_halted_against_the_other_bucket(tmp_path: Any, 
     line = next(x for x in metrics.splitlines() if x.startswith("mlguard_fairness_metric{")
                 and 'metric="impact_ratio"' in x and 'group="race=Black"' in x and 'dimension="race"' in x)
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(0.9)
+    # no impact-ratio sample for the catch-all, which no threshold judges (an alert "< 0.8" would fire on it)
+    assert not [x for x in metrics.splitlines() if x.startswith("mlguard_fairness_metric{")
+                and 'metric="impact_ratio"' in x and 'group="race=other"' in x]
 
 
 def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
