@@ -24,7 +24,7 @@ from typing import Any, cast
 import click
 
 from mlguard.cli._root import cli
-from mlguard.errors import MLGuardError, RetentionRefused
+from mlguard.errors import ConfigError, MLGuardError, RetentionRefused
 
 STORE_HELP = "Audit store URL: sqlite:///PATH or postgresql://... (?schema=NAME)."
 JOBS_HELP = ("Worker processes reading the store (default: one per core, at most 8; each reads windows of "
@@ -272,9 +272,12 @@ class _Given:
         if config is not None:
             from mlguard.audit.stage import resolve_store_url
             from mlguard.config import load_config
+            from mlguard.runtime import located
 
             try:
                 cfg = load_config(config)
+            except ConfigError as exc:  # the file's content is wrong: exit 1 like serve and config check
+                raise located(exc, config) from None
             except MLGuardError as exc:
                 raise click.UsageError(str(exc)) from None
             base = cfg.base_dir
@@ -387,9 +390,12 @@ def _open_fairness(option: str | None, config: Path | None, keys: Any) -> tuple[
     url, where = option, "--fairness-store"
     if url is None and config is not None:
         from mlguard.config import load_config
+        from mlguard.runtime import located
 
         try:
             cfg = load_config(config)
+        except ConfigError as exc:  # the file's content is wrong: exit 1 like serve and config check
+            raise located(exc, config) from None
         except MLGuardError as exc:
             raise click.UsageError(str(exc)) from None
         url, where = cfg.fairness.shared_store, "fairness.shared_store"

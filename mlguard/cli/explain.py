@@ -90,13 +90,13 @@ def _changes(config_path: Path | None, record: dict[str, Any], explanation: dict
     from mlguard.explain.binding import build_binding
     from mlguard.explain.render import counterfactuals
     from mlguard.explain.route import ReasonPolicy
-    from mlguard.runtime import check_config
+    from mlguard.runtime import check_config, located
 
     try:
         config = load_config(config_path)
         compiled = check_config(config, file=config_path).routes  # each route's effective policy, as served
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    except ConfigError as exc:  # the file's content is wrong: exit 1 like serve and config check
+        raise located(exc, config_path) from None
     for index, route in enumerate(config.routes):
         if route.path == record.get("route") and route.model is not None and route.model.object is not None:
             if explanation.get("status") != "ready":
@@ -110,7 +110,7 @@ def _changes(config_path: Path | None, record: dict[str, Any], explanation: dict
             try:
                 binding = build_binding(index, route.model, base_dir=config.base_dir)
             except ConfigError as exc:
-                raise click.UsageError(str(exc)) from None
+                raise located(exc, config_path) from None
             inputs = explanation.get("inputs")
             if not isinstance(inputs, dict):  # a deferred explanation: rebuild from the sealed (redacted) input
                 inputs = binding.build_row(record.get("input")).values

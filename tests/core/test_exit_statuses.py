@@ -97,3 +97,16 @@ def test_every_command_help_states_its_exit_statuses(command: tuple[str, ...]) -
 def test_config_check_help_states_1_for_an_invalid_file_and_2_for_usage() -> None:
     text = " ".join(CliRunner().invoke(cli, ["config", "check", "--help"]).output.split())
     assert "Exit codes: 0 valid" in text and "1 invalid" in text and "2 usage error" in text
+
+
+@pytest.mark.parametrize("command", [["audit", "shred", "--subject", "s-1"], ["audit", "purge"]])
+def test_audit_commands_reading_an_invalid_config_exit_1_as_serve_does(tmp_path: Path, command: list[str],
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """They turned the config's own mistakes into usage errors (2): a script saw a bad command line where the
+    file was bad. Now the same exit 1 and file:field message as `config check`."""
+    path = write(tmp_path, {"policies": ["gdpr"], "retention": {"max": "P1Y"},
+                            "audit": {"store": "sqlite:///./a.db", "bogus": 1}})
+    assert main([*command, "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}:audit.bogus: unknown key"), err
+    assert not (tmp_path / "a.db").exists()
