@@ -71,15 +71,20 @@ def raw_sql(store: AuditStore, stmt: str, *params: Any) -> None:
             tx.c.execute(stmt.format(t=""), params)
 
 
-def tombstones(tmp_path: Path) -> list[dict[str, Any]]:
-    """The tombstone records of ``tmp_path``'s audit.db (keyring mlguard.keyring), decrypted."""
+def records_of_kind(tmp_path: Path, kind: str, keyring: str = "mlguard.keyring") -> list[dict[str, Any]]:
+    """The records of ``kind`` in ``tmp_path``'s audit.db (keyring ``tmp_path/keyring``), decrypted."""
     from mlguard.audit.reader import AuditReader
 
-    reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "mlguard.keyring")
+    reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / keyring)
     try:
-        return [r for r in reader.iter_records() if r["kind"] == "tombstone"]
+        return [r for r in reader.iter_records() if r["kind"] == kind]
     finally:
         reader.close()
+
+
+def tombstones(tmp_path: Path) -> list[dict[str, Any]]:
+    """The tombstone records of ``tmp_path``'s audit.db (keyring mlguard.keyring), decrypted."""
+    return records_of_kind(tmp_path, "tombstone")
 
 
 @pytest.fixture

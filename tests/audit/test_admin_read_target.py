@@ -15,10 +15,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from mlguard.audit.reader import AuditReader
 from mlguard.middleware import GuardMiddleware
 from mlguard.runtime import Guard
 from mlguard.testing import json_app
+from tests.audit.conftest import records_of_kind
 
 pytestmark = pytest.mark.anyio
 
@@ -32,11 +32,7 @@ def _config(tmp_path: Path) -> dict[str, Any]:
 
 
 def _reads(tmp_path: Path) -> list[dict[str, Any]]:
-    reader = AuditReader(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "k.keyring")
-    try:
-        return [x for x in reader.iter_records() if x["kind"] == "admin_read"]
-    finally:
-        reader.close()
+    return records_of_kind(tmp_path, "admin_read", "k.keyring")
 
 
 @pytest.mark.parametrize("target", ["zq@quackmail.eu", "Zephyrine Quackworth", "078-05-1120", "nope",
